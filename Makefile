@@ -1,0 +1,32 @@
+# ecgvit — every target installs what it needs from nothing.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision pinned: the pair that imports together here; a bare `torch` resolves a multi-GB CUDA build.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH"; exit 1; }
+	[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_PINS)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python benchmarks/preprocess_bench.py
+	$(BIN)/python benchmarks/synth_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ecgvit_cache demo_out

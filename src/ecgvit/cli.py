@@ -1,0 +1,155 @@
+"""`ecgvit` command line: a thin layer over the Python API.
+
+One grammar, ultralytics-style: `ecgvit <verb> [args]`, `ecgvit data <verb> [args]`.
+Each handler imports its stage lazily so `ecgvit --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser that answers a mistyped option or command with the closest valid ones."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = ""
+        bad: list[str] = []
+        if "unrecognized arguments:" in message:
+            bad = message.split("unrecognized arguments:", 1)[1].split()
+        elif "invalid choice:" in message:
+            bad = [message.split("invalid choice:", 1)[1].split("'")[1]]
+        valid: list[str] = []
+        for action in self._actions:
+            valid.extend(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                valid.extend(action.choices)
+        for b in bad:
+            flag = b.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, valid, n=3, cutoff=0.5)
+            if close:
+                hint += f"\n  {flag!r}: did you mean {' or '.join(close)}?"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="scan a dataset folder or CSV into a manifest (md5, size, duplicate groups, bad files)")
+    p.add_argument("source", help="dataset folder (Khan layout or one folder per class) or a CSV with path,label[,group]")
+    p.add_argument("--out", default="manifest.csv", help="manifest CSV to write (default: manifest.csv)")
+    p.add_argument("--near-dup-bits", type=int, default=None, help="pHash Hamming threshold for near duplicates; 0 disables (default 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_index)
+
+
+def _cmd_index(a: argparse.Namespace) -> int:
+    from ecgvit.config import IndexConfig
+    from ecgvit.data.index import index_dataset, summary_text
+
+    cfg = IndexConfig() if a.near_dup_bits is None else IndexConfig(near_dup_bits=a.near_dup_bits)
+    rows = index_dataset(a.source, cfg=cfg, out=a.out, progress=not a.quiet)
+    print(summary_text(rows))
+    print(f"manifest: {a.out}")
+    return 0
+
+
+def _add_split(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("split", help="grouped, stratified K-fold split of a manifest (no duplicate group on two sides)")
+    p.add_argument("manifest")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction of groups as fold 'test'")
+    p.add_argument("--out", default="splits.csv")
+    p.set_defaults(func=_cmd_split)
+
+
+def _cmd_split(a: argparse.Namespace) -> int:
+    from ecgvit.config import SplitConfig
+    from ecgvit.data.split import make_splits, split_summary_text
+
+    cfg = SplitConfig(folds=a.folds, seed=a.seed, test_fraction=a.test_fraction)
+    rows = make_splits(a.manifest, cfg=cfg, out=a.out)
+    print(split_summary_text(rows))
+    print(f"splits: {a.out}")
+    return 0
+
+
+def _add_crops(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("crops", help="contact sheet of detected trace areas (green: detected, red: fallback box)")
+    p.add_argument("manifest", help="manifest CSV, or a folder of images")
+    p.add_argument("--out", default="crops.png")
+    p.add_argument("--limit", type=int, default=0, help="at most this many distinct pages (0: all)")
+    p.add_argument("--columns", type=int, default=12)
+    p.set_defaults(func=_cmd_crops)
+
+
+def _cmd_crops(a: argparse.Namespace) -> int:
+    from ecgvit.data.crop import contact_sheet
+
+    stats = contact_sheet(a.manifest, a.out, limit=a.limit, columns=a.columns)
+    print(f"{stats['pages']} pages: {stats['detected']} grid detected, {stats['fallback']} fallback box")
+    print(f"contact sheet: {a.out}")
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write synthetic 12-lead ECG report pages with known labels")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per class)")
+    p.add_argument("--per-class", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distort", choices=["none", "light", "heavy"], default="none")
+    p.add_argument("--format", choices=["jpg", "png"], default="jpg")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from ecgvit.synth import generate
+
+    summary = generate(a.out, per_class=a.per_class, seed=a.seed, distort=a.distort, fmt=a.format, workers=a.workers, progress=not a.quiet)
+    print(summary)
+    return 0
+
+
+def build_parser() -> Parser:
+    from ecgvit import __version__
+
+    parser = Parser(prog="ecgvit", description="Classify 12-lead ECG report pages with a Vision Transformer.")
+    parser.add_argument("--version", action="version", version=f"ecgvit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    data = sub.add_parser("data", help="dataset index, splits, crop contact sheet")
+    data_sub = data.add_subparsers(dest="data_command", metavar="VERB", parser_class=Parser)
+    _add_index(data_sub)
+    _add_split(data_sub)
+    _add_crops(data_sub)
+    _add_synth(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # `ecgvit` or `ecgvit data` alone: show the relevant help.
+        target = parser
+        if args.command == "data":
+            target = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["data"]
+        target.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, PermissionError) as exc:
+        # Expected user errors: one clear line, no traceback.
+        print(f"ecgvit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ecgvit: interrupted; finished outputs were kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
