@@ -42,7 +42,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="manifest.csv", help="manifest CSV to write (default: manifest.csv)")
     p.add_argument("--near-dup-bits", type=int, default=None, help="pHash Hamming threshold for near duplicates; 0 disables (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_index)
+    p.set_defaults(_parser=p, func=_cmd_index)
 
 
 def _cmd_index(a: argparse.Namespace) -> int:
@@ -63,7 +63,7 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction of groups as fold 'test'")
     p.add_argument("--out", default="splits.csv")
-    p.set_defaults(func=_cmd_split)
+    p.set_defaults(_parser=p, func=_cmd_split)
 
 
 def _cmd_split(a: argparse.Namespace) -> int:
@@ -83,7 +83,7 @@ def _add_crops(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="crops.png")
     p.add_argument("--limit", type=int, default=0, help="at most this many distinct pages (0: all)")
     p.add_argument("--columns", type=int, default=12)
-    p.set_defaults(func=_cmd_crops)
+    p.set_defaults(_parser=p, func=_cmd_crops)
 
 
 def _cmd_crops(a: argparse.Namespace) -> int:
@@ -104,7 +104,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["jpg", "png"], default="jpg")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_synth)
+    p.set_defaults(_parser=p, func=_cmd_synth)
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
@@ -132,7 +132,11 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # Report unknown options from the sub-command that was chosen, so hints name its options.
+        leaf = getattr(args, "_parser", parser)
+        leaf.error(f"unrecognized arguments: {' '.join(extras)}")
     if not getattr(args, "func", None):
         # `ecgvit` or `ecgvit data` alone: show the relevant help.
         target = parser
