@@ -1,0 +1,238 @@
+"""Synthetic 12-lead ECG report pages with known labels (`ecgvit synth`).
+
+    from ecgvit.synth import generate, make_page
+    print(generate("synth_out", per_class=50, seed=1, distort="light", workers=2))
+    img, signals, params = make_page("history_of_mi", np.random.default_rng(0))
+
+Output layout (read by the data indexer as one folder per class):
+
+    OUT/synth_config.json                      the SynthConfig and page style that made the set
+    OUT/<class>/<class>_00000.jpg              the page
+    OUT/<class>/<class>_00000.npz              signals (12 x 5000 float32 mV, lead order LEADS), fs,
+                                               leads, qrs_onsets, beat_types, p_onsets
+    OUT/<class>/<class>_00000.json             generation parameters (class, rhythm, territory,
+                                               heart rate, noise, distortions, seed, header fields)
+
+Each page's RNG is derived from (seed, class index, page index) with numpy's SeedSequence, so a
+page's bytes depend on nothing else: same seed -> same files, whatever --workers is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import zipfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ecgvit.synth import distort as _distort
+from ecgvit.synth.page import KHAN_STYLE, LAYOUT, PageStyle, random_meta, render, template
+from ecgvit.synth.signals import CLASSES, ECG, FS, LEADS, TERRITORY_LEADS, derive_limb, simulate
+
+__all__ = [
+    "CLASSES",
+    "LEADS",
+    "FS",
+    "TERRITORY_LEADS",
+    "PageStyle",
+    "KHAN_STYLE",
+    "LAYOUT",
+    "SynthConfig",
+    "generate",
+    "make_page",
+    "render_page",
+    "page_rng",
+    "encode",
+    "simulate",
+    "derive_limb",
+]
+
+FORMATS = ("jpg", "png")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that determines a synthetic page set."""
+
+    per_class: int = 10
+    seed: int = 0
+    distort: str = "none"
+    fmt: str = "jpg"
+    classes: tuple[str, ...] = CLASSES
+    style: PageStyle = field(default_factory=PageStyle)
+    noise: bool = True
+
+    def __post_init__(self) -> None:
+        validate(self.per_class, self.seed, self.distort, self.fmt, 1)
+        bad = [c for c in self.classes if c not in CLASSES]
+        if bad or not self.classes:
+            raise ValueError(f"classes={self.classes!r}: each must be one of {', '.join(CLASSES)}")
+
+
+def validate(per_class: Any, seed: Any, distort: Any, fmt: Any, workers: Any) -> None:
+    """Raise ValueError naming the bad value."""
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise ValueError(f"per_class={per_class!r}: must be an integer >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r}: must be an integer >= 0")
+    if distort not in _distort.LEVELS:
+        raise ValueError(f"distort={distort!r}: expected one of {', '.join(_distort.LEVELS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers={workers!r}: must be an integer >= 1")
+
+
+def page_rng(seed: int, cls: str, index: int) -> np.random.Generator:
+    """The RNG of page `index` of class `cls`: depends only on (seed, class, index)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), CLASSES.index(cls), int(index)]))
+
+
+def render_page(ecg: ECG, rng: np.random.Generator, style: PageStyle = KHAN_STYLE, distort: str = "none") -> tuple[np.ndarray, dict[str, Any]]:
+    """Draw `ecg` on a page; returns (HxWx3 uint8 RGB array, params: header fields + distortions)."""
+    meta = random_meta(rng, ecg.heart_rate)
+    a = render(ecg.signals, style, meta, ecg.fs)
+    a, dparams = _distort.apply(a, rng, distort)
+    return a, {"header": meta, "distortions": dparams}
+
+
+def make_page(cls: str, rng: np.random.Generator, style: PageStyle = KHAN_STYLE, distort: str = "none", noise: bool = True, as_array: bool = False) -> tuple[Image.Image | np.ndarray, np.ndarray, dict[str, Any]]:
+    """One page of class `cls` in memory: (PIL RGB image, or array if as_array; signals 12xN mV; params).
+
+    Nothing is encoded: a training pipeline can call this on the fly. params["jpeg_quality"]
+    (set by distortions) says how `encode` would compress it.
+    """
+    if cls not in CLASSES:
+        raise ValueError(f"class {cls!r}: expected one of {', '.join(CLASSES)}")
+    if distort not in _distort.LEVELS:
+        raise ValueError(f"distort={distort!r}: expected one of {', '.join(_distort.LEVELS)}")
+    ecg = simulate(cls, rng, noise=noise)
+    a, rp = render_page(ecg, rng, style, distort)
+    params = dict(ecg.params)
+    params.update(rp)
+    params["jpeg_quality"] = int(rp["distortions"].get("jpeg_quality", style.jpeg_quality))
+    params["_ecg"] = ecg  # removed before writing; gives tests the beat annotations
+    img: Image.Image | np.ndarray = a if as_array else Image.fromarray(a)
+    return img, ecg.signals, params
+
+
+def encode(a: np.ndarray | Image.Image, fmt: str, quality: int = 75, dpi: int = 200) -> bytes:
+    """Page bytes (deterministic for a given input)."""
+    im = a if isinstance(a, Image.Image) else Image.fromarray(a)
+    b = io.BytesIO()
+    if fmt == "jpg":
+        im.save(b, "JPEG", quality=int(quality), subsampling=2, dpi=(dpi, dpi))
+    elif fmt == "png":
+        im.save(b, "PNG", compress_level=3, dpi=(dpi, dpi))
+    else:
+        raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
+    return b.getvalue()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz (readable by np.load) with fixed zip timestamps, so equal inputs give equal bytes."""
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for k, v in arrays.items():
+            info = zipfile.ZipInfo(f"{k}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            ab = io.BytesIO()
+            np.lib.format.write_array(ab, np.asanyarray(v), allow_pickle=False)
+            z.writestr(info, ab.getvalue())
+    return b.getvalue()
+
+
+def _write_page(out: str, cls: str, index: int, cfg: SynthConfig) -> str:
+    rng = page_rng(cfg.seed, cls, index)
+    img, signals, params = make_page(cls, rng, cfg.style, cfg.distort, cfg.noise, as_array=True)
+    ecg: ECG = params.pop("_ecg")
+    stem = f"{cls}_{index:05d}"
+    d = Path(out) / cls
+    data = encode(img, cfg.fmt, params["jpeg_quality"], cfg.style.dpi)
+    (d / f"{stem}.{cfg.fmt}").write_bytes(data)
+    arrays = {
+        "signals": signals,
+        "fs": np.int64(ecg.fs),
+        "leads": np.array(LEADS),
+        "qrs_onsets": ecg.qrs_onsets,
+        "beat_types": np.array(ecg.beat_types, dtype="<U1"),
+        "p_onsets": ecg.p_onsets,
+    }
+    (d / f"{stem}.npz").write_bytes(_npz_bytes(arrays))
+    side = {
+        "file": f"{stem}.{cfg.fmt}",
+        "class": cls,
+        "seed": {"seed": cfg.seed, "class_index": CLASSES.index(cls), "index": index, "derivation": "SeedSequence([seed, class_index, index])"},
+        "distort": cfg.distort,
+        **params,
+    }
+    (d / f"{stem}.json").write_text(json.dumps(side, indent=1, sort_keys=True, default=_json_default))
+    return cls
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _work(args: tuple[str, str, int, SynthConfig]) -> str:
+    import cv2
+
+    cv2.setNumThreads(1)
+    return _write_page(*args)
+
+
+def generate(out: str | os.PathLike[str], per_class: int = 10, seed: int = 0, distort: str = "none", fmt: str = "jpg", workers: int = 1, progress: bool = True, style: PageStyle | None = None) -> str:
+    """Write `per_class` pages per class under `out` (see module doc); returns a one-paragraph summary."""
+    validate(per_class, seed, distort, fmt, workers)
+    cfg = SynthConfig(per_class=int(per_class), seed=int(seed), distort=distort, fmt=fmt, style=style or KHAN_STYLE)
+    outp = Path(out)
+    if outp.exists() and not outp.is_dir():
+        raise ValueError(f"out={str(out)!r}: exists and is not a folder")
+    for c in cfg.classes:
+        (outp / c).mkdir(parents=True, exist_ok=True)
+    cfg_d = asdict(cfg)
+    cfg_d["leads"] = list(LEADS)
+    cfg_d["fs"] = FS
+    (outp / "synth_config.json").write_text(json.dumps(cfg_d, indent=1, sort_keys=True, default=_json_default))
+    jobs = [(str(outp), c, i, cfg) for c in cfg.classes for i in range(cfg.per_class)]
+    total = len(jobs)
+    counts = {c: 0 for c in cfg.classes}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="page", desc="synth", disable=total < 20)
+    t0 = time.perf_counter()
+    if workers == 1:
+        template(cfg.style)
+        for j in jobs:
+            counts[_write_page(*j)] += 1
+            if bar:
+                bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=int(workers)) as ex:
+            futs = [ex.submit(_work, j) for j in jobs]
+            for f in as_completed(futs):
+                counts[f.result()] += 1
+                if bar:
+                    bar.update(1)
+    dt = time.perf_counter() - t0
+    if bar:
+        bar.close()
+    per = ", ".join(f"{n} {c}" for c, n in counts.items())
+    return (
+        f"Wrote {total} synthetic ECG pages ({per}) as {fmt.upper()} with distortion '{distort}' and seed {seed} "
+        f"to {outp.resolve()} (one folder per class; each page has a .npz of its 12-lead signals and a .json of its parameters) "
+        f"in {dt:.1f} s, {total / max(dt, 1e-9):.1f} pages/s with {workers} worker{'s' if workers > 1 else ''}."
+    )

@@ -1,0 +1,322 @@
+"""Rendering a 12-lead ECG onto a report page that imitates the Khan & Hussain template.
+
+Everything that does not change from page to page (header labels, rules, the pink border, the
+dotted millimetre grid, lead labels, calibration pulses, column separators) is drawn once per
+`PageStyle` into a cached template; a page is then a copy of the template, a few text fields
+(ID, sex, heart rate, date/time) and 16 anti-aliased polylines (cv2.LINE_AA).
+
+Default geometry was measured on the real 2213x1572, 200 dpi pages (see benchmarks/synth_fidelity.py):
+border x=69..2175, y=284..1517 (4 px pink), grid pitch 200/25.4 = 7.874 px per mm, panels of 2.5 s
+(492 px) starting at x=152, row baselines y=467/767/1067/1370, column separators at 644/1136/1628.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ecgvit.synth.signals import FS, LEADS
+
+RGB = tuple[int, int, int]
+
+_FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF", "/Library/Fonts", "C:/Windows/Fonts")
+
+
+@dataclass(frozen=True)
+class PageStyle:
+    """Geometry, colours and fonts of a report page (pixels at `dpi`; colours RGB).
+
+    Defaults imitate the Khan & Hussain ECG machine template. `grid_kind="dots"` draws the
+    template's dotted grid (a dot at every 1 mm intersection, dots every 0.5 mm along 5 mm lines,
+    which after JPEG 4:2:0 chroma subsampling looks like the real pages' pink dotted grid);
+    `grid_kind="lines"` draws solid minor/major lines as on many other machines.
+    """
+
+    width: int = 2213
+    height: int = 1572
+    dpi: int = 200
+    # pink border rectangle (left, top, right, bottom), inclusive outer pixels
+    grid_box: tuple[int, int, int, int] = (69, 284, 2175, 1517)
+    border_color: RGB = (250, 162, 172)
+    border_width: int = 4
+    grid_kind: str = "dots"
+    grid_origin: tuple[float, float] = (105.0, 324.0)  # a 5 mm line crossing
+    minor_color: RGB = (225, 40, 55)  # dots; for "lines" use a light pink such as (250, 205, 210)
+    major_color: RGB = (225, 40, 55)
+    minor_width: int = 1
+    major_width: int = 1
+    paper_color: RGB = (255, 255, 255)
+    ink_color: RGB = (0, 0, 0)
+    trace_color: RGB = (0, 0, 0)
+    trace_width: int = 3
+    speed_mm_s: float = 25.0
+    gain_mm_mv: float = 10.0
+    panel_x0: float = 152.0
+    row_baselines: tuple[int, int, int, int] = (467, 767, 1067, 1370)
+    separator_width: int = 2
+    separator_extent: tuple[int, int] = (-107, 43)  # from row 1 baseline - 107 to row 3 baseline + 43
+    cal_x: tuple[int, int, int, int] = (97, 105, 122, 130)  # foot start, rise, fall, foot end
+    cal_width: int = 2
+    label_dx: int = 3
+    label_dy: int = -12  # label bottom relative to the baseline
+    font_file: str = "DejaVuSerif.ttf"
+    title_size: int = 40
+    header_size: int = 25
+    label_size: int = 26
+    footer_size: int = 18
+    jpeg_quality: int = 75
+    # header fields
+    title: str = "ECG REPORT"
+    device_text: str = "SE-3  V1.0  SEMIP  V1.7"
+    filter_text: str = "0.67~25Hz  AC50"
+
+    def __post_init__(self) -> None:
+        if self.grid_kind not in ("dots", "lines"):
+            raise ValueError(f"grid_kind={self.grid_kind!r}: expected 'dots' or 'lines'")
+        l, t, r, b = self.grid_box
+        if not (0 <= l < r < self.width and 0 <= t < b < self.height):
+            raise ValueError(f"grid_box={self.grid_box!r} does not fit a {self.width}x{self.height} page")
+        if self.trace_width < 1:
+            raise ValueError(f"trace_width={self.trace_width}: must be >= 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality={self.jpeg_quality}: must be in 1..100")
+
+    @property
+    def px_per_mm(self) -> float:
+        return self.dpi / 25.4
+
+    @property
+    def px_per_s(self) -> float:
+        return self.speed_mm_s * self.px_per_mm
+
+    @property
+    def px_per_mv(self) -> float:
+        return self.gain_mm_mv * self.px_per_mm
+
+    @property
+    def panel_w(self) -> float:
+        return 2.5 * self.px_per_s
+
+    def scaled(self, factor: float) -> "PageStyle":
+        """The same template at another resolution (e.g. 0.5 for 100 dpi)."""
+        f = factor
+        s = lambda v: int(round(v * f))  # noqa: E731
+        return replace(
+            self,
+            width=s(self.width),
+            height=s(self.height),
+            dpi=s(self.dpi),
+            grid_box=tuple(s(v) for v in self.grid_box),  # type: ignore[arg-type]
+            border_width=max(1, s(self.border_width)),
+            grid_origin=(self.grid_origin[0] * f, self.grid_origin[1] * f),
+            trace_width=max(1, s(self.trace_width)),
+            panel_x0=self.panel_x0 * f,
+            row_baselines=tuple(s(v) for v in self.row_baselines),  # type: ignore[arg-type]
+            separator_width=max(1, s(self.separator_width)),
+            separator_extent=(s(self.separator_extent[0]), s(self.separator_extent[1])),
+            cal_x=tuple(s(v) for v in self.cal_x),  # type: ignore[arg-type]
+            cal_width=max(1, s(self.cal_width)),
+            label_dx=s(self.label_dx),
+            label_dy=s(self.label_dy),
+            title_size=max(6, s(self.title_size)),
+            header_size=max(6, s(self.header_size)),
+            label_size=max(6, s(self.label_size)),
+            footer_size=max(6, s(self.footer_size)),
+        )
+
+
+KHAN_STYLE = PageStyle()
+
+# Panel layout: (row, column) -> lead; row 3 is the 10 s rhythm strip of lead II.
+LAYOUT: tuple[tuple[str, str, str, str], ...] = (
+    ("I", "aVR", "V1", "V4"),
+    ("II", "aVL", "V2", "V5"),
+    ("III", "aVF", "V3", "V6"),
+)
+RHYTHM_LEAD = "II"
+
+
+@functools.lru_cache(maxsize=16)
+def _font(name: str, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    for d in _FONT_DIRS:
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            return ImageFont.truetype(p, size)
+    try:
+        return ImageFont.truetype(name, size)
+    except OSError:
+        return ImageFont.load_default(size=size)
+
+
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], s: str, font: Any, fill: RGB, anchor: str = "ls") -> None:
+    draw.text(xy, s, font=font, fill=fill, anchor=anchor)
+
+
+def _draw_grid(a: np.ndarray, st: PageStyle) -> None:
+    l, t, r, b = st.grid_box
+    bw = st.border_width
+    il, it, ir, ib = l + bw, t + bw, r - bw, b - bw  # inside the border
+    p = st.px_per_mm
+    ox, oy = st.grid_origin
+    kx0 = int(np.ceil((il - ox) / p))
+    kx1 = int(np.floor((ir - ox) / p))
+    ky0 = int(np.ceil((it - oy) / p))
+    ky1 = int(np.floor((ib - oy) / p))
+    xs = ox + p * np.arange(kx0, kx1 + 1)
+    ys = oy + p * np.arange(ky0, ky1 + 1)
+    major_x = (np.arange(kx0, kx1 + 1) % 5) == 0
+    major_y = (np.arange(ky0, ky1 + 1) % 5) == 0
+    if st.grid_kind == "dots":
+        xi = np.round(xs).astype(int)
+        yi = np.round(ys).astype(int)
+        # a dot at every 1 mm crossing
+        a[np.ix_(yi, xi)] = st.minor_color
+        # 5 mm lines: dots every 0.5 mm along them
+        half_y = np.round(oy + p / 2 * np.arange(2 * ky0, 2 * ky1 + 1)).astype(int)
+        half_x = np.round(ox + p / 2 * np.arange(2 * kx0, 2 * kx1 + 1)).astype(int)
+        half_y = half_y[(half_y > it) & (half_y < ib)]
+        half_x = half_x[(half_x > il) & (half_x < ir)]
+        a[np.ix_(half_y, xi[major_x])] = st.major_color
+        a[np.ix_(yi[major_y], half_x)] = st.major_color
+    else:
+        for x, mj in zip(xs, major_x):
+            xi = int(round(x))
+            c, w = (st.major_color, st.major_width) if mj else (st.minor_color, st.minor_width)
+            cv2.line(a, (xi, it), (xi, ib), c, w)
+        for y, mj in zip(ys, major_y):
+            yi = int(round(y))
+            c, w = (st.major_color, st.major_width) if mj else (st.minor_color, st.minor_width)
+            cv2.line(a, (il, yi), (ir, yi), c, w)
+        # majors on top
+        for x, mj in zip(xs, major_x):
+            if mj:
+                cv2.line(a, (int(round(x)), it), (int(round(x)), ib), st.major_color, st.major_width)
+        for y, mj in zip(ys, major_y):
+            if mj:
+                cv2.line(a, (il, int(round(y))), (ir, int(round(y))), st.major_color, st.major_width)
+    # pink border rectangle (the crop detector looks for it)
+    cv2.rectangle(a, (l + bw // 2, t + bw // 2), (r - (bw - 1) // 2, b - (bw - 1) // 2), st.border_color, bw)
+
+
+@functools.lru_cache(maxsize=8)
+def template(st: PageStyle) -> np.ndarray:
+    """The static part of a page (read-only HxWx3 uint8 RGB array), cached per style."""
+    a = np.empty((st.height, st.width, 3), np.uint8)
+    a[:] = st.paper_color
+    _draw_grid(a, st)
+    s = st.width / 2213.0  # header positions scale with the page width
+    ink = st.ink_color
+    # rules under the header
+    x0, x1 = int(68 * s), int(2154 * s)
+    for y in (136, 142):
+        cv2.rectangle(a, (x0, int(y * s)), (x1, int((y + 3) * s)), ink, -1)
+    # separators and calibration pulses
+    base = st.row_baselines
+    y_top, y_bot = base[0] + st.separator_extent[0], base[2] + st.separator_extent[1]
+    for k in (1, 2, 3):
+        x = int(round(st.panel_x0 + k * st.panel_w))
+        cv2.line(a, (x, y_top), (x, y_bot), st.ink_color, st.separator_width)
+    h = int(round(st.px_per_mv))
+    c0, c1, c2, c3 = st.cal_x
+    for y in base:
+        pts = np.array([[c0, y], [c1, y], [c1, y - h], [c2, y - h], [c2, y], [c3, y]], np.int32)
+        cv2.polylines(a, [pts], False, st.trace_color, st.cal_width, cv2.LINE_AA)
+    im = Image.fromarray(a)
+    d = ImageDraw.Draw(im)
+    ft = _font(st.font_file, st.title_size)
+    fh = _font(st.font_file, st.header_size)
+    fl = _font(st.font_file, st.label_size)
+    ff = _font(st.font_file, st.footer_size)
+    _text(d, (1135 * s, 61 * s), st.title, ft, ink, "ms")
+    row1 = [(322, "Years"), (617, "cm"), (765, "kg"), (907, "/"), (958, "mmHg"), (1095, "Race:Unknown"), (1334, "Room No.:"), (1525, "Department:")]
+    for x, txt in row1:
+        _text(d, (x * s, 92 * s), txt, fh, ink)
+    _text(d, (70 * s, 92 * s), "ID :", fh, ink)
+    _text(d, (70 * s, 124 * s), "Exam.Room:", fh, ink)
+    _text(d, (279 * s, 124 * s), "Medication:", fh, ink)
+    _text(d, (70 * s, 170 * s), "Diagnosis Information:", fh, ink)
+    _text(d, (1557 * s, 203 * s), "Technician :", fh, ink)
+    _text(d, (1557 * s, 236 * s), "Ref-Phys. :", fh, ink)
+    _text(d, (1557 * s, 269 * s), "Report Confirmed by:", fh, ink)
+    for r, row in enumerate(LAYOUT):
+        for c, lead in enumerate(row):
+            x = st.panel_x0 + c * st.panel_w + st.label_dx
+            _text(d, (x, base[r] + st.label_dy), lead, fl, ink)
+    _text(d, (st.panel_x0 + st.label_dx, base[3] + st.label_dy), RHYTHM_LEAD, fl, ink)
+    out = np.asarray(im).copy()
+    out.setflags(write=False)
+    return out
+
+
+def trace_polylines(signals: np.ndarray, st: PageStyle, fs: int = FS, shift: int = 3) -> list[np.ndarray]:
+    """Fixed-point (cv2 `shift`) polylines of the 12 panels and the rhythm strip."""
+    idx = {lead: i for i, lead in enumerate(LEADS)}
+    pps, ppm = st.px_per_s, st.px_per_mv
+    scale = 1 << shift
+    l, t, r, b = st.grid_box
+    ymin, ymax = t + st.border_width, b - st.border_width
+    out: list[np.ndarray] = []
+    n = signals.shape[1]
+    tsig = np.arange(n) / fs
+
+    def poly(lead: str, x0: float, t0: float, dur: float, y0: float) -> np.ndarray:
+        npx = int(dur * pps)
+        xs = x0 + np.arange(npx + 1, dtype=np.float64)
+        ts = t0 + (xs - x0) / pps
+        v = np.interp(ts, tsig, signals[idx[lead]])
+        ys = np.clip(y0 - v * ppm, ymin, ymax)
+        return np.stack([np.round(xs * scale), np.round(ys * scale)], 1).astype(np.int32)
+
+    for rr, row in enumerate(LAYOUT):
+        for c, lead in enumerate(row):
+            out.append(poly(lead, st.panel_x0 + c * st.panel_w, 2.5 * c, 2.5 - 1.0 / fs, st.row_baselines[rr]))
+    out.append(poly(RHYTHM_LEAD, st.panel_x0, 0.0, min(10.0, (n - 1) / fs), st.row_baselines[3]))
+    return out
+
+
+def render(signals: np.ndarray, st: PageStyle, meta: dict[str, Any], fs: int = FS) -> np.ndarray:
+    """A page (HxWx3 uint8 RGB) with `signals` (12 x N mV, order LEADS) and header fields `meta`.
+
+    meta keys: id, sex, heart_rate, date, time.
+    """
+    im = Image.fromarray(template(st))
+    d = ImageDraw.Draw(im)
+    s = st.width / 2213.0
+    fh = _font(st.font_file, st.header_size)
+    ff = _font(st.font_file, st.footer_size)
+    ink = st.ink_color
+    _text(d, (132 * s, 92 * s), str(meta.get("id", "")), fh, ink)
+    _text(d, (447 * s, 92 * s), str(meta.get("sex", "")), fh, ink)
+    hr = int(round(float(meta.get("heart_rate", 0))))
+    foot = f"{st.filter_text}  {st.speed_mm_s:g}mm/s  {st.gain_mm_mv:g}mm/mV  4*2.5s+1r  \u2665{hr}   {st.device_text}"
+    fy = 1552 * st.height / 1572.0
+    _text(d, (69 * s, fy), foot, ff, ink)
+    _text(d, (1793 * s, fy), f"{meta.get('date', '')}  {meta.get('time', '')}", ff, ink)
+    a = np.array(im)
+    shift = 3
+    cv2.polylines(a, trace_polylines(signals, st, fs, shift), False, st.trace_color, st.trace_width, cv2.LINE_AA, shift)
+    return a
+
+
+def random_meta(rng: np.random.Generator, heart_rate: float) -> dict[str, Any]:
+    """Fake header fields in the template's formats (no real person behind them)."""
+    day = int(rng.integers(0, 730))
+    y, m, dd = 2019, 1, 1
+    import datetime as _dt
+
+    date = _dt.date(2019, 6, 1) + _dt.timedelta(days=day)
+    hh, mm, ss = int(rng.integers(1, 13)), int(rng.integers(0, 60)), int(rng.integers(0, 60))
+    del y, m, dd
+    return {
+        "id": str(int(rng.integers(100000, 999999))),
+        "sex": str(rng.choice(["Male", "Female"])),
+        "heart_rate": round(float(heart_rate)),
+        "date": date.isoformat(),
+        "time": f"{hh:02d}:{mm:02d}:{ss:02d} {'AM' if rng.random() < 0.5 else 'PM'}",
+    }
