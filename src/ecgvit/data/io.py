@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import stat
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -31,12 +34,19 @@ def open_page(
     draft_size: (width, height) the caller will downsample to; for JPEGs the decoder then
     reads a 1/2, 1/4 or 1/8 DCT scale that is still at least that big, which is 2-4x faster
     than a full decode. Size checks use the file's full size, not the draft.
+
+    The returned image's `info` carries "full_size" (width, height of the file, before any
+    draft) and "source_mode" (the file's PIL mode before conversion to RGB, e.g. "CMYK").
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:
         raise BadImageError(path, f"unreadable file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or device named *.jpg would block or stream forever.
+        raise BadImageError(path, "not a regular file")
+    size = st.st_size
     if size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
     try:
@@ -50,7 +60,10 @@ def open_page(
         raise BadImageError(path, "image too large (decompression-bomb guard)") from None
     except OSError as exc:
         raise BadImageError(path, f"unreadable file ({exc})") from None
+    except (SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
+        raise BadImageError(path, f"corrupt image header ({exc})") from None
     w, h = im.size
+    source_mode = im.mode
     if w * h > max_pixels:
         raise BadImageError(path, f"image too large: {w}x{h} = {w * h} pixels > {max_pixels} (decompression-bomb guard)")
     if min(w, h) < min_side:
@@ -61,9 +74,12 @@ def open_page(
         im.load()
     except Image.DecompressionBombError:
         raise BadImageError(path, "image too large (decompression-bomb guard)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
         raise BadImageError(path, f"corrupt or truncated image data ({exc})") from None
-    return to_rgb(im, path)
+    rgb = to_rgb(im, path)
+    rgb.info["full_size"] = (w, h)
+    rgb.info["source_mode"] = source_mode
+    return rgb
 
 
 def to_rgb(im: Image.Image, path: str | Path = "<image>") -> Image.Image:
