@@ -117,6 +117,10 @@ def make_splits(
     mixed = sum(len(c) > 1 for c in labels_of.values())
     if mixed:
         print(f"note: {mixed} group(s) hold more than one label; stratified by their majority label", file=sys.stderr)
+        minority_only = [c for c in classes if c not in set(glabel.values())]
+        if minority_only:
+            print(f"note: label(s) {', '.join(minority_only)} are never a group's majority: not stratified", file=sys.stderr)
+        classes = [c for c in classes if c in set(glabel.values())]
 
     per_class: dict[str, list[str]] = defaultdict(list)
     for g in groups:
