@@ -49,6 +49,7 @@ class PageStyle:
     grid_origin: tuple[float, float] = (105.0, 324.0)  # a 5 mm line crossing
     minor_color: RGB = (225, 40, 55)  # dots; for "lines" use a light pink such as (250, 205, 210)
     major_color: RGB = (225, 40, 55)
+    faint_color: RGB | None = (240, 170, 180)
     minor_width: int = 1
     major_width: int = 1
     paper_color: RGB = (255, 255, 255)
@@ -175,6 +176,13 @@ def _draw_grid(a: np.ndarray, st: PageStyle) -> None:
     if st.grid_kind == "dots":
         xi = np.round(xs).astype(int)
         yi = np.round(ys).astype(int)
+        if st.faint_color is not None:
+            # faint dots on a 0.5 mm lattice: the pale pink haze between the real template's dots
+            hx = np.round(ox + p / 2 * np.arange(2 * kx0 - 1, 2 * kx1 + 2)).astype(int)
+            hy = np.round(oy + p / 2 * np.arange(2 * ky0 - 1, 2 * ky1 + 2)).astype(int)
+            hx = hx[(hx > il) & (hx < ir)]
+            hy = hy[(hy > it) & (hy < ib)]
+            a[np.ix_(hy, hx)] = st.faint_color
         # a dot at every 1 mm crossing
         a[np.ix_(yi, xi)] = st.minor_color
         # 5 mm lines: dots every 0.5 mm along them

@@ -457,7 +457,7 @@ def simulate(cls: str, rng: np.random.Generator, noise: bool = True) -> ECG:
         "r_sigma": _u(rng, 0.008, 0.012) * (1.6 if escape else 1.0),
         "s_sigma": _u(rng, 0.009, 0.014) * (1.6 if escape else 1.0),
         "p_sigma": _u(rng, 0.018, 0.026),
-        "t_sigma_l": _u(rng, 0.045, 0.06),
+        "t_sigma_l": _u(rng, 0.036, 0.05),
         "t_sigma_r": _u(rng, 0.03, 0.04),
     }
     morph["qrs"] = morph["q_sigma"] + 0.03 + 2.6 * morph["r_sigma"] + 2.5 * morph["s_sigma"]
