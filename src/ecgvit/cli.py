@@ -115,6 +115,133 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the models: parameters, GFLOPs per image, input size")
+    p.set_defaults(_parser=p, func=_cmd_models)
+
+
+def _cmd_models(a: argparse.Namespace) -> int:
+    from ecgvit.models import count_gflops, count_params, create_model, get_spec, list_models
+    from ecgvit.train import DEFAULT_MODEL
+
+    print(f"{'name':<18}{'params':>10}{'GFLOPs':>9}{'input (HxWxC)':>16}  description")
+    for name in list_models():
+        spec = get_spec(name)
+        m = create_model(name)
+        g = count_gflops(m, spec.img_size, spec.in_chans)
+        size = f"{spec.img_size[0]}x{spec.img_size[1]}x{spec.in_chans}"
+        star = " (default)" if name == DEFAULT_MODEL else ""
+        print(f"{name:<18}{count_params(m) / 1e6:>9.2f}M{g:>9.2f}{size:>16}  {spec.description}{star}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from ecgvit.train import DEFAULT_MODEL, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model (grouped validation, early stopping, resumable, torchrun-ready)")
+    p.add_argument("--data", required=True, help="dataset folder or manifest CSV")
+    p.add_argument("--out", default=None, help="run folder (default: runs/train, runs/train2, ...)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see `ecgvit models`)")
+    p.add_argument("--split", default=None, help="splits.csv from `ecgvit data split`; validate on --fold")
+    p.add_argument("--fold", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--balance", choices=["sampler", "weights", "none"], default=d.balance)
+    p.add_argument("--augment", choices=["ecg", "none"], default=d.augment)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: all cores)")
+    p.add_argument("--height", type=int, default=None, help="input height (default: the model's)")
+    p.add_argument("--width", type=int, default=None, help="input width (default: the model's)")
+    p.add_argument("--weights", default=None, help="initial weights: a local .safetensors file")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(_parser=p, func=_cmd_train)
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from ecgvit.models import get_spec
+    from ecgvit.train import TrainConfig, train
+
+    if a.resume:
+        if not a.out:
+            raise ValueError("--resume needs --out RUN: the run to continue")
+        # A resumed run goes on with the settings it was started with (saved in RUN/resume.pt).
+        result = train(a.data, a.out, resume=True, progress=not a.quiet)
+        print(f"run: {result['run']}")
+        return 0
+    cfg = TrainConfig(
+        model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, patience=a.patience,
+        balance=a.balance, augment=a.augment, val_fraction=a.val_fraction, seed=a.seed, threads=a.threads, split=a.split, fold=a.fold,
+        init_weights=a.weights,
+    )
+    over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
+    pre = get_spec(a.model).preprocess(**over)
+    result = train(a.data, a.out, cfg, preprocess=pre, resume=a.resume, progress=not a.quiet)
+    if "epoch" in result:
+        print(f"best epoch {result['epoch']}: validation macro-F1 {result['val_macro_f1']:.3f}, accuracy {result['val_accuracy']:.3f}")
+    print(f"run: {result['run']}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", aliases=["val"], help="score a trained run on labelled pages (distinct pages, intervals, calibration)")
+    p.add_argument("run", help="run folder (config.json + model.safetensors)")
+    p.add_argument("--data", required=True, help="dataset folder or manifest CSV")
+    p.add_argument("--report", default=None, help="write an HTML report (plots, worst mistakes) into this folder")
+    p.add_argument("--json", default=None, help="write the metrics as JSON")
+    p.add_argument("--all-files", action="store_true", help="count duplicate files too (default: each distinct image once)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(_parser=p, func=_cmd_evaluate)
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from ecgvit.evaluate import evaluate, format_metrics
+
+    m = evaluate(a.run, a.data, report=a.report, json_out=a.json, all_files=a.all_files, progress=not a.quiet)
+    if m["duplicates_dropped"]:
+        print(f"{m['files']} files, {m['duplicates_dropped']} exact duplicates dropped: each distinct page counted once")
+    print(format_metrics(m))
+    if a.report:
+        print(f"report: {Path(a.report) / 'index.html'}")
+    if a.json:
+        print(f"metrics: {a.json}")
+    return 0
+
+
+def _add_cv(sub: argparse._SubParsersAction) -> None:
+    from ecgvit.train import DEFAULT_MODEL, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("cv", help="repeated grouped stratified k-fold cross-validation")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(_parser=p, func=_cmd_cv)
+
+
+def _cmd_cv(a: argparse.Namespace) -> int:
+    from ecgvit.evaluate import cross_validate, format_cv
+    from ecgvit.models import get_spec
+
+    over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
+    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet)
+    print(format_cv(s))
+    print(f"cv: {Path(a.out) / 'cv.json'}")
+    return 0
+
+
 def build_parser() -> Parser:
     from ecgvit import __version__
 
@@ -127,6 +254,10 @@ def build_parser() -> Parser:
     _add_split(data_sub)
     _add_crops(data_sub)
     _add_synth(sub)
+    _add_models(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_cv(sub)
     return parser
 
 
@@ -146,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, PermissionError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, PermissionError) as exc:
         # Expected user errors: one clear line, no traceback.
         print(f"ecgvit: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,168 @@
+"""One registry, timm-style: `create_model(name, num_classes=..., ...)` returns a plain nn.Module.
+
+Each entry also says what input it expects (size, channels), so a model and its preprocessing
+always travel together (ModelSpec.preprocess()).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+import torch
+from torch import nn
+
+from ecgvit.config import PreprocessConfig
+
+__all__ = ["ModelSpec", "prepare_batch", "create_model", "list_models", "get_spec", "count_params", "count_gflops", "register_model"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    img_size: tuple[int, int]  # (H, W) the model is built for
+    in_chans: int
+    description: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    trainable_here: bool = True  # False: too costly to train on a 2-core CPU (forward only)
+
+    def preprocess(self, **overrides: Any) -> PreprocessConfig:
+        h, w = self.img_size
+        base = dict(height=h, width=w, grayscale=self.in_chans == 1)
+        base.update(overrides)
+        return PreprocessConfig(**base)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (available: {', '.join(list_models())})") from None
+
+
+def create_model(
+    name: str,
+    num_classes: int = 4,
+    *,
+    img_size: tuple[int, int] | None = None,
+    in_chans: int | None = None,
+    weights: str | Path | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model. `weights`: a local .safetensors file (never a hub download)."""
+    spec = get_spec(name)
+    kw = {**spec.kwargs, **kwargs}
+    model = spec.builder(num_classes=num_classes, img_size=tuple(img_size or spec.img_size), in_chans=in_chans or spec.in_chans, **kw)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> None:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    state = load_file(str(path))
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit this model ({str(exc).splitlines()[0]})") from None
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_gflops(model: nn.Module, img_size: tuple[int, int], in_chans: int) -> float:
+    """Forward FLOPs per image in units of 1e9 (a multiply-add counts as 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, in_chans, *img_size)
+    with FlopCounterMode(display=False) as fc:
+        model(x)
+    model.train(was_training)
+    return fc.get_total_flops() / 1e9
+
+
+# --- builders -------------------------------------------------------------------------------
+
+
+def _timm(arch: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, img_size: tuple[int, int], in_chans: int, **kw: Any) -> nn.Module:
+        import timm
+
+        # pretrained=False always: weights come only from local files (--weights).
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kw)
+
+    return build
+
+
+def _seed(num_classes: int, img_size: tuple[int, int], in_chans: int, **kw: Any) -> nn.Module:
+    from ecgvit.models.seed_vit import SeedViT
+
+    return SeedViT(num_classes=num_classes, img_size=img_size, in_chans=in_chans, **kw)
+
+
+register_model(
+    ModelSpec(
+        "vit-seed",
+        _seed,
+        (182, 256),
+        3,
+        "the starting notebook's Keras ViT: 832 tokens x 512 dims, 8 blocks (forward cost only)",
+        trainable_here=False,
+    )
+)
+for _arch, _desc in (
+    ("resnet18", "CNN baseline (timm resnet18)"),
+    ("efficientnet_b0", "CNN baseline (timm efficientnet_b0)"),
+    ("convnext_atto", "CNN baseline (timm convnext_atto)"),
+):
+    register_model(ModelSpec(_arch, _timm(_arch), (256, 448), 1, _desc))
+
+try:  # the CPU ViT family lives in its own module
+    from ecgvit.models import ecg_vit as _ecg_vit  # noqa: F401
+except ImportError:  # pragma: no cover - module being written
+    pass
+
+
+def prepare_batch(arrays: "np.ndarray | torch.Tensor") -> torch.Tensor:
+    """uint8 pages (N, H, W) or (N, H, W, 3) -> float (N, C, H, W) with ink high, paper ~0.
+
+    Inverting makes the zero padding of augmentation and of convolutions look like paper.
+    """
+    import numpy as np  # noqa: F401
+
+    t = torch.as_tensor(arrays)
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    else:
+        t = t.permute(0, 3, 1, 2)
+    return 1.0 - t.float().div_(255.0)

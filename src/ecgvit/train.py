@@ -1,0 +1,461 @@
+"""Training: one loop you can read top to bottom (nanoGPT-style).
+
+    ecgvit train --data DIR|MANIFEST --out RUN [--model NAME] [--split splits.csv --fold K] [--resume]
+
+What happens, in order:
+  1. the data is indexed (or the manifest read); only distinct, readable pages are used, one per
+     duplicate group, so a page and its copies can never sit on both sides of a split;
+  2. train/validation: the named fold of a split file, or a grouped, stratified hold-out;
+  3. pages are preprocessed through the on-disk cache and kept in memory as uint8;
+  4. AdamW, linear warmup + cosine decay, label-smoothed cross-entropy, class-balanced sampling,
+     ECG-safe augmentation (no flips: a flipped ECG is another ECG);
+  5. after every epoch: validation macro-F1, a metrics.csv row, an atomic resume checkpoint, and
+     model.safetensors + config.json whenever validation macro-F1 improves; early stopping.
+Under `torchrun --nproc_per_node=N` the same code runs DistributedDataParallel (gloo on CPU,
+nccl on GPU); rank 0 alone logs and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecgvit import __version__
+from ecgvit.config import PreprocessConfig, from_dict, save_json, to_dict
+
+DEFAULT_MODEL = "ecgvit-tiny"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = DEFAULT_MODEL
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 3
+    label_smoothing: float = 0.1
+    balance: str = "sampler"  # "sampler": class-balanced sampling; "weights": weighted loss; "none"
+    augment: str = "ecg"  # "ecg": small affine, blur, contrast, noise; "none"
+    val_fraction: float = 0.15  # grouped hold-out when no split file is given
+    patience: int = 12  # epochs without a better validation macro-F1 before stopping; 0: never stop early
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+    split: str | None = None
+    fold: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    init_weights: str | None = None  # a local .safetensors file to start from (never a hub download)
+
+    def __post_init__(self) -> None:
+        if self.balance not in ("sampler", "weights", "none"):
+            raise ValueError(f"balance={self.balance!r}: expected 'sampler', 'weights' or 'none'")
+        if self.augment not in ("ecg", "none"):
+            raise ValueError(f"augment={self.augment!r}: expected 'ecg' or 'none'")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}: both must be >= 1")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction={self.val_fraction}: expected 0 < f < 0.5")
+        if (self.split is None) != (self.fold is None):
+            raise ValueError("--split and --fold go together: name the split file and the fold to validate on")
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+@dataclass
+class PageSet:
+    """Distinct pages with labels, groups and the preprocessed arrays (filled later)."""
+
+    paths: list[str]
+    md5s: list[str]
+    labels: np.ndarray  # int class index
+    groups: list[str]
+    classes: list[str]
+
+    def subset(self, idx: np.ndarray) -> "PageSet":
+        return PageSet([self.paths[i] for i in idx], [self.md5s[i] for i in idx], self.labels[idx], [self.groups[i] for i in idx], self.classes)
+
+
+def load_pageset(data: str | Path, run_dir: Path | None = None, progress: bool = True) -> PageSet:
+    """Index a folder (manifest saved into run_dir) or read a manifest; keep one file per group."""
+    from ecgvit.config import KHAN_CLASSES
+    from ecgvit.data.index import index_dataset
+    from ecgvit.data.manifest import read_manifest
+    from ecgvit.data.preprocess import file_md5
+
+    data = Path(data)
+    if not data.exists():
+        raise FileNotFoundError(f"{data}: no such data folder or manifest")
+    if data.is_dir():
+        rows = index_dataset(data, out=(run_dir / "manifest.csv") if run_dir else None, progress=progress)
+    else:
+        rows = read_manifest(data)
+    rows = [r for r in rows if r.ok]
+    seen: set[str] = set()
+    keep = []
+    for r in sorted(rows, key=lambda r: (r.label, r.path)):
+        md5 = r.md5 or file_md5(r.path)
+        key = r.group or md5
+        if key in seen:
+            continue  # a duplicate adds no information and would only re-weight its page
+        seen.add(key)
+        keep.append((r.path, md5, r.label, key))
+    if not keep:
+        raise ValueError(f"{data}: no usable pages")
+    labels_present = sorted({k[2] for k in keep})
+    # Khan classes keep their canonical order; other label sets are sorted.
+    classes = [c for c in KHAN_CLASSES if c in labels_present] if set(labels_present) <= set(KHAN_CLASSES) else labels_present
+    index = {c: i for i, c in enumerate(classes)}
+    return PageSet([k[0] for k in keep], [k[1] for k in keep], np.array([index[k[2]] for k in keep]), [k[3] for k in keep], classes)
+
+
+def holdout_split(pages: PageSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grouped, stratified hold-out: about `fraction` of each class's groups go to validation."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, round(1 / fraction))
+    min_class = np.bincount(pages.labels).min()
+    if min_class < n_splits:
+        raise ValueError(f"a class has only {min_class} distinct pages: too few for a {fraction:.0%} grouped validation part")
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train_idx, val_idx = next(sgkf.split(np.zeros(len(pages.labels)), pages.labels, pages.groups))
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def split_from_file(pages: PageSet, split_path: str, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train on every fold but `fold` (and never on 'test'); validate on `fold`."""
+    from ecgvit.data.split import read_splits
+
+    fold_of = {}
+    for r in read_splits(split_path):
+        fold_of[os.path.abspath(r.path)] = str(r.fold)
+    folds = sorted({f for f in fold_of.values() if f != "test"})
+    if str(fold) not in folds:
+        raise ValueError(f"fold {fold} not in {split_path} (folds: {', '.join(folds)})")
+    f_of_page = [fold_of.get(os.path.abspath(p)) for p in pages.paths]
+    missing = sum(f is None for f in f_of_page)
+    if missing:
+        raise ValueError(f"{missing} pages of the data are not in {split_path}: was it made from this data?")
+    idx = np.arange(len(pages.paths))
+    val = idx[[f == str(fold) for f in f_of_page]]
+    train = idx[[f not in (str(fold), "test") for f in f_of_page]]
+    return train, val
+
+
+# --- augmentation ---------------------------------------------------------------------------
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """ECG-safe augmentation of a batch (ink high, paper 0): the page may sit a little askew,
+    scaled, blurred, fainter or noisier — never flipped (a flipped lead is another diagnosis)."""
+    b = x.shape[0]
+
+    def u(lo: float, hi: float, n: int = b) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+    angle = u(-1.5, 1.5) * math.pi / 180
+    sx, sy = u(0.94, 1.06), u(0.94, 1.06)
+    tx, ty = u(-0.03, 0.03), u(-0.03, 0.03)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos / sx, -sin / sx, tx], 1), torch.stack([sin / sy, cos / sy, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if torch.rand(1, generator=gen).item() < 0.3:  # one blur width per batch keeps it cheap
+        sigma = float(u(0.4, 1.0, 1))
+        r = 2
+        k = torch.exp(-(torch.arange(-r, r + 1).float() ** 2) / (2 * sigma**2))
+        k = (k / k.sum()).to(x)
+        c = x.shape[1]
+        x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), padding=(0, r), groups=c)
+        x = F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), padding=(r, 0), groups=c)
+    gain = u(0.75, 1.25).view(b, 1, 1, 1)
+    bias = u(-0.04, 0.04).view(b, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=gen) * u(0.0, 0.03).view(b, 1, 1, 1)
+    return (x * gain + bias + noise).clamp_(-0.1, 1.1)
+
+
+# --- distributed ----------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    """DDP when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+        backend = "nccl"
+    else:
+        dev = torch.device("cpu")
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), dev)
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_model(run_dir: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """model.safetensors + config.json (classes, preprocessing, model and training config)."""
+    from safetensors.torch import save_file
+
+    tmp = run_dir / "model.safetensors.tmp"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "pt", "ecgvit": __version__})
+    os.replace(tmp, run_dir / "model.safetensors")
+    save_json(run_dir / "config.json", meta)
+
+
+def next_run_dir(base: str | Path = "runs/train") -> Path:
+    """runs/train, runs/train2, runs/train3, ... (ultralytics-style auto numbering)."""
+    base = Path(base)
+    if not base.exists():
+        return base
+    i = 2
+    while Path(f"{base}{i}").exists():
+        i += 1
+    return Path(f"{base}{i}")
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def train(
+    data: str | Path,
+    out: str | Path | None = None,
+    cfg: TrainConfig = TrainConfig(),
+    preprocess: PreprocessConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    cache_root: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train a model; returns the summary written to RUN/config.json (best epoch and metrics)."""
+    from sklearn.metrics import f1_score
+    from tqdm.auto import tqdm
+
+    from ecgvit.data.preprocess import load_arrays
+    from ecgvit.models import count_params, create_model, get_spec, prepare_batch
+
+    d = setup_distributed()
+    run_dir = Path(out) if out else next_run_dir()
+    resume_file = run_dir / "resume.pt"
+    if resume:
+        if not resume_file.exists():
+            raise FileNotFoundError(f"{resume_file}: nothing to resume (no resume checkpoint in {run_dir})")
+        saved = torch.load(resume_file, map_location="cpu", weights_only=False)
+        cfg = from_dict(TrainConfig, saved["train"])  # the run goes on exactly as it started
+        preprocess = from_dict(PreprocessConfig, saved["preprocess"])
+    elif d.main and (run_dir / "config.json").exists():
+        raise FileExistsError(f"{run_dir} already holds a trained model: pass --resume to continue it, or another --out")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    spec = get_spec(cfg.model)
+    preprocess = preprocess or spec.preprocess()
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    # 1-2. pages and split (every rank computes the same thing from the same seed)
+    pages = load_pageset(data, run_dir if d.main else None, progress=progress and d.main)
+    if cfg.split is not None:
+        tr_idx, va_idx = split_from_file(pages, cfg.split, int(cfg.fold))  # type: ignore[arg-type]
+    else:
+        tr_idx, va_idx = holdout_split(pages, cfg.val_fraction, cfg.seed)
+    train_set, val_set = pages.subset(tr_idx), pages.subset(va_idx)
+    n_cls = len(pages.classes)
+    if d.main:
+        with open(run_dir / "pages.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "md5", "label", "group", "part"])
+            for part, s in (("train", train_set), ("val", val_set)):
+                for p, m, y, g in zip(s.paths, s.md5s, s.labels, s.groups):
+                    w.writerow([p, m, pages.classes[y], g, part])
+
+    # 3. arrays in memory (rank 0 fills the cache; the others then read it)
+    if d.main:
+        load_arrays(pages.paths, pages.md5s, cfg=preprocess, cache_root=cache_root, progress=progress)
+    _barrier(d)
+    x_train = load_arrays(train_set.paths, train_set.md5s, cfg=preprocess, cache_root=cache_root, workers=1)
+    x_val = load_arrays(val_set.paths, val_set.md5s, cfg=preprocess, cache_root=cache_root, workers=1)
+    y_train = torch.as_tensor(train_set.labels)
+    y_val = val_set.labels
+
+    # 4. model, optimiser, schedule, loss
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=n_cls, img_size=(preprocess.height, preprocess.width), in_chans=preprocess.channels, weights=cfg.init_weights, **cfg.model_kwargs).to(d.device)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos" not in n and "token" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos" not in n and "token" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    steps_per_epoch = max(1, math.ceil(len(y_train) / (cfg.batch_size * d.world)))
+    total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+
+    def lr_factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    counts = np.bincount(train_set.labels, minlength=n_cls).astype(np.float64)
+    if (counts == 0).any():
+        missing = [pages.classes[i] for i in np.flatnonzero(counts == 0)]
+        raise ValueError(f"no training pages for class(es) {missing}")
+    class_w = torch.tensor(counts.sum() / (n_cls * counts), dtype=torch.float32) if cfg.balance == "weights" else None
+    loss_fn = nn.CrossEntropyLoss(weight=class_w, label_smoothing=cfg.label_smoothing)
+
+    start_epoch, best_f1, best_epoch, stale = 0, -1.0, -1, 0
+    if resume:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        start_epoch, best_f1, best_epoch, stale = saved["epoch"] + 1, saved["best_f1"], saved["best_epoch"], saved["stale"]
+    ddp_model: nn.Module = model
+    if d.world > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+    meta = {
+        "ecgvit_version": __version__,
+        "classes": pages.classes,
+        "model": {"name": cfg.model, "img_size": [preprocess.height, preprocess.width], "in_chans": preprocess.channels, "kwargs": cfg.model_kwargs, "params": count_params(model)},
+        "preprocess": to_dict(preprocess),
+        "train": to_dict(cfg),
+        "data": {"source": str(data), "train_pages": int(len(y_train)), "val_pages": int(len(y_val)), "per_class_train": {c: int(n) for c, n in zip(pages.classes, counts)}},
+        "world_size": d.world,
+    }
+    metrics_path = run_dir / "metrics.csv"
+    if d.main and not resume:
+        with open(metrics_path, "w", newline="") as f:
+            csv.writer(f).writerow(["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds"])
+
+    # 5. epochs
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order on every rank
+        if cfg.balance == "sampler":
+            w = torch.as_tensor(1.0 / counts[train_set.labels])
+            order = torch.multinomial(w, len(y_train), replacement=True, generator=gen)
+        else:
+            order = torch.randperm(len(y_train), generator=gen)
+        order = order[d.rank :: d.world]
+        ddp_model.train()
+        tot_loss, tot_ok, seen = 0.0, 0, 0
+        batches = range(0, len(order), cfg.batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and d.main), leave=False, unit="batch")
+        for i in bar:
+            idx = order[i : i + cfg.batch_size]
+            xb = prepare_batch(x_train[idx.numpy()])
+            if cfg.augment == "ecg":
+                xb = augment_batch(xb, gen)
+            yb = y_train[idx]
+            xb, yb = xb.to(d.device), yb.to(d.device)
+            logits = ddp_model(xb)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            tot_loss += loss.item() * len(idx)
+            tot_ok += int((logits.argmax(1) == yb).sum())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{tot_loss / seen:.3f}")
+
+        stop = False
+        if d.main:
+            probs = predict_proba(model, x_val, device=d.device)
+            val_pred = probs.argmax(1)
+            val_loss = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-8)), torch.as_tensor(y_val)))
+            val_acc = float((val_pred == y_val).mean())
+            val_f1 = float(f1_score(y_val, val_pred, average="macro", labels=list(range(n_cls)), zero_division=0))
+            secs = time.time() - t0
+            with open(metrics_path, "a", newline="") as f:
+                csv.writer(f).writerow([epoch + 1, f"{sched.get_last_lr()[0]:.3g}", f"{tot_loss / seen:.4f}", f"{tot_ok / seen:.4f}", f"{val_loss:.4f}", f"{val_acc:.4f}", f"{val_f1:.4f}", f"{secs:.1f}"])
+            improved = val_f1 > best_f1
+            if improved:
+                best_f1, best_epoch, stale = val_f1, epoch + 1, 0
+                meta["best"] = {"epoch": best_epoch, "val_macro_f1": best_f1, "val_accuracy": val_acc}
+                save_model(run_dir, model, meta)
+            else:
+                stale += 1
+            if progress:
+                print(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {tot_loss / seen:.3f}  val acc {val_acc:.3f}  val macro-F1 {val_f1:.3f}{'  *' if improved else ''}  ({secs:.0f}s)", flush=True)
+            _atomic_torch_save(
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "stale": stale, "train": to_dict(cfg), "preprocess": to_dict(preprocess)},
+                resume_file,
+            )
+            stop = bool(cfg.patience) and stale >= cfg.patience
+        if d.world > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(stop)], device=d.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
+            if d.main and progress:
+                print(f"early stop: no better validation macro-F1 for {cfg.patience} epochs")
+            break
+
+    summary = meta.get("best", {})
+    if d.main:
+        meta["finished"] = True
+        save_json(run_dir / "config.json", meta)
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"run": str(run_dir), **summary}
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, arrays: np.ndarray, batch_size: int = 64, device: torch.device | str = "cpu") -> np.ndarray:
+    """Softmax probabilities for uint8 page arrays (N, H, W[, 3])."""
+    from ecgvit.models import prepare_batch
+
+    was = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(arrays), batch_size):
+        out.append(torch.softmax(model(prepare_batch(arrays[i : i + batch_size]).to(device)), dim=1).cpu())
+    model.train(was)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
