@@ -59,8 +59,9 @@ def apply(a: np.ndarray, rng: np.random.Generator, level: str) -> tuple[np.ndarr
     out = cv2.warpPerspective(a, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=bg)
     p.update(rotation_deg=_r(ang, 2), perspective_jitter_px=np.round(jit, 1).tolist(), zoom=_r(1 + cz), shift_px=np.round(shift, 1).tolist(), background=[int(v) for v in bg])
     p["homography"] = np.round(H, 6).tolist()
-    # --- tone: shadow gradient and creases act on paper reflectance
-    f = np.ones((h, w), np.float32)
+    # --- tone: shadow gradient and creases act on paper reflectance; computed at half size
+    hh, hw = (h + 1) // 2, (w + 1) // 2
+    f = np.ones((hh, hw), np.float32)
     if rng.random() < R["p_shadow"]:
         s0, s1 = R["shadow"]
         depth = rng.uniform(s0, s1)
@@ -69,7 +70,7 @@ def apply(a: np.ndarray, rng: np.random.Generator, level: str) -> tuple[np.ndarr
         g = (xx / w - 0.5) * math.cos(d_ang) + (yy / h - 0.5) * math.sin(d_ang)
         g = (g - g.min()) / max(float(g.max() - g.min()), 1e-6)
         small = 1 - depth * g**1.5
-        f *= cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        f *= cv2.resize(small, (hw, hh), interpolation=cv2.INTER_LINEAR)
         p["shadow"] = {"depth": _r(depth), "angle_deg": _r(math.degrees(d_ang), 1)}
     n_cr = int(rng.integers(R["creases"][0], R["creases"][1] + 1))
     creases = []
@@ -79,32 +80,42 @@ def apply(a: np.ndarray, rng: np.random.Generator, level: str) -> tuple[np.ndarr
         tilt = rng.uniform(-0.05, 0.05)
         strength = rng.uniform(0.06, 0.18)
         width = rng.uniform(2, 6)
+        wd = width / 2  # at half size
         if vertical:
-            coord = np.arange(w, dtype=np.float32)[None, :] - (pos * w + tilt * np.arange(h, dtype=np.float32)[:, None])
+            coord = np.arange(hw, dtype=np.float32)[None, :] - (pos * hw + tilt * np.arange(hh, dtype=np.float32)[:, None])
         else:
-            coord = np.arange(h, dtype=np.float32)[:, None] - (pos * h + tilt * np.arange(w, dtype=np.float32)[None, :])
-        # a dark fold line with a lighter side (the paper's two facets)
-        f *= 1 - strength * np.exp(-0.5 * (coord / width) ** 2) + 0.5 * strength * np.tanh(coord / (8 * width)) * np.exp(-np.abs(coord) / 200)
+            coord = np.arange(hh, dtype=np.float32)[:, None] - (pos * hh + tilt * np.arange(hw, dtype=np.float32)[None, :])
+        # a dark fold line with a lighter side (the paper's two facets); only a band around it
+        band = np.abs(coord) < 300
+        c = coord[band]
+        f[band] *= 1 - strength * np.exp(-0.5 * (c / wd) ** 2) + 0.5 * strength * np.tanh(c / (8 * wd)) * np.exp(-np.abs(c) / 100)
         creases.append({"vertical": vertical, "pos": _r(pos), "tilt": _r(tilt), "strength": _r(strength), "width_px": _r(width, 1)})
     if creases:
         p["creases"] = creases
-    # --- colour: contrast, brightness, per-channel cast
+    out = np.ascontiguousarray(out)
+    if n_cr or "shadow" in p:
+        fu = cv2.resize(np.clip(f * 200.0, 0, 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+        out = cv2.multiply(out, cv2.merge([fu, fu, fu]), scale=1 / 200.0)
+    # --- colour: contrast, brightness, per-channel cast (one lookup table per channel)
     contrast = 1 + rng.uniform(-R["contrast"], R["contrast"])
     bright = rng.uniform(-R["bright"], R["bright"])
     cast = rng.uniform(-R["cast"], R["cast"], size=3)
     p.update(contrast=_r(contrast), brightness=_r(bright, 1), colour_cast=np.round(cast, 1).tolist())
-    o = out.astype(np.float32)
-    if n_cr or "shadow" in p:
-        o *= f[..., None]
-    o = (o - 128.0) * contrast + 128.0 + bright + cast.astype(np.float32)
-    # --- blur (optics / motion), then sensor or scanner noise
+    v = np.arange(256, dtype=np.float32)
+    luts = [np.clip((v - 128.0) * contrast + 128.0 + bright + cast[k], 0, 255).astype(np.uint8) for k in range(3)]
+    out = cv2.merge([cv2.LUT(ch, lut) for ch, lut in zip(cv2.split(out), luts)])
+    # --- blur (optics / motion), then sensor or scanner noise (2 px grain)
     sig = rng.uniform(*R["blur"])
     if sig > 0.3:
-        o = cv2.GaussianBlur(o, (0, 0), sig)
+        out = cv2.GaussianBlur(out, (0, 0), sig)
     p["blur_sigma"] = _r(sig, 2)
     ns = rng.uniform(*R["noise"])
     if ns > 0.2:
-        o += ns * rng.standard_normal((h, w), dtype=np.float32)[..., None]
+        n = rng.standard_normal((hh, hw), dtype=np.float32) * ns
+        n = cv2.resize(n, (w, h), interpolation=cv2.INTER_NEAREST)
+        pos = np.clip(n, 0, 255).astype(np.uint8)
+        neg = np.clip(-n, 0, 255).astype(np.uint8)
+        out = cv2.subtract(cv2.add(out, cv2.merge([pos, pos, pos])), cv2.merge([neg, neg, neg]))
     p["noise_sigma"] = _r(ns, 2)
     p["jpeg_quality"] = int(rng.integers(R["quality"][0], R["quality"][1] + 1))
-    return np.clip(o, 0, 255).astype(np.uint8), p
+    return out, p
