@@ -366,6 +366,14 @@ def train(
     if d.main and not resume:
         with open(metrics_path, "w", newline="") as f:
             csv.writer(f).writerow(["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds"])
+    elif d.main and metrics_path.exists():
+        # A kill between the metrics row and the resume checkpoint leaves a row for an epoch that
+        # will be trained again: keep only the epochs the checkpoint holds.
+        lines = metrics_path.read_text().splitlines()
+        kept = [lines[0]] + [ln for ln in lines[1:] if ln and int(ln.split(",")[0]) <= start_epoch]
+        tmp = metrics_path.with_name("metrics.csv.tmp")
+        tmp.write_text("\n".join(kept) + "\n")
+        os.replace(tmp, metrics_path)
 
     # 5. epochs
     for epoch in range(start_epoch, cfg.epochs):

@@ -1,0 +1,186 @@
+"""Training, resuming after kill -9, torchrun DDP, evaluation metrics and grouped CV on tiny
+synthetic page sets (generated here; nothing real)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecgvit.config import PreprocessConfig
+from ecgvit.evaluate import _confusion, _scores_from_confusion, compute_metrics, cross_validate, evaluate, load_run
+from ecgvit.train import DEFAULT_MODEL, TrainConfig, predict_proba, train
+
+# Tiny inputs keep every training in these tests to seconds on 2 cores.
+TINY = PreprocessConfig(height=64, width=128)
+MODEL = "resnet18"  # TODO: DEFAULT_MODEL once registered
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    from ecgvit.synth import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, per_class=6, seed=3, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def quick_cfg(**kw) -> TrainConfig:
+    base = dict(model=MODEL, epochs=2, batch_size=8, warmup_epochs=1, val_fraction=0.34, patience=0, threads=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_dir, cache_root, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "run"
+    train(synth_dir, run, quick_cfg(), preprocess=TINY, progress=False, cache_root=cache_root)
+    return run
+
+
+def test_run_folder_holds_everything_to_trace_the_model(trained_run):
+    meta = json.loads((trained_run / "config.json").read_text())
+    assert meta["classes"] == ["normal", "myocardial_infarction", "abnormal_heartbeat", "history_of_mi"]
+    assert meta["preprocess"]["height"] == 64 and meta["preprocess"]["width"] == 128
+    assert meta["train"]["model"] == MODEL and meta["finished"] is True
+    rows = list(csv.DictReader(open(trained_run / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert (trained_run / "model.safetensors").stat().st_size > 0
+    pages = list(csv.DictReader(open(trained_run / "pages.csv")))
+    train_groups = {p["group"] for p in pages if p["part"] == "train"}
+    val_groups = {p["group"] for p in pages if p["part"] == "val"}
+    assert val_groups and train_groups and not (train_groups & val_groups)
+    assert {p["label"] for p in pages if p["part"] == "val"} == set(meta["classes"])  # stratified
+
+
+def test_loaded_model_is_deterministic(trained_run, synth_dir, cache_root):
+    from ecgvit.data.preprocess import load_arrays
+
+    run = load_run(trained_run)
+    paths = sorted(str(p) for p in synth_dir.rglob("*.jpg"))[:4]
+    x = load_arrays(paths, cfg=run.preprocess, cache_root=cache_root, workers=1)
+    a, b = predict_proba(run.model, x), predict_proba(load_run(trained_run).model, x)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(a.sum(1), 1.0, atol=1e-5)
+
+
+def test_evaluate_counts_each_distinct_page_once(trained_run, synth_dir, cache_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    first = sorted((data / "normal").glob("*.jpg"))[0]
+    shutil.copy(first, first.with_name("copy_of_first.jpg"))  # an exact duplicate
+    m = evaluate(trained_run, data, report=tmp_path / "rep", json_out=tmp_path / "m.json", cache_root=cache_root, n_boot=200, progress=False)
+    assert m["n"] == 24 and m["files"] == 25 and m["duplicates_dropped"] == 1
+    j = json.loads((tmp_path / "m.json").read_text())
+    for key in ("n", "accuracy", "macro_f1", "balanced_accuracy", "per_class", "ci95"):
+        assert key in j
+    assert set(j["per_class"]["normal"]) >= {"precision", "recall", "f1", "support"}
+    lo, hi = j["ci95"]["accuracy"]
+    assert 0 <= lo <= j["accuracy"] <= hi <= 1
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "Most confident mistakes" in html and "data:image/png;base64" in html
+
+
+def test_bootstrap_scores_agree_with_sklearn():
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 300)
+    p = np.where(rng.random(300) < 0.6, y, rng.integers(0, 4, 300))
+    acc, bal, mf1, _ = _scores_from_confusion(_confusion(y, p, 4))
+    assert acc == pytest.approx(accuracy_score(y, p))
+    assert bal == pytest.approx(balanced_accuracy_score(y, p))
+    assert mf1 == pytest.approx(f1_score(y, p, average="macro"))
+
+
+def test_metrics_of_a_perfect_and_a_useless_classifier():
+    y = np.repeat(np.arange(4), 10)
+    perfect = np.eye(4)[y] * 0.97 + 0.01
+    m = compute_metrics(y, perfect, ["a", "b", "c", "d"], n_boot=100)
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0 and m["roc_auc_ovr"]["macro"] == 1.0
+    constant = np.tile([0.7, 0.1, 0.1, 0.1], (40, 1))
+    m = compute_metrics(y, constant, ["a", "b", "c", "d"], n_boot=100)
+    assert m["accuracy"] == 0.25 and m["per_class"]["b"]["recall"] == 0.0
+    assert m["ece"] == pytest.approx(0.45, abs=1e-6)  # confidence 0.7, accuracy 0.25
+
+
+def test_bad_training_inputs_name_the_problem(synth_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'vit-tinny'.*did you mean"):
+        train(synth_dir, tmp_path / "r", quick_cfg(model="vit-tinny"), progress=False)
+    with pytest.raises(ValueError, match="--split and --fold"):
+        quick_cfg(split="s.csv")
+    with pytest.raises(ValueError, match="balance='often'"):
+        quick_cfg(balance="often")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        train(tmp_path / "nowhere", tmp_path / "r", quick_cfg(), progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(synth_dir, tmp_path / "fresh", quick_cfg(), resume=True, progress=False)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ecgvit.cli", *args]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_loses_nothing(synth_dir, cache_root, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "ECGVIT_CACHE": str(cache_root)}
+    args = _cli("train", "--data", str(synth_dir), "--out", str(run), "--model", MODEL, "--epochs", "8", "--batch-size", "8",
+                "--height", "64", "--width", "128", "--val-fraction", "0.34", "--patience", "0", "--threads", "1", "--quiet")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    metrics = run / "metrics.csv"
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(metrics.read_text().splitlines()) - 1
+    assert 2 <= done_before < 8
+    r = subprocess.run(_cli("train", "--data", str(synth_dir), "--out", str(run), "--resume", "--quiet"), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    epochs = [int(row["epoch"]) for row in csv.DictReader(open(metrics))]
+    # Every epoch once, in order: the killed epoch (if any) was redone, none was lost or doubled.
+    assert epochs[: done_before] == list(range(1, done_before + 1))
+    assert epochs == list(range(1, 9))
+    assert json.loads((run / "config.json").read_text())["finished"] is True
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(synth_dir, cache_root, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "ECGVIT_CACHE": str(cache_root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(29500 + os.getpid() % 1000),
+           "-m", "ecgvit.cli", "train", "--data", str(synth_dir), "--out", str(run), "--model", MODEL, "--epochs", "2",
+           "--batch-size", "4", "--height", "64", "--width", "128", "--val-fraction", "0.34", "--threads", "1", "--quiet"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["world_size"] == 2 and meta["finished"]
+    assert len(list(csv.DictReader(open(run / "metrics.csv")))) == 2  # rank 0 alone wrote
+
+
+@pytest.mark.slow
+def test_grouped_cross_validation(synth_dir, cache_root, tmp_path):
+    s = cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, repeats=1, train_overrides={"epochs": 1, "batch_size": 8, "warmup_epochs": 1, "threads": 2}, preprocess=TINY, cache_root=cache_root, progress=False)
+    assert len(s["per_fold"]) == 2
+    assert s["pooled_repeat0"]["n"] == 24  # every page scored exactly once out of fold
+    oof = list(csv.DictReader(open(tmp_path / "cv" / "oof.csv")))
+    assert len({r["path"] for r in oof}) == 24
+    assert (tmp_path / "cv" / "cv.json").exists() and (tmp_path / "cv" / "folds.csv").exists()
