@@ -39,9 +39,11 @@ def tint_map(rgb: np.ndarray) -> np.ndarray:
     At the scales we detect on, the dotted 1 mm grid fades to a faint tint (10-20 levels);
     averaged over a few millimetres it still stands well clear of white paper and JPEG noise.
     """
-    a = rgb.astype(np.int16)
-    hi = a.max(axis=2)
-    tint = (hi - a.min(axis=2)).astype(np.float32)
+    # Channel-wise cv2 max/min on uint8: ~20x faster than numpy reductions over a size-3 axis.
+    r, g, b = cv2.split(np.ascontiguousarray(rgb, dtype=np.uint8))
+    hi = cv2.max(cv2.max(r, g), b)
+    lo = cv2.min(cv2.min(r, g), b)
+    tint = cv2.subtract(hi, lo).astype(np.float32)
     tint[hi < 120] = 0.0
     return tint
 

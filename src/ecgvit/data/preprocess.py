@@ -24,7 +24,7 @@ from ecgvit.data.crop import CropResult, find_trace_box
 from ecgvit.data.io import open_page
 
 # Crop detection wants a page copy at least this big; smaller drafts blur the grid away.
-_DETECT_MIN = (560, 400)
+_DETECT_MIN = (540, 380)
 
 
 @dataclass(frozen=True)
