@@ -242,6 +242,91 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="label ECG pages: files, folders, globs (CSV/JSON out, heatmaps, ONNX Runtime)")
+    p.add_argument("inputs", nargs="+", metavar="[RUN] PATH", help="a run folder (config.json) or an exported .onnx first, then images, folders (recursive) or globs")
+    p.add_argument("--out", default=None, help="write results to a .csv (rows appended per batch) or .json file")
+    p.add_argument("--explain", default=None, metavar="DIR", help="also write a heatmap PNG per page into DIR")
+    p.add_argument("--onnx", default=None, help="run this exported model with ONNX Runtime (default: RUN/model.onnx when it matches the weights)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: library default)")
+    p.add_argument("--workers", type=int, default=0, help="decoding threads running ahead of inference (0: min(4, cores))")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(_parser=p, func=_cmd_predict)
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from ecgvit.predict import format_table, predict_files, split_model_and_paths
+
+    model, paths = split_model_and_paths(a.inputs, onnx=a.onnx)
+    rows, summary = predict_files(model, paths, out=a.out, explain_dir=a.explain, onnx=a.onnx, backend=a.backend, batch_size=a.batch_size, threads=a.threads, workers=a.workers, progress=not a.quiet)
+    print(format_table(rows, summary))
+    if a.out:
+        print(f"predictions: {a.out}")
+    if a.explain:
+        print(f"heatmaps: {a.explain}")
+    return 0 if summary["ok"] else 1
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="heatmap of what drove a prediction, drawn on the page (PNG)")
+    p.add_argument("run", help="run folder (config.json + model.safetensors)")
+    p.add_argument("image")
+    p.add_argument("--out", default="heat.png", help="PNG to write (default: heat.png)")
+    p.add_argument("--method", choices=["auto", "rollout", "gradcam", "gradxinput"], default="auto", help="auto: attention rollout for ViTs, Grad-CAM for CNNs")
+    p.add_argument("--max-side", type=int, default=1600, help="longer side of the PNG in pixels (0: the page's own size)")
+    p.set_defaults(_parser=p, func=_cmd_explain)
+
+
+def _cmd_explain(a: argparse.Namespace) -> int:
+    from ecgvit.explain import explain_file
+
+    info = explain_file(a.run, a.image, a.out, method=a.method, max_side=a.max_side)
+    print(f"{info['label']} p={info['probability']:.3f} ({info['method']}); heatmap: {a.out}")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a run to ONNX (dynamic batch, checked against PyTorch)")
+    p.add_argument("run", help="run folder (config.json + model.safetensors)")
+    p.add_argument("--onnx", default=None, help="output file (default: RUN/model.onnx, used by predict automatically)")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--tol", type=float, default=1e-4, help="largest allowed |logit difference| to PyTorch")
+    p.set_defaults(_parser=p, func=_cmd_export)
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from ecgvit.export import export_onnx
+
+    r = export_onnx(a.run, a.onnx, opset=a.opset, tol=a.tol)
+    print(f"onnx: {r['onnx']} ({r['bytes'] / 1e6:.1f} MB, {r['exporter']} exporter, opset {r['opset']}); "
+          f"parity max |logit diff| {r['max_abs_logit_diff']:.1e} <= {r['tolerance']:.0e}; config: {r['config']}")
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="web page + JSON API for predictions and heatmaps (FastAPI, loopback by default)")
+    p.add_argument("run", nargs="?", default=None, help="run folder or exported .onnx")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=2, help="requests processed at once (inference threads)")
+    p.add_argument("--queue", type=int, default=16, help="requests allowed to wait; more are answered 503")
+    p.add_argument("--max-upload-mb", type=float, default=20.0)
+    p.add_argument("--threads", type=int, default=0, help="inference threads per request (0: library default)")
+    p.set_defaults(_parser=p, func=_cmd_serve)
+
+
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from ecgvit.predict import NO_MODEL
+    from ecgvit.serve import serve
+
+    if a.run is None:
+        raise ValueError(NO_MODEL)
+    serve(a.run, host=a.host, port=a.port, workers=a.workers, queue=a.queue, max_upload_bytes=int(a.max_upload_mb * 1e6), threads=a.threads)
+    return 0
+
+
 def build_parser() -> Parser:
     from ecgvit import __version__
 
@@ -258,6 +343,10 @@ def build_parser() -> Parser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_cv(sub)
+    _add_predict(sub)
+    _add_explain(sub)
+    _add_export(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -1,0 +1,248 @@
+"""Explanations: which part of the page drove the prediction, drawn on the original page.
+
+    ecgvit explain RUN IMAGE --out heat.png [--method auto|rollout|gradcam|gradxinput]
+    ecgvit predict RUN PATH... --explain DIR
+
+Methods (auto picks the first that applies):
+  rollout    ViTs: attention rollout (Abnar & Zuidema 2020), CLS-to-token attention multiplied
+             through the blocks with the residual identity. Uses the model's own
+             `attention_rollout` when it has one (ecgvit-tiny / RowViT); for timm-style attention
+             modules (`fused_attn` + `attn_drop`) a forward hook on `attn_drop` captures the
+             softmax output. Class-agnostic: it shows where the model looked.
+  gradcam    CNNs: Grad-CAM (the `grad-cam` package) on the last convolutional stage, for the
+             predicted class.
+  gradxinput any model: |gradient x input| of the predicted class, Gaussian-smoothed.
+
+The heatmap lives on the model input, i.e. the grid crop; it is resized into the crop box on
+the original page (the box the preprocessing found, scaled from the draft-decoded copy to the
+file's full size), blended over the page, and the label and probability are written on top.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+if TYPE_CHECKING:
+    from ecgvit.predict import Loaded
+
+__all__ = ["METHODS", "choose_method", "heatmap", "render_overlay", "explain_loaded", "explain_file"]
+
+METHODS = ("auto", "rollout", "gradcam", "gradxinput")
+
+
+def _timm_attn_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if hasattr(m, "fused_attn") and isinstance(getattr(m, "attn_drop", None), nn.Module)]
+
+
+def choose_method(model: nn.Module) -> str:
+    if callable(getattr(model, "attention_rollout", None)) or _timm_attn_modules(model):
+        return "rollout"
+    if any(isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1 for m in model.modules()):
+        return "gradcam"
+    return "gradxinput"
+
+
+# --- heatmaps on the model input ------------------------------------------------------------
+
+
+def _rollout_matrices(attns: list[torch.Tensor]) -> torch.Tensor:
+    rollout = None
+    for a in attns:
+        a = a.float().mean(1)  # heads averaged: (B, N, N)
+        a = a + torch.eye(a.shape[-1])
+        a = a / a.sum(-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    assert rollout is not None
+    return rollout
+
+
+def _timm_rollout(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    mods = _timm_attn_modules(model)
+    caught: list[torch.Tensor] = []
+    hooks = [m.attn_drop.register_forward_hook(lambda _m, _i, o: caught.append(o.detach())) for m in mods]
+    saved = [m.fused_attn for m in mods]
+    try:
+        for m in mods:
+            m.fused_attn = False  # the explicit path: softmax(q k^T) goes through attn_drop
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, f in zip(mods, saved):
+            m.fused_attn = f
+    if not caught:
+        raise ValueError("no attention weights captured")
+    r = _rollout_matrices(caught)[0]  # (N, N)
+    pe = getattr(model, "patch_embed", None)
+    grid = tuple(getattr(pe, "grid_size", ())) if pe is not None else ()
+    n = r.shape[-1]
+    if len(grid) != 2:
+        side = int(round(np.sqrt(n)))
+        grid = (side, n // side)
+    prefix = n - grid[0] * grid[1]
+    if prefix < 0:
+        raise ValueError(f"cannot map {n} tokens onto a {grid} patch grid")
+    # With a class token, its row says what the pooled feature attends to; with average pooling
+    # (no class token) every token contributes, so average the rows.
+    w = r[0, prefix:] if prefix > 0 else r.mean(0)
+    return w.reshape(grid).numpy()
+
+
+def _gradcam(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layer = _cam_layer(model)
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        g = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+    return np.asarray(g[0], dtype=np.float32)
+
+
+def _cam_layer(model: nn.Module) -> nn.Module:
+    """The last convolutional stage: resnet layer4, convnext stages, efficientnet head, else last conv."""
+    for attr in ("layer4", "stages", "features"):
+        m = getattr(model, attr, None)
+        if isinstance(m, (nn.Sequential, nn.ModuleList)) and len(m):
+            return m[-1]
+    for attr in ("bn2", "conv_head"):  # timm efficientnet: conv_head -> bn2 (norm + act)
+        m = getattr(model, attr, None)
+        if isinstance(m, nn.Module) and hasattr(model, "conv_head"):
+            return m
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("Grad-CAM needs a convolutional layer")
+    return convs[-1]
+
+
+def _grad_x_input(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        logits[0, target].backward()
+    g = (x.grad * x).abs().sum(1)[0].detach().numpy()
+    sigma = max(1.0, 0.015 * g.shape[1])
+    return cv2.GaussianBlur(g.astype(np.float32), (0, 0), sigma)
+
+
+def heatmap(model: nn.Module, x: torch.Tensor, target: int, method: str = "auto") -> tuple[np.ndarray, str]:
+    """(H, W) map in [0, 1] over the model input x (1, C, H, W), and the method used."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+    if method == "auto":
+        method = choose_method(model)
+    model.eval()
+    h, w = x.shape[-2:]
+    if method == "rollout":
+        if callable(getattr(model, "attention_rollout", None)):
+            m = model.attention_rollout(x)[0].detach().float().numpy()
+        elif _timm_attn_modules(model):
+            m = _timm_rollout(model, x)
+        else:
+            raise ValueError("rollout needs a model with attention (use gradcam or gradxinput)")
+        # Drop the residual floor so the map shows where attention goes, not its uniform part.
+        m = m - m.min()
+    elif method == "gradcam":
+        m = _gradcam(model, x, target)
+    else:
+        m = _grad_x_input(model, x, target)
+    m = np.nan_to_num(np.asarray(m, dtype=np.float32))
+    m = cv2.resize(m, (w, h), interpolation=cv2.INTER_CUBIC if min(m.shape) > 1 else cv2.INTER_LINEAR)
+    m = np.clip(m, 0, None)
+    top = float(m.max())
+    return (m / top if top > 0 else m), method
+
+
+# --- drawing on the page --------------------------------------------------------------------
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def render_overlay(
+    page: Image.Image,
+    heat: np.ndarray,
+    box: tuple[int, int, int, int],
+    full_size: tuple[int, int],
+    title: str,
+    max_side: int = 1600,
+    alpha: float = 0.6,
+) -> Image.Image:
+    """Blend `heat` (over the crop) into `box` (original page pixels) of `page`, shown at most
+    `max_side` pixels on its longer side (0: the original size), with `title` in a banner."""
+    fw, fh = full_size
+    s = min(1.0, max_side / max(fw, fh)) if max_side else 1.0
+    size = (max(1, round(fw * s)), max(1, round(fh * s)))
+    canvas = page.convert("RGB")
+    if canvas.size != size:
+        canvas = canvas.resize(size, Image.Resampling.LANCZOS if canvas.width > size[0] else Image.Resampling.BICUBIC)
+    base = np.asarray(canvas).astype(np.float32)
+    l, t, r, b = (round(v * s) for v in box)
+    l, t = max(0, l), max(0, t)
+    r, b = min(size[0], max(r, l + 1)), min(size[1], max(b, t + 1))
+    hm = cv2.resize(heat.astype(np.float32), (r - l, b - t), interpolation=cv2.INTER_CUBIC)
+    hm = np.clip(hm, 0, 1)
+    color = cv2.applyColorMap((hm * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1].astype(np.float32)
+    a = (alpha * hm ** 0.7)[..., None]
+    region = base[t:b, l:r]
+    base[t:b, l:r] = region * (1 - a) + color * a
+    out = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(out)
+    lw = max(2, size[0] // 500)
+    d.rectangle([l, t, r - 1, b - 1], outline=(0, 160, 255), width=lw)
+    fs = max(14, size[0] // 40)
+    font = _font(fs)
+    pad = fs // 3
+    tb = d.textbbox((0, 0), title, font=font)
+    d.rectangle([0, 0, tb[2] - tb[0] + 4 * pad, tb[3] - tb[1] + 3 * pad], fill=(20, 20, 20))
+    d.text((2 * pad - tb[0], pad - tb[1] + pad // 2), title, fill=(255, 255, 255), font=font)
+    return out
+
+
+def explain_loaded(model: nn.Module, ld: "Loaded", classes: list[str], method: str = "auto", max_side: int = 1600, target: int | None = None) -> tuple[Image.Image, dict[str, Any]]:
+    """Predict + heatmap + overlay for one preprocessed input (ecgvit.predict.Loaded with .image)."""
+    from ecgvit.models import prepare_batch
+
+    if ld.image is None:
+        raise ValueError("explain needs the decoded page (load with keep_image=True)")
+    x = prepare_batch(ld.array[None])
+    with torch.no_grad():
+        probs = torch.softmax(model(x).float(), 1)[0].numpy()
+    k = int(np.argmax(probs)) if target is None else int(target)
+    heat, used = heatmap(model, x, k, method)
+    title = f"{classes[k]}  p={probs[k]:.2f}   ({used})"
+    img = render_overlay(ld.image, heat, ld.box, ld.full_size, title, max_side=max_side)
+    info = {
+        "label": classes[int(np.argmax(probs))],
+        "probability": float(probs.max()),
+        "probabilities": {c: float(p) for c, p in zip(classes, probs)},
+        "explained_class": classes[k],
+        "method": used,
+        "crop_box": list(ld.box),
+        "size": list(img.size),
+    }
+    return img, info
+
+
+def explain_file(run: str | Path, image: str | Path, out: str | Path, method: str = "auto", max_side: int = 1600) -> dict[str, Any]:
+    """`ecgvit explain RUN IMAGE --out heat.png`."""
+    from ecgvit.data.io import BadImageError
+    from ecgvit.predict import Predictor
+
+    pred = Predictor(run, backend="torch")
+    try:
+        _, info = pred.explain(image, out=out, method=method, max_side=max_side)
+    except BadImageError as exc:
+        raise ValueError(f"{image}: {exc.reason}") from None
+    return info

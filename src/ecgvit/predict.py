@@ -1,0 +1,675 @@
+"""Prediction: from page files (or PIL images, arrays, raw bytes) to labels and probabilities.
+
+    ecgvit predict RUN PATH... [--out preds.csv|preds.json] [--explain DIR] [--batch-size B] [--threads T]
+
+`Predictor` is the one Python entry point (the CLI and the web service both use it):
+
+    p = Predictor("runs/train")            # or Predictor("model.onnx"), Predictor(run, onnx=...)
+    rows = p.predict(["a.jpg", pil_image])  # list of dicts, one per input, in input order
+
+Speed: JPEGs are decoded in draft mode (a reduced DCT scale, see ecgvit.data.preprocess) by a
+thread pool that runs ahead of inference (PIL and OpenCV release the GIL), inference is batched,
+and an exported ONNX model (RUN/model.onnx, or --onnx) runs under ONNX Runtime when present and
+exported from the same weights. Every input uses the preprocessing recorded with the model.
+
+Bad inputs never raise: they come back with status "bad" and a reason, and the rest go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import os
+import struct
+import sys
+import threading
+import time
+import warnings
+import zlib
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ecgvit.config import PreprocessConfig, from_dict
+from ecgvit.data.io import IMAGE_SUFFIXES, BadImageError, open_page, to_rgb
+from ecgvit.data.preprocess import PageArray, _draft_size, preprocess_image
+
+__all__ = ["Predictor", "NO_MODEL", "is_run_dir", "expand_inputs", "open_image_bytes", "predict_files", "ResultWriter", "weights_digest"]
+
+NO_MODEL = "no model: pass a RUN folder (config.json + model.safetensors) or an exported .onnx file as the first argument"
+ONNX_META_KEY = "ecgvit_config"
+
+
+def is_run_dir(p: str | Path) -> bool:
+    p = Path(p)
+    return p.is_dir() and (p / "config.json").is_file()
+
+
+def weights_digest(path: str | Path) -> str:
+    """sha256 of a weights file: ties an exported ONNX model to the weights it came from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- opening inputs -------------------------------------------------------------------------
+
+
+def open_image_bytes(
+    data: bytes,
+    *,
+    max_pixels: int = 100_000_000,
+    min_side: int = 256,
+    draft_size: tuple[int, int] | None = None,
+    name: str = "<upload>",
+) -> Image.Image:
+    """Decode an in-memory image like `open_page` does a file: RGB, or BadImageError with a reason.
+
+    The format comes from the bytes (magic numbers), never from a file name.
+    """
+    if not data:
+        raise BadImageError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadImageError(name, "not an image (unknown format)") from None
+    except Image.DecompressionBombError:
+        raise BadImageError(name, "image too large (decompression-bomb guard)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
+        raise BadImageError(name, f"corrupt image header ({exc})") from None
+    w, h = im.size
+    source_mode = im.mode
+    if w * h > max_pixels:
+        raise BadImageError(name, f"image too large: {w}x{h} = {w * h} pixels > {max_pixels} (decompression-bomb guard)")
+    if min(w, h) < min_side:
+        raise BadImageError(name, f"image too small: {w}x{h}, shorter side < {min_side} pixels")
+    try:
+        if draft_size is not None and im.format == "JPEG":
+            im.draft("RGB", draft_size)
+        im.load()
+    except Image.DecompressionBombError:
+        raise BadImageError(name, "image too large (decompression-bomb guard)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
+        raise BadImageError(name, f"corrupt or truncated image data ({exc})") from None
+    rgb = to_rgb(im, name)
+    rgb.info["full_size"] = (w, h)
+    rgb.info["source_mode"] = source_mode
+    return rgb
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Files, folders (recursive, image suffixes) and globs -> (files in order, bad entries).
+
+    A path that does not exist or a glob that matches nothing is reported, not raised.
+    """
+    from ecgvit.data.preprocess import iter_image_files
+
+    files: list[str] = []
+    bad: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def add(f: Path) -> None:
+        s = str(f)
+        if s not in seen:
+            seen.add(s)
+            files.append(s)
+
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = iter_image_files(p)
+            if not found:
+                bad.append(_bad_row(str(p), f"folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"))
+            for f in found:
+                add(f)
+        elif p.exists():
+            add(p)
+        elif glob.has_magic(str(raw)):
+            matches = sorted(glob.glob(str(raw), recursive=True))
+            if not matches:
+                bad.append(_bad_row(str(raw), "no files match this pattern"))
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    for f in iter_image_files(mp):
+                        add(f)
+                elif mp.suffix.lower() in IMAGE_SUFFIXES:
+                    add(mp)
+        else:
+            bad.append(_bad_row(str(raw), "no such file or folder"))
+    return files, bad
+
+
+def _bad_row(path: str, reason: str) -> dict[str, Any]:
+    return {"path": path, "status": "bad", "label": None, "probability": None, "probabilities": None, "reason": reason}
+
+
+@dataclass
+class Loaded:
+    """A preprocessed input and where its crop lies on the original page."""
+
+    array: np.ndarray  # uint8 model input (H, W) or (H, W, 3)
+    box: tuple[int, int, int, int]  # crop box in ORIGINAL page pixels (left, top, right, bottom)
+    full_size: tuple[int, int]  # original page (width, height)
+    crop_detected: bool | None
+    image: Image.Image | None = None  # the decoded RGB page (possibly a draft scale), when kept
+
+
+# --- the predictor --------------------------------------------------------------------------
+
+
+class Predictor:
+    """A trained model plus its recorded preprocessing, ready to label pages.
+
+    model: a run folder (config.json + model.safetensors), an exported .onnx file, or a
+        `LoadedRun`. onnx: an exported model to use instead of the PyTorch weights.
+    backend: "auto" (ONNX Runtime when an ONNX model is given or RUN/model.onnx matches the
+        run's weights, else PyTorch), "torch" or "onnx".
+    threads: intra-op threads for PyTorch / ONNX Runtime (0: library default).
+    workers: decoding threads that run ahead of inference (0: min(4, cores)).
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        onnx: str | Path | None = None,
+        backend: str = "auto",
+        threads: int = 0,
+        batch_size: int = 16,
+        workers: int = 0,
+        max_pixels: int = 100_000_000,
+        min_side: int = 256,
+    ):
+        from ecgvit.evaluate import LoadedRun
+
+        if backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend={backend!r}: expected 'auto', 'torch' or 'onnx'")
+        self.threads = int(threads)
+        self.batch_size = max(1, int(batch_size))
+        self.workers = int(workers) or min(4, os.cpu_count() or 1)
+        self.max_pixels = max_pixels
+        self.min_side = min_side
+        self.run: Path | None = None
+        self._loaded: LoadedRun | None = None
+        self._ort = None
+        self._lock = threading.Lock()
+        self._explain_lock = threading.Lock()
+        self._explain_model = None
+        if self.threads > 0:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
+        if isinstance(model, LoadedRun):
+            self._loaded = model
+            self.run = Path(model.path)
+            self.meta = model.meta
+        elif model is not None and str(model).lower().endswith(".onnx") and not Path(model).is_dir():
+            if onnx is not None:
+                raise ValueError("give the ONNX model once: as the model or as onnx=")
+            onnx = model
+        elif model is not None:
+            if not is_run_dir(model):
+                if not Path(model).exists():
+                    raise FileNotFoundError(f"{model}: no such run folder")
+                raise FileNotFoundError(f"{model}: not a training run (no config.json)")
+            self.run = Path(model)
+            self.meta = json.loads((self.run / "config.json").read_text())
+        elif onnx is None:
+            raise ValueError(NO_MODEL)
+
+        if onnx is None and self.run is not None and backend != "torch":
+            cand = self.run / "model.onnx"
+            if cand.exists():
+                if _onnx_matches_run(cand, self.run):
+                    onnx = cand
+                elif backend == "onnx":
+                    raise ValueError(f"{cand} was exported from other weights than {self.run}/model.safetensors: run `ecgvit export {self.run}` again")
+                else:
+                    print(f"ecgvit: {cand} is out of date (exported from other weights); using PyTorch", file=sys.stderr)
+        if backend == "onnx" and onnx is None:
+            raise ValueError(f"backend 'onnx' needs an exported model: run `ecgvit export {self.run or 'RUN'}` first")
+        if onnx is not None and backend != "torch":
+            self._open_onnx(Path(onnx))
+        elif self._loaded is None and self.run is not None:
+            self._load_torch()
+        self.backend = "onnx" if self._ort is not None else "torch"
+        self.classes: list[str] = list(self.meta["classes"])
+        self.preprocess: PreprocessConfig = from_dict(PreprocessConfig, self.meta["preprocess"])
+        self.model_name: str = self.meta.get("model", {}).get("name", "unknown")
+        self._draft = _draft_size(self.preprocess) if self.preprocess.draft else None
+
+    # -- backends
+
+    def _load_torch(self):
+        from ecgvit.evaluate import load_run
+
+        if self._loaded is None:
+            if self.run is None:
+                raise ValueError("this needs the PyTorch weights: pass the RUN folder, not only the .onnx file")
+            self._loaded = load_run(self.run)
+        return self._loaded
+
+    def _open_onnx(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such ONNX model")
+        so = ort.SessionOptions()
+        if self.threads > 0:
+            so.intra_op_num_threads = self.threads
+            so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ValueError(f"{path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from None
+        meta = read_onnx_config(path, sess)
+        if meta is None:
+            if self.run is None:
+                raise ValueError(f"{path}: no ecgvit config embedded or beside it ({path}.json); export it with `ecgvit export RUN`")
+            meta = self.meta
+        if self.run is not None and list(meta["classes"]) != list(self.meta["classes"]):
+            raise ValueError(f"{path}: classes {meta['classes']} differ from the run's {self.meta['classes']}")
+        if self.run is None:
+            self.meta = meta
+        self._ort = sess
+        self._ort_input = sess.get_inputs()[0].name
+        self.onnx_path = path
+
+    @property
+    def torch_model(self):
+        return self._load_torch().model
+
+    # -- inputs
+
+    def load(self, item: Any, keep_image: bool = False) -> Loaded:
+        """Decode + preprocess one input (path, bytes, PIL image or uint8 page array)."""
+        cfg = self.preprocess
+        if isinstance(item, (str, Path)):
+            img = open_page(item, max_pixels=self.max_pixels, min_side=self.min_side, draft_size=self._draft)
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            img = open_image_bytes(bytes(item), max_pixels=self.max_pixels, min_side=self.min_side, draft_size=self._draft)
+        elif isinstance(item, Image.Image):
+            img = to_rgb(item)
+            img.info.setdefault("full_size", img.size)
+        elif isinstance(item, np.ndarray):
+            if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (3, 4)):
+                raise BadImageError("<array>", f"expected a uint8 page (H, W) or (H, W, 3), got {item.dtype} {item.shape}")
+            img = to_rgb(Image.fromarray(item))
+            img.info["full_size"] = img.size
+        else:
+            raise BadImageError(repr(type(item).__name__), "unsupported input type (give a path, bytes, PIL image or uint8 array)")
+        full = tuple(img.info.get("full_size", img.size))
+        pa: PageArray = preprocess_image(img, cfg)
+        sx, sy = full[0] / img.size[0], full[1] / img.size[1]
+        if pa.crop is None:
+            box = (0, 0, full[0], full[1])
+            detected = None
+        else:
+            l, t, r, b = pa.crop.box
+            box = (round(l * sx), round(t * sy), round(r * sx), round(b * sy))
+            detected = pa.crop.detected
+        return Loaded(pa.array, box, (int(full[0]), int(full[1])), detected, img if keep_image else None)
+
+    def _load_safe(self, item: Any) -> Loaded | str:
+        try:
+            return self.load(item)
+        except BadImageError as exc:
+            return exc.reason
+        except MemoryError:
+            return "out of memory while decoding"
+        except Exception as exc:  # a broken file must never stop a batch run
+            return f"preprocessing failed ({type(exc).__name__}: {exc})"
+
+    # -- inference
+
+    def infer(self, arrays: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, classes) for preprocessed uint8 arrays (N, H, W[, 3])."""
+        from ecgvit.models import prepare_batch
+
+        if len(arrays) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        if self._ort is not None:
+            x = prepare_batch(np.ascontiguousarray(arrays)).numpy()
+            logits = self._ort.run(None, {self._ort_input: x})[0]
+            return _softmax(logits)
+        import torch
+
+        model = self.torch_model
+        with torch.inference_mode():
+            logits = model(prepare_batch(np.ascontiguousarray(arrays)))
+            return torch.softmax(logits.float(), dim=1).numpy()
+
+    def _row(self, name: str, probs: np.ndarray, ld: Loaded) -> dict[str, Any]:
+        k = int(np.argmax(probs))
+        return {
+            "path": name,
+            "status": "ok",
+            "label": self.classes[k],
+            "probability": float(probs[k]),
+            "probabilities": {c: float(p) for c, p in zip(self.classes, probs)},
+            "reason": "" if ld.crop_detected in (True, None) else "grid not found; used the fallback crop box",
+            "crop_box": list(ld.box),
+        }
+
+    def iter_batches(self, items: Iterable[Any], batch_size: int | None = None, workers: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Yield result rows batch by batch, in input order; decoding runs ahead in threads."""
+        bs = max(1, batch_size or self.batch_size)
+        nw = max(1, workers or self.workers)
+        items = list(items)
+        names = [str(it) if isinstance(it, (str, Path)) else f"<input {i}>" for i, it in enumerate(items)]
+        rows: list[dict[str, Any] | None] = []
+        ok: list[tuple[int, Loaded]] = []
+
+        def flush() -> list[dict[str, Any]]:
+            nonlocal rows, ok
+            if ok:
+                probs = self.infer(np.stack([ld.array for _, ld in ok]))
+                for (j, ld), p in zip(ok, probs):
+                    rows[j] = self._row(names_in_batch[j], p, ld)
+            out = [r for r in rows if r is not None]
+            rows, ok = [], []
+            names_in_batch.clear()
+            return out
+
+        names_in_batch: list[str] = []
+        if nw == 1 or len(items) <= 1:
+            results: Iterator[Loaded | str] = (self._load_safe(it) for it in items)
+            ex = None
+        else:
+            ex = ThreadPoolExecutor(max_workers=nw, thread_name_prefix="ecgvit-decode")
+            window = max(2 * bs, 2 * nw)
+            pending: deque = deque()
+            it_iter = iter(items)
+
+            def gen() -> Iterator[Loaded | str]:
+                def fill() -> None:
+                    while len(pending) < window:
+                        try:
+                            nxt = next(it_iter)
+                        except StopIteration:
+                            return
+                        pending.append(ex.submit(self._load_safe, nxt))
+
+                fill()
+                while pending:
+                    fut = pending.popleft()
+                    fill()
+                    yield fut.result()
+
+            results = gen()
+        try:
+            for i, res in enumerate(results):
+                names_in_batch.append(names[i])
+                if isinstance(res, str):
+                    rows.append(_bad_row(names[i], res))
+                else:
+                    rows.append(None)
+                    ok.append((len(rows) - 1, res))
+                if len(ok) >= bs:
+                    yield flush()
+            if rows:
+                yield flush()
+        finally:
+            if ex is not None:
+                ex.shutdown(wait=False, cancel_futures=True)
+
+    def predict(self, items: Any, batch_size: int | None = None) -> list[dict[str, Any]]:
+        """Label one input or a list of them (paths, PIL images, uint8 arrays, bytes).
+
+        Returns one dict per input: path, status ("ok"/"bad"), label, probability,
+        probabilities {class: p}, reason, crop_box (on the original page).
+        """
+        if isinstance(items, (str, Path, bytes, bytearray, Image.Image)) or (isinstance(items, np.ndarray) and items.ndim in (2, 3) and items.dtype == np.uint8 and (items.ndim == 2 or items.shape[2] in (3, 4))):
+            items = [items]
+        out: list[dict[str, Any]] = []
+        for b in self.iter_batches(items, batch_size):
+            out.extend(b)
+        return out
+
+    # -- explanations
+
+    def explain(self, item: Any, out: str | Path | None = None, method: str = "auto", max_side: int = 1600) -> tuple[Image.Image, dict[str, Any]]:
+        """Heatmap of what drove the prediction, overlaid on the original page (see ecgvit.explain)."""
+        from ecgvit.explain import explain_loaded
+
+        ld = self.load(item, keep_image=True)
+        if isinstance(item, (str, Path)) and max_side and ld.image is not None and max(ld.image.size) < min(max_side, max(ld.full_size)):
+            # The draft-decoded copy is smaller than the picture wanted: decode the page again, bigger.
+            ld.image = open_page(item, max_pixels=self.max_pixels, min_side=self.min_side, draft_size=_display_size(ld.full_size, max_side))
+        with self._explain_lock:
+            if self._explain_model is None:
+                import copy
+
+                # A private copy: hooks and attention switches never touch the model serving predictions.
+                self._explain_model = copy.deepcopy(self.torch_model).eval()
+            img, info = explain_loaded(self._explain_model, ld, self.classes, method=method, max_side=max_side)
+        info["path"] = str(item) if isinstance(item, (str, Path)) else "<input>"
+        if out is not None:
+            out = Path(out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            img.save(out, format="PNG")
+            info["heatmap"] = str(out)
+        return img, info
+
+
+def _display_size(full: tuple[int, int], max_side: int) -> tuple[int, int]:
+    s = min(1.0, max_side / max(full)) if max_side else 1.0
+    return max(1, round(full[0] * s)), max(1, round(full[1] * s))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def read_onnx_config(path: Path, sess: Any = None) -> dict[str, Any] | None:
+    """The ecgvit config embedded in an exported model, else the sidecar PATH.json, else None."""
+    if sess is not None:
+        raw = sess.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
+        if raw:
+            return json.loads(raw)
+    side = Path(str(path) + ".json")
+    if side.exists():
+        return json.loads(side.read_text())
+    return None
+
+
+def _onnx_matches_run(onnx_path: Path, run: Path) -> bool:
+    """True when RUN/model.onnx was exported from RUN/model.safetensors as it is now."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    side = Path(str(onnx_path) + ".json")
+    meta = json.loads(side.read_text()) if side.exists() else None
+    if meta is None:
+        try:
+            import onnx
+
+            m = onnx.load(str(onnx_path), load_external_data=False)
+            raw = {p.key: p.value for p in m.metadata_props}.get(ONNX_META_KEY)
+            meta = json.loads(raw) if raw else None
+        except Exception:
+            return False
+    want = (meta or {}).get("export", {}).get("weights_sha256")
+    w = run / "model.safetensors"
+    return bool(want) and w.exists() and weights_digest(w) == want
+
+
+# --- writing results ------------------------------------------------------------------------
+
+
+class ResultWriter:
+    """Results as they come: CSV rows appended and flushed per batch; JSON written at the end
+    with a PATH.partial.jsonl beside it while running (kept if the run dies)."""
+
+    def __init__(self, out: str | Path, classes: list[str], model: str = ""):
+        self.out = Path(out)
+        self.classes = classes
+        self.model = model
+        self.rows: list[dict[str, Any]] = []
+        suffix = self.out.suffix.lower()
+        if suffix not in (".csv", ".json"):
+            raise ValueError(f"--out {out}: expected a .csv or .json file")
+        self.kind = suffix[1:]
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.kind == "csv":
+            self._f = open(self.out, "w", newline="")
+            self._w = csv.writer(self._f)
+            self._w.writerow(["path", "status", "label", "probability", *[f"p_{c}" for c in classes], "reason"])
+            self._f.flush()
+        else:
+            self.partial = self.out.with_name(self.out.name + ".partial.jsonl")
+            self._f = open(self.partial, "w")
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+        for r in rows:
+            if self.kind == "csv":
+                probs = r.get("probabilities") or {}
+                self._w.writerow([
+                    r["path"], r["status"], r.get("label") or "",
+                    "" if r.get("probability") is None else f"{r['probability']:.6f}",
+                    *["" if c not in probs else f"{probs[c]:.6f}" for c in self.classes],
+                    r.get("reason", ""),
+                ])
+            else:
+                self._f.write(json.dumps(r) + "\n")
+        self._f.flush()
+
+    def close(self, summary: dict[str, Any], complete: bool = True) -> None:
+        self._f.close()
+        if self.kind == "json":
+            doc = {"model": self.model, "classes": self.classes, "complete": complete, "summary": summary, "predictions": self.rows}
+            tmp = self.out.with_name(self.out.name + ".tmp")
+            tmp.write_text(json.dumps(doc, indent=1) + "\n")
+            tmp.replace(self.out)
+            self.partial.unlink(missing_ok=True)
+
+
+def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    ok = [r for r in rows if r["status"] == "ok"]
+    return {
+        "images": len(rows),
+        "ok": len(ok),
+        "bad": len(rows) - len(ok),
+        "labels": dict(Counter(r["label"] for r in ok)),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(len(ok) / seconds, 2) if seconds > 0 else None,
+    }
+
+
+def format_table(rows: list[dict[str, Any]], summary: dict[str, Any], limit: int = 20) -> str:
+    def short(p: str, n: int = 44) -> str:
+        return p if len(p) <= n else "..." + p[-(n - 3):]
+
+    lines = [f"{'path':<46}{'label':<24}{'p':>6}  note"]
+    for r in rows[:limit]:
+        if r["status"] == "ok":
+            lines.append(f"{short(r['path']):<46}{r['label']:<24}{r['probability']:>6.2f}  {r.get('reason', '')}")
+        else:
+            lines.append(f"{short(r['path']):<46}{'(bad)':<24}{'':>6}  {r['reason']}")
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["labels"].items()))
+    speed = f", {summary['images_per_s']:.1f} images/s" if summary.get("images_per_s") else ""
+    lines.append(f"{summary['images']} inputs: {summary['ok']} labelled ({counts or 'none'}), {summary['bad']} bad{speed}")
+    return "\n".join(lines)
+
+
+def split_model_and_paths(inputs: Sequence[str], onnx: str | None = None) -> tuple[str | None, list[str]]:
+    """`ecgvit predict [RUN|MODEL.onnx] PATH...`: the first argument is the model when it is a run
+    folder (has config.json) or an .onnx file; otherwise every argument is an input."""
+    inputs = list(inputs)
+    if inputs and (is_run_dir(inputs[0]) or (inputs[0].lower().endswith(".onnx") and Path(inputs[0]).is_file())):
+        return inputs[0], inputs[1:]
+    if onnx is None:
+        # A bundled default model will go here; until then a model must be given.
+        raise ValueError(NO_MODEL)
+    return None, inputs
+
+
+def predict_files(
+    model: str | Path | None,
+    paths: Sequence[str],
+    *,
+    out: str | Path | None = None,
+    explain_dir: str | Path | None = None,
+    onnx: str | Path | None = None,
+    backend: str = "auto",
+    batch_size: int = 16,
+    threads: int = 0,
+    workers: int = 0,
+    progress: bool = True,
+    predictor: Predictor | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The `ecgvit predict` pipeline: expand inputs, predict in batches, write as it goes."""
+    if not paths:
+        raise ValueError("no images given: ecgvit predict RUN PATH... (files, folders or globs)")
+    pred = predictor or Predictor(model, onnx=onnx, backend=backend, threads=threads, batch_size=batch_size, workers=workers)
+    if explain_dir is not None:
+        pred._load_torch()  # fail now, not after the first batch, when only an .onnx was given
+    files, bad = expand_inputs(paths)
+    writer = ResultWriter(out, pred.classes, pred.model_name) if out else None
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    complete = False
+    used_names: set[str] = set()
+    try:
+        if bad:
+            rows.extend(bad)
+            if writer:
+                writer.write(bad)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), unit="page", desc="predict", disable=not progress or len(files) < 2, file=sys.stderr)
+        for batch in pred.iter_batches(files, batch_size=batch_size):
+            if explain_dir is not None:
+                for r in batch:
+                    if r["status"] == "ok":
+                        name = _unique_name(Path(r["path"]).stem, used_names)
+                        try:
+                            _, info = pred.explain(r["path"], out=Path(explain_dir) / f"{name}.png")
+                            r["heatmap"] = info["heatmap"]
+                        except Exception as exc:  # an explanation failing must not lose the prediction
+                            r["reason"] = (r["reason"] + "; " if r["reason"] else "") + f"no heatmap ({type(exc).__name__}: {exc})"
+            rows.extend(batch)
+            if writer:
+                writer.write(batch)
+            bar.update(len(batch))
+        bar.close()
+        complete = True
+    finally:
+        secs = time.perf_counter() - t0
+        summary = summarize(rows, secs)
+        summary["backend"] = pred.backend
+        summary["complete"] = complete
+        if writer:
+            writer.close(summary, complete=complete)
+    return rows, summary
+
+
+def _unique_name(stem: str, used: set[str]) -> str:
+    name, i = stem, 2
+    while name in used:
+        name = f"{stem}_{i}"
+        i += 1
+    used.add(name)
+    return name
