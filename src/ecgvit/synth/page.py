@@ -6,7 +6,7 @@ dotted millimetre grid, lead labels, calibration pulses, column separators) is d
 (ID, sex, heart rate, date/time) and 16 anti-aliased polylines (cv2.LINE_AA).
 
 Default geometry was measured on the real 2213x1572, 200 dpi pages (see benchmarks/synth_fidelity.py):
-border x=69..2175, y=284..1517 (4 px pink), grid pitch 200/25.4 = 7.874 px per mm, panels of 2.5 s
+border x=67..2176, y=283..1517 (4 px pink), grid pitch 7.944 px per mm (traces: 200/25.4 = 7.874 px per mm), panels of 2.5 s
 (492 px) starting at x=152, row baselines y=467/767/1067/1370, column separators at 644/1136/1628.
 """
 
@@ -42,20 +42,23 @@ class PageStyle:
     height: int = 1572
     dpi: int = 200
     # pink border rectangle (left, top, right, bottom), inclusive outer pixels
-    grid_box: tuple[int, int, int, int] = (69, 284, 2175, 1517)
+    grid_box: tuple[int, int, int, int] = (67, 283, 2176, 1517)
     border_color: RGB = (250, 162, 172)
     border_width: int = 4
     grid_kind: str = "dots"
+    # grid pitch in px per mm; None = dpi/25.4. The real Khan pages print the grid ~0.9% larger
+    # than the traces' scale (measured 7.944 px/mm vs 7.874; benchmarks/synth_fidelity.py).
+    grid_pitch_px: float | None = 7.944
     grid_origin: tuple[float, float] = (105.0, 324.0)  # a 5 mm line crossing
     minor_color: RGB = (225, 40, 55)  # dots; for "lines" use a light pink such as (250, 205, 210)
     major_color: RGB = (225, 40, 55)
-    faint_color: RGB | None = (240, 170, 180)
+    faint_color: RGB | None = (244, 184, 192)
     minor_width: int = 1
     major_width: int = 1
     paper_color: RGB = (255, 255, 255)
     ink_color: RGB = (0, 0, 0)
     trace_color: RGB = (0, 0, 0)
-    trace_width: int = 3
+    trace_width: int = 2
     speed_mm_s: float = 25.0
     gain_mm_mv: float = 10.0
     panel_x0: float = 152.0
@@ -116,6 +119,7 @@ class PageStyle:
             grid_box=tuple(s(v) for v in self.grid_box),  # type: ignore[arg-type]
             border_width=max(1, s(self.border_width)),
             grid_origin=(self.grid_origin[0] * f, self.grid_origin[1] * f),
+            grid_pitch_px=None if self.grid_pitch_px is None else self.grid_pitch_px * f,
             trace_width=max(1, s(self.trace_width)),
             panel_x0=self.panel_x0 * f,
             row_baselines=tuple(s(v) for v in self.row_baselines),  # type: ignore[arg-type]
@@ -163,7 +167,7 @@ def _draw_grid(a: np.ndarray, st: PageStyle) -> None:
     l, t, r, b = st.grid_box
     bw = st.border_width
     il, it, ir, ib = l + bw, t + bw, r - bw, b - bw  # inside the border
-    p = st.px_per_mm
+    p = st.grid_pitch_px or st.px_per_mm
     ox, oy = st.grid_origin
     kx0 = int(np.ceil((il - ox) / p))
     kx1 = int(np.floor((ir - ox) / p))
@@ -209,7 +213,11 @@ def _draw_grid(a: np.ndarray, st: PageStyle) -> None:
             if mj:
                 cv2.line(a, (il, int(round(y))), (ir, int(round(y))), st.major_color, st.major_width)
     # pink border rectangle (the crop detector looks for it)
-    cv2.rectangle(a, (l + bw // 2, t + bw // 2), (r - (bw - 1) // 2, b - (bw - 1) // 2), st.border_color, bw)
+    c = st.border_color
+    a[t : b + 1, l : l + bw] = c
+    a[t : b + 1, r - bw + 1 : r + 1] = c
+    a[t : t + bw, l : r + 1] = c
+    a[b - bw + 1 : b + 1, l : r + 1] = c
 
 
 @functools.lru_cache(maxsize=8)
