@@ -70,3 +70,13 @@ def onnx_run(tmp_path_factory, tiny_run) -> tuple[Path, dict]:
     shutil.copytree(tiny_run, run)
     report = export_onnx(run)
     return run, report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread while these tests run: on a shared 2-core machine, OpenMP threads
+    spinning against other processes make small forwards 5-30x slower. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

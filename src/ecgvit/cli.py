@@ -293,13 +293,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", default=None, help="output file (default: RUN/model.onnx, used by predict automatically)")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--tol", type=float, default=1e-4, help="largest allowed |logit difference| to PyTorch")
+    p.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto", help="auto: torch.export (dynamo), TorchScript if that fails")
     p.set_defaults(_parser=p, func=_cmd_export)
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
     from ecgvit.export import export_onnx
 
-    r = export_onnx(a.run, a.onnx, opset=a.opset, tol=a.tol)
+    r = export_onnx(a.run, a.onnx, opset=a.opset, tol=a.tol, exporter=a.exporter)
     print(f"onnx: {r['onnx']} ({r['bytes'] / 1e6:.1f} MB, {r['exporter']} exporter, opset {r['opset']}); "
           f"parity max |logit diff| {r['max_abs_logit_diff']:.1e} <= {r['tolerance']:.0e}; config: {r['config']}")
     return 0

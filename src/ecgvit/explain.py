@@ -136,7 +136,8 @@ def heatmap(model: nn.Module, x: torch.Tensor, target: int, method: str = "auto"
     """(H, W) map in [0, 1] over the model input x (1, C, H, W), and the method used."""
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
-    if method == "auto":
+    auto = method == "auto"
+    if auto:
         method = choose_method(model)
     model.eval()
     h, w = x.shape[-2:]
@@ -157,6 +158,10 @@ def heatmap(model: nn.Module, x: torch.Tensor, target: int, method: str = "auto"
     m = cv2.resize(m, (w, h), interpolation=cv2.INTER_CUBIC if min(m.shape) > 1 else cv2.INTER_LINEAR)
     m = np.clip(m, 0, None)
     top = float(m.max())
+    if top <= 0 and auto and method == "gradcam":
+        # Grad-CAM keeps only positive evidence; when there is none (all channels push the
+        # class down, common for an untrained model) show gradient x input instead.
+        return heatmap(model, x, target, "gradxinput")
     return (m / top if top > 0 else m), method
 
 

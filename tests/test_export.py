@@ -1,0 +1,100 @@
+"""ONNX export: parity with PyTorch at the real input size, dynamic batch, config travels with
+the file, predict picks RUN/model.onnx only while it matches the weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest_predict import one_torch_thread, make_run, onnx_run, synth_dir, synth_pages, tiny_run  # noqa: F401
+from ecgvit.cli import main
+from ecgvit.config import KHAN_CLASSES
+from ecgvit.predict import Predictor
+
+
+def test_export_report_and_files(onnx_run):
+    run, report = onnx_run
+    assert report["max_abs_logit_diff"] <= 1e-4
+    assert (run / "model.onnx").exists() and (run / "model.onnx.json").exists()
+    meta = json.loads((run / "model.onnx.json").read_text())
+    assert meta["classes"] == list(KHAN_CLASSES) and meta["export"]["weights_sha256"]
+
+
+def test_parity_on_real_pages_any_batch(onnx_run, synth_pages):
+    import onnxruntime as ort
+
+    from ecgvit.evaluate import load_run
+    from ecgvit.models import prepare_batch
+
+    run, _ = onnx_run
+    lr = load_run(run)
+    pred = Predictor(run, backend="torch")
+    arrays = np.stack([pred.load(p).array for p in synth_pages])  # 4 real pages, real preprocessing
+    sess = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    for n in (1, 3, 4):
+        x = prepare_batch(arrays[:n])
+        with torch.no_grad():
+            ref = lr.model(x).numpy()
+        got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        assert got.shape == (n, len(KHAN_CLASSES))
+        assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_predict_uses_onnx_alone_and_beside_the_run(onnx_run, synth_pages):
+    run, _ = onnx_run
+    auto = Predictor(run)
+    assert auto.backend == "onnx"
+    alone = Predictor(run / "model.onnx")  # config read from the model's metadata
+    assert alone.backend == "onnx" and alone.classes == list(KHAN_CLASSES) and alone.run is None
+    ref = Predictor(run, backend="torch").predict(synth_pages)
+    for a, b, c in zip(auto.predict(synth_pages), alone.predict(synth_pages), ref):
+        assert a["label"] == b["label"] == c["label"]
+        for k in KHAN_CLASSES:
+            assert a["probabilities"][k] == pytest.approx(c["probabilities"][k], abs=1e-5)
+    with pytest.raises(ValueError, match="PyTorch weights"):
+        alone.explain(synth_pages[0])
+
+
+def test_stale_onnx_is_not_used(onnx_run, tmp_path, capsys):
+    run, _ = onnx_run
+    stale = tmp_path / "stale"
+    shutil.copytree(run, stale)
+    make_run(stale, seed=123)  # new weights in the same folder; the old model.onnx stays
+    p = Predictor(stale)
+    assert p.backend == "torch"
+    assert "out of date" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="other weights"):
+        Predictor(stale, backend="onnx")
+
+
+def test_cli_predict_with_onnx_file_first(onnx_run, synth_pages, capsys):
+    run, _ = onnx_run
+    assert main(["predict", str(run / "model.onnx"), str(synth_pages[0]), "--quiet"]) == 0
+    assert "1 labelled" in capsys.readouterr().out
+
+
+def test_cli_export(tiny_run, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(tiny_run), "--onnx", str(out), "--exporter", "torchscript"]) == 0
+    text = capsys.readouterr().out
+    assert "parity max |logit diff|" in text and out.exists()
+    assert not (tiny_run / "model.onnx").exists()
+    assert main(["export", str(tmp_path / "norun")]) == 2
+    assert "not a training run" in capsys.readouterr().err
+
+
+def test_default_model_exports_at_its_real_size(tmp_path):
+    from ecgvit.models import list_models
+    from ecgvit.train import DEFAULT_MODEL
+
+    if DEFAULT_MODEL not in list_models():
+        pytest.skip(f"default model {DEFAULT_MODEL!r} is not registered yet")
+    from ecgvit.export import export_onnx
+
+    run = make_run(tmp_path / "default", model=DEFAULT_MODEL, size=None)
+    report = export_onnx(run)
+    assert report["max_abs_logit_diff"] <= 1e-4
