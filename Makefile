@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast bench clean browser
 
 venv: $(STAMP)
 
@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml Makefile
 demo: venv
 	$(BIN)/python scripts/demo.py
 
-test: venv
+# Chromium for the browser test (tests/test_browser.py), from Debian; never `playwright install`.
+browser:
+	@[ -x /usr/bin/chromium ] || { apt-get update && apt-get install -y chromium chromium-driver; }
+
+test: venv browser
 	$(BIN)/python -m pytest -q
 
 bench: venv

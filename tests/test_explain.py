@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest_predict import one_torch_thread, synth_dir, synth_pages, tiny_run  # noqa: F401
+from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
 from ecgvit.cli import main
 from ecgvit.explain import choose_method, heatmap
 from ecgvit.predict import Predictor

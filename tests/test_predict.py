@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest_predict import one_torch_thread, make_run, onnx_run, synth_dir, synth_pages, tiny_run  # noqa: F401
+from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
+from conftest_predict import make_run  # noqa: E402
 from ecgvit.cli import main
 from ecgvit.config import KHAN_CLASSES
 from ecgvit.predict import NO_MODEL, Predictor, expand_inputs, predict_files

@@ -237,6 +237,11 @@ def serve(model: Any, host: str = "127.0.0.1", port: int = 8000, workers: int = 
 
     from ecgvit.predict import Predictor
 
+    import os
+
+    # Requests run side by side in `workers` threads: split the cores between them rather than
+    # let every request's intra-op threads fight for all of them.
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     pred = Predictor(model, threads=threads)
     app = create_app(pred, max_upload_bytes=max_upload_bytes, workers=workers, queue=queue)
     if host not in ("127.0.0.1", "localhost", "::1"):

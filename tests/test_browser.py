@@ -1,0 +1,86 @@
+"""The upload page in a real browser: Debian's Chromium driven by Playwright.
+
+Needs /usr/bin/chromium (`make browser` installs it with apt-get; never `playwright install`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path(os.environ.get("ECGVIT_SCREENSHOT", "/tmp/ecgvit_serve_screenshot.png"))
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: run `make browser` (apt-get install chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    import uvicorn
+
+    from ecgvit.predict import Predictor
+    from ecgvit.serve import create_app
+
+    app = create_app(Predictor(tiny_run, backend="torch", threads=1), workers=2)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.time() + 20
+    while not srv.started:
+        if time.time() > deadline or not t.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(10)
+
+
+def test_upload_shows_label_bars_and_heatmap(server, synth_pages):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            external: list[str] = []
+            page.on("request", lambda req: None if req.url.startswith(server) or req.url.startswith(("blob:", "data:")) else external.append(req.url))
+            page.goto(server + "/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('resnet18')", timeout=15000)
+            page.set_input_files("#file", str(synth_pages[0]))
+            page.wait_for_function("document.getElementById('label').textContent.length > 0", timeout=30000)
+            page.wait_for_function("(() => { const h = document.getElementById('heatmap'); return h.complete && h.naturalWidth > 0 && h.style.display === 'block'; })()", timeout=30000)
+            label = page.inner_text("#label")
+            bars = page.locator(".bar")
+            assert bars.count() == 4
+            assert page.locator(".bar.top").count() == 1
+            assert page.eval_on_selector("#heatmap", "h => h.naturalWidth") == 1000
+            assert page.eval_on_selector("#preview", "p => p.naturalWidth") == 2213
+            assert label.replace(" ", "_") in {"normal", "myocardial_infarction", "abnormal_heartbeat", "history_of_mi"}
+            assert "error" not in page.inner_text("#status")
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # A bad file is answered with the server's message, not a broken page.
+            bad = SCREENSHOT.with_name("not_a_page.jpg")
+            bad.write_text("this is text")
+            page.set_input_files("#file", str(bad))
+            page.wait_for_function("document.getElementById('status').className === 'error'", timeout=15000)
+            assert "not an image" in page.inner_text("#status")
+            assert external == []
+        finally:
+            browser.close()

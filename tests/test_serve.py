@@ -1,0 +1,135 @@
+"""Web service: every route, every bad input answered with a clear 4xx JSON, the bounded pool."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
+from ecgvit.config import KHAN_CLASSES  # noqa: E402
+from ecgvit.predict import Predictor  # noqa: E402
+from ecgvit.serve import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_run):
+    return Predictor(tiny_run, backend="torch", threads=1)
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with TestClient(create_app(predictor, max_upload_bytes=2_000_000)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def page_bytes(synth_pages) -> bytes:
+    return synth_pages[0].read_bytes()
+
+
+def _post(c, route, data: bytes, name="page.jpg", ctype="image/jpeg"):
+    return c.post(route, files={"file": (name, data, ctype)})
+
+
+def test_index_page_is_self_contained(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert 'type="file"' in html and 'id="heatmap"' in html and 'id="label"' in html
+    assert "http://" not in html and "https://" not in html  # no CDN, nothing external
+
+
+def test_healthz_and_docs(client):
+    h = client.get("/healthz").json()
+    assert h["status"] == "ok" and h["classes"] == list(KHAN_CLASSES) and "resnet18" in h["model"]
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {"/predict", "/explain", "/healthz"} <= set(spec["paths"])
+
+
+def test_predict_json(client, page_bytes, predictor, synth_pages):
+    r = _post(client, "/predict", page_bytes, name="whatever.bin", ctype="application/octet-stream")  # name/type ignored
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert set(j) >= {"label", "probabilities", "model", "latency_ms"}
+    assert j["label"] in KHAN_CLASSES and sum(j["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    ref = predictor.predict(synth_pages[0])[0]
+    assert j["label"] == ref["label"] and j["probabilities"] == pytest.approx(ref["probabilities"], abs=1e-5)
+    assert j["latency_ms"] > 0
+
+
+def test_explain_png(client, page_bytes):
+    r = _post(client, "/explain", page_bytes)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert r.headers["x-label"] in KHAN_CLASSES
+    assert max(Image.open(io.BytesIO(r.content)).size) == 1000
+
+
+def _assert_error(r, status, words):
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and words in detail, detail
+
+
+def test_bad_inputs_get_clear_errors(client, page_bytes):
+    _assert_error(client.post("/predict"), 422, "missing file")
+    _assert_error(client.post("/predict", data={"other": "x"}), 422, "missing file")
+    _assert_error(_post(client, "/predict", b"%PDF-1.4 not an image at all", name="page.jpg"), 415, "not an image")
+    _assert_error(_post(client, "/explain", b"hello", name="page.png"), 415, "not an image")
+    _assert_error(_post(client, "/predict", page_bytes[:4000]), 400, "truncated")
+    _assert_error(_post(client, "/predict", b""), 400, "empty")
+    small = io.BytesIO()
+    Image.new("RGB", (50, 40)).save(small, "PNG")
+    _assert_error(_post(client, "/predict", small.getvalue(), name="s.png"), 400, "too small")
+    _assert_error(_post(client, "/predict", b"x" * 2_100_000), 413, "too large")
+
+
+def test_chunked_upload_over_the_limit(client):
+    def body():
+        boundary = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+        yield boundary
+        for _ in range(40):
+            yield b"\xff" * 100_000  # 4 MB, no Content-Length
+        yield b"\r\n--b--\r\n"
+
+    r = client.post("/predict", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
+    _assert_error(r, 413, "too large")
+
+
+def test_decompression_bomb_guard(tiny_run, page_bytes):
+    small_limit = Predictor(tiny_run, backend="torch", max_pixels=1_000_000)
+    with TestClient(create_app(small_limit)) as c:
+        _assert_error(_post(c, "/predict", page_bytes), 413, "decompression-bomb")
+
+
+def test_busy_server_answers_503(tiny_run, page_bytes):
+    pred = Predictor(tiny_run, backend="torch")
+    entered, release = threading.Event(), threading.Event()
+    real = pred.infer
+
+    def slow(arrays):
+        entered.set()
+        release.wait(10)
+        return real(arrays)
+
+    pred.infer = slow
+    with TestClient(create_app(pred, workers=1, queue=0)) as c:
+        first: dict = {}
+        t = threading.Thread(target=lambda: first.update(r=_post(c, "/predict", page_bytes)))
+        t.start()
+        assert entered.wait(10)
+        r = _post(c, "/predict", page_bytes)
+        _assert_error(r, 503, "busy")
+        assert r.headers.get("retry-after") == "1"
+        release.set()
+        t.join(10)
+        assert first["r"].status_code == 200
+        assert _post(c, "/predict", page_bytes).status_code == 200  # capacity is given back
