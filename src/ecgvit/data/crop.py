@@ -39,8 +39,15 @@ def tint_map(rgb: np.ndarray) -> np.ndarray:
     At the scales we detect on, the dotted 1 mm grid fades to a faint tint (10-20 levels);
     averaged over a few millimetres it still stands well clear of white paper and JPEG noise.
     """
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    # Flat-field first: divide by the local paper colour (a per-channel max filter wider than a
+    # 5 mm grid square), so a colour cast, a shadow or tinted light is not mistaken for grid.
+    k = max(3, (rgb.shape[1] // 30) | 1)
+    paper = cv2.dilate(rgb, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    paper = cv2.blur(paper, (k, k))
+    flat = cv2.divide(rgb, np.maximum(paper, 1), scale=255)
     # Channel-wise cv2 max/min on uint8: ~20x faster than numpy reductions over a size-3 axis.
-    r, g, b = cv2.split(np.ascontiguousarray(rgb, dtype=np.uint8))
+    r, g, b = cv2.split(flat)
     hi = cv2.max(cv2.max(r, g), b)
     lo = cv2.min(cv2.min(r, g), b)
     tint = cv2.subtract(hi, lo).astype(np.float32)
