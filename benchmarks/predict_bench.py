@@ -1,0 +1,201 @@
+"""From 2213x1572 JPEG files on disk to labels: throughput and single-image latency.
+
+    python benchmarks/predict_bench.py [--pages 64] [--model NAME | --run RUN] [--threads T]
+
+Compares PyTorch eager with ONNX Runtime for the default model (ecgvit-tiny; resnet18 while it
+is not registered, said so in the output) and for the `vit-seed` architecture (the starting
+notebook's ViT). Weights are random unless --run is given: speed does not depend on them.
+
+Throughput: all pages through `Predictor.predict` (JPEG draft decode in a thread pool running
+ahead of batched inference). Latency: one page at a time, file to label (decode + crop +
+resize + inference), p50 / p95 over --latency-n pages after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def make_random_run(out: Path, model: str, seed: int = 0) -> Path:
+    """A run folder for `model` at its registered input size with seeded random weights."""
+    from ecgvit.config import KHAN_CLASSES, to_dict
+    from ecgvit.models import create_model, get_spec
+    from ecgvit.train import save_model
+
+    spec = get_spec(model)
+    torch.manual_seed(seed)
+    m = create_model(model, num_classes=len(KHAN_CLASSES)).eval()
+    meta = {
+        "classes": list(KHAN_CLASSES),
+        "model": {"name": model, "img_size": list(spec.img_size), "in_chans": spec.in_chans, "kwargs": {}, "params": sum(p.numel() for p in m.parameters())},
+        "preprocess": to_dict(spec.preprocess()),
+        "note": "random weights (benchmark)",
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(out, m, meta)
+    return out
+
+
+def register_rowvit_preview() -> None:
+    """`--model rowvit-preview`: the RowViT of ecgvit.models.ecg_vit with its constructor
+    defaults (384x640x1), for a speed preview while ecgvit-tiny is not registered."""
+    from ecgvit.models import ModelSpec, list_models, register_model
+
+    if "rowvit-preview" in list_models():
+        return
+    from ecgvit.models.ecg_vit import RowViT
+
+    def build(num_classes, img_size, in_chans, **kw):
+        return RowViT(num_classes=num_classes, img_size=img_size, in_chans=in_chans, **kw)
+
+    register_model(ModelSpec("rowvit-preview", build, (384, 640), 1, "RowViT constructor defaults (benchmark preview)"))
+
+
+def default_model() -> tuple[str, str]:
+    from ecgvit.models import list_models
+    from ecgvit.train import DEFAULT_MODEL
+
+    if DEFAULT_MODEL in list_models():
+        return DEFAULT_MODEL, ""
+    return "resnet18", f"(default {DEFAULT_MODEL!r} not registered yet: measured resnet18 instead)"
+
+
+def bench_one(run: Path, files: list[str], backend: str, threads: int, batch_size: int, workers: int, latency_n: int) -> dict:
+    from ecgvit.predict import Predictor
+
+    pred = Predictor(run, backend=backend, threads=threads, workers=workers, batch_size=batch_size)
+    pred.predict(files[: min(len(files), batch_size)])  # warm-up: allocator, oneDNN / ORT kernels
+    t0 = time.perf_counter()
+    rows = pred.predict(files)
+    secs = time.perf_counter() - t0
+    assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"][:2]
+    lat = []
+    for f in files[:latency_n]:
+        t = time.perf_counter()
+        pred.predict(f)
+        lat.append((time.perf_counter() - t) * 1000)
+    # Where a single page's time goes: decode+preprocess vs inference.
+    dec, inf = [], []
+    for f in files[: max(4, latency_n // 4)]:
+        t = time.perf_counter()
+        ld = pred.load(f)
+        t1 = time.perf_counter()
+        pred.infer(ld.array[None])
+        dec.append((t1 - t) * 1000)
+        inf.append((time.perf_counter() - t1) * 1000)
+    return {
+        "model": pred.model_name,
+        "backend": pred.backend,
+        "images": len(files),
+        "images_per_s": len(files) / secs,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "decode_ms": float(np.median(dec)),
+        "infer1_ms": float(np.median(inf)),
+        "input": f"{pred.preprocess.height}x{pred.preprocess.width}x{pred.preprocess.channels}",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pages", type=int, default=64)
+    ap.add_argument("--model", default=None, help="registered model to measure (default: the default model)")
+    ap.add_argument("--run", default=None, help="a trained run folder instead of random weights")
+    ap.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
+    ap.add_argument("--workers", type=int, default=0, help="decoding threads (0: min(4, cores))")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--latency-n", type=int, default=32)
+    ap.add_argument("--seed-pages", type=int, default=16, help="pages for vit-seed (slow: ~2 img/s)")
+    ap.add_argument("--skip-seed", action="store_true")
+    ap.add_argument("--skip-onnx", action="store_true")
+    ap.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
+    ap.add_argument("--json", default=None, help="write the results here")
+    a = ap.parse_args(argv)
+
+    import os
+
+    from ecgvit.export import export_onnx
+    from ecgvit.synth import generate
+
+    threads = a.threads or os.cpu_count() or 1
+    tmp = Path(tempfile.mkdtemp(prefix="ecgvit_bench_"))
+    try:
+        t = time.perf_counter()
+        generate(tmp / "pages", per_class=max(1, a.pages // 4), seed=11, progress=False)
+        files = sorted(str(p) for p in (tmp / "pages").rglob("*.jpg"))[: a.pages]
+        print(f"{len(files)} synthetic 2213x1572 JPEG pages in {time.perf_counter() - t:.1f} s; {threads} inference threads, "
+              f"batch {a.batch_size}, torch {torch.__version__}, {os.cpu_count()} cores", flush=True)
+        note = ""
+        if a.run:
+            runs = {"main": Path(a.run)}
+        else:
+            if a.model == "rowvit-preview":
+                register_rowvit_preview()
+            name, note = (a.model, "") if a.model else default_model()
+            runs = {"main": make_random_run(tmp / "main", name)}
+        if note:
+            print(note)
+        if not a.skip_seed:
+            runs["seed"] = make_random_run(tmp / "seed", "vit-seed")
+        results = []
+        for key, run in runs.items():
+            onnx_dir = run
+            if key == "main" and a.run and (run / "model.onnx").exists():
+                onnx_ok = True  # Predictor checks it matches the weights
+            elif not a.skip_onnx:
+                # Export into a copy so a given --run folder is never modified.
+                exp = tmp / f"{key}_onnx"
+                shutil.copytree(run, exp, ignore=shutil.ignore_patterns("*.onnx", "*.onnx.json", "resume.pt"))
+                t = time.perf_counter()
+                rep = export_onnx(exp, exporter=a.exporter)
+                print(f"exported {key}: {rep['exporter']}, {time.perf_counter() - t:.1f} s, parity {rep['max_abs_logit_diff']:.1e}", flush=True)
+                onnx_dir = exp
+                onnx_ok = True
+            else:
+                onnx_ok = False
+            subset = files if key == "main" else files[: a.seed_pages]
+            lat_n = a.latency_n if key == "main" else max(4, min(a.latency_n, a.seed_pages) // 2)
+            for backend in ("torch", "onnx") if onnx_ok else ("torch",):
+                r_dir = run if backend == "torch" else onnx_dir
+                r = bench_one(r_dir, subset, backend, threads, a.batch_size, a.workers, lat_n)
+                r["which"] = key
+                results.append(r)
+                print(f"  {r['model']:<14}{r['backend']:<7}{r['images_per_s']:>8.1f} img/s   p50 {r['p50_ms']:>7.1f} ms   p95 {r['p95_ms']:>7.1f} ms", flush=True)
+
+        print()
+        print(f"{'model':<15}{'backend':<8}{'input':>12}{'images/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'decode ms':>11}{'infer ms':>10}")
+        for r in results:
+            print(f"{r['model']:<15}{r['backend']:<8}{r['input']:>12}{r['images_per_s']:>10.1f}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['decode_ms']:>11.1f}{r['infer1_ms']:>10.1f}")
+        best = {k: max((r for r in results if r["which"] == k), key=lambda r: r["images_per_s"]) for k in {r["which"] for r in results}}
+        main_r = best["main"]
+        print()
+        for k in ("main",):
+            tr = [r for r in results if r["which"] == k]
+            if len(tr) == 2:
+                print(f"ONNX Runtime / PyTorch throughput ({tr[0]['model']}): {tr[1]['images_per_s'] / tr[0]['images_per_s']:.2f}x")
+        if "seed" in best:
+            ratio = main_r["images_per_s"] / best["seed"]["images_per_s"]
+            print(f"{main_r['model']} ({main_r['backend']}) / vit-seed ({best['seed']['backend']}) throughput: {ratio:.1f}x  (target >= 50x)")
+        fast_lat = min(r["p50_ms"] for r in results if r["which"] == "main")
+        print(f"{main_r['model']}: best throughput {main_r['images_per_s']:.1f} img/s (target >= 100), best p50 latency {fast_lat:.1f} ms (target <= 20)")
+        if note:
+            print(note)
+        if a.json:
+            Path(a.json).write_text(json.dumps({"results": results, "note": note, "threads": threads, "pages": len(files)}, indent=1))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    sys.exit(main())
