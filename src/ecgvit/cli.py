@@ -243,8 +243,9 @@ def _cmd_cv(a: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="label ECG pages: files, folders, globs (CSV/JSON out, heatmaps, ONNX Runtime)")
-    p.add_argument("inputs", nargs="+", metavar="[RUN] PATH", help="a run folder (config.json) or an exported .onnx first, then images, folders (recursive) or globs")
+    p = sub.add_parser("predict", help="label ECG pages: files, folders, globs (CSV/JSON out, heatmaps, ONNX Runtime)",
+                       usage="ecgvit predict RUN|MODEL.onnx PATH... [--out preds.csv|preds.json] [--explain DIR] [options]")
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="first a run folder (has config.json) or an exported .onnx, then images, folders (recursive) or globs")
     p.add_argument("--out", default=None, help="write results to a .csv (rows appended per batch) or .json file")
     p.add_argument("--explain", default=None, metavar="DIR", help="also write a heatmap PNG per page into DIR")
     p.add_argument("--onnx", default=None, help="run this exported model with ONNX Runtime (default: RUN/model.onnx when it matches the weights)")
