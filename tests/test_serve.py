@@ -133,3 +133,22 @@ def test_busy_server_answers_503(tiny_run, page_bytes):
         t.join(10)
         assert first["r"].status_code == 200
         assert _post(c, "/predict", page_bytes).status_code == 200  # capacity is given back
+
+
+def test_onnx_only_server_predicts_but_cannot_explain(onnx_run, page_bytes):
+    run, _ = onnx_run
+    with TestClient(create_app(Predictor(run / "model.onnx"))) as c:
+        r = _post(c, "/predict", page_bytes)
+        assert r.status_code == 200 and "(onnx)" in r.json()["model"]
+        _assert_error(_post(c, "/explain", page_bytes), 501, "PyTorch weights")
+
+
+def test_unexpected_failure_is_a_json_500(tiny_run, page_bytes):
+    pred = Predictor(tiny_run, backend="torch")
+
+    def broken(arrays):
+        raise RuntimeError("boom")
+
+    pred.infer = broken
+    with TestClient(create_app(pred), raise_server_exceptions=False) as c:
+        _assert_error(_post(c, "/predict", page_bytes), 500, "internal error")

@@ -184,3 +184,10 @@ def test_grouped_cross_validation(synth_dir, cache_root, tmp_path):
     oof = list(csv.DictReader(open(tmp_path / "cv" / "oof.csv")))
     assert len({r["path"] for r in oof}) == 24
     assert (tmp_path / "cv" / "cv.json").exists() and (tmp_path / "cv" / "folds.csv").exists()
+
+
+def test_training_on_every_page_keeps_the_last_epoch(synth_dir, cache_root, tmp_path):
+    r = train(synth_dir, tmp_path / "all", quick_cfg(val_fraction=0.0, epochs=2), preprocess=TINY, progress=False, cache_root=cache_root)
+    assert r["epoch"] == 2 and r["val_macro_f1"] is None
+    meta = json.loads((tmp_path / "all" / "config.json").read_text())
+    assert meta["data"]["val_pages"] == 0 and meta["data"]["train_pages"] == 24

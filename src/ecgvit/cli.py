@@ -182,8 +182,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
     pre = get_spec(a.model).preprocess(**over)
     result = train(a.data, a.out, cfg, preprocess=pre, resume=a.resume, progress=not a.quiet)
-    if "epoch" in result:
+    if result.get("val_macro_f1") is not None:
         print(f"best epoch {result['epoch']}: validation macro-F1 {result['val_macro_f1']:.3f}, accuracy {result['val_accuracy']:.3f}")
+    elif "epoch" in result:
+        print(f"trained {result['epoch']} epochs on every page (no validation part)")
     print(f"run: {result['run']}")
     return 0
 

@@ -48,7 +48,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     balance: str = "sampler"  # "sampler": class-balanced sampling; "weights": weighted loss; "none"
     augment: str = "ecg"  # "ecg": small affine, blur, contrast, noise; "none"
-    val_fraction: float = 0.15  # grouped hold-out when no split file is given
+    val_fraction: float = 0.15  # grouped hold-out when no split file is given; 0: train on all, keep the last epoch
     patience: int = 12  # epochs without a better validation macro-F1 before stopping; 0: never stop early
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = all cores
@@ -64,8 +64,8 @@ class TrainConfig:
             raise ValueError(f"augment={self.augment!r}: expected 'ecg' or 'none'")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}: both must be >= 1")
-        if not 0.0 < self.val_fraction < 0.5:
-            raise ValueError(f"val_fraction={self.val_fraction}: expected 0 < f < 0.5")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction={self.val_fraction}: expected 0 <= f < 0.5 (0: no validation part)")
         if (self.split is None) != (self.fold is None):
             raise ValueError("--split and --fold go together: name the split file and the fold to validate on")
 
@@ -299,7 +299,7 @@ def train(
     if cfg.split is not None:
         tr_idx, va_idx = split_from_file(pages, cfg.split, int(cfg.fold))  # type: ignore[arg-type]
     else:
-        tr_idx, va_idx = holdout_split(pages, cfg.val_fraction, cfg.seed)
+        tr_idx, va_idx = holdout_split(pages, cfg.val_fraction, cfg.seed) if cfg.val_fraction > 0 else (np.arange(len(pages.labels)), np.arange(0))
     train_set, val_set = pages.subset(tr_idx), pages.subset(va_idx)
     n_cls = len(pages.classes)
     if d.main:
@@ -410,18 +410,21 @@ def train(
 
         stop = False
         if d.main:
-            probs = predict_proba(model, x_val, device=d.device)
-            val_pred = probs.argmax(1)
-            val_loss = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-8)), torch.as_tensor(y_val)))
-            val_acc = float((val_pred == y_val).mean())
-            val_f1 = float(f1_score(y_val, val_pred, average="macro", labels=list(range(n_cls)), zero_division=0))
+            if len(y_val):
+                probs = predict_proba(model, x_val, device=d.device)
+                val_pred = probs.argmax(1)
+                val_loss = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-8)), torch.as_tensor(y_val)))
+                val_acc = float((val_pred == y_val).mean())
+                val_f1 = float(f1_score(y_val, val_pred, average="macro", labels=list(range(n_cls)), zero_division=0))
+            else:  # no validation part: the recipe's epoch count was chosen by CV; keep the last epoch
+                val_loss, val_acc, val_f1 = float("nan"), float("nan"), float("nan")
             secs = time.time() - t0
             with open(metrics_path, "a", newline="") as f:
                 csv.writer(f).writerow([epoch + 1, f"{sched.get_last_lr()[0]:.3g}", f"{tot_loss / seen:.4f}", f"{tot_ok / seen:.4f}", f"{val_loss:.4f}", f"{val_acc:.4f}", f"{val_f1:.4f}", f"{secs:.1f}"])
-            improved = val_f1 > best_f1
+            improved = val_f1 > best_f1 if len(y_val) else True
             if improved:
-                best_f1, best_epoch, stale = val_f1, epoch + 1, 0
-                meta["best"] = {"epoch": best_epoch, "val_macro_f1": best_f1, "val_accuracy": val_acc}
+                best_f1, best_epoch, stale = (val_f1 if len(y_val) else -1.0), epoch + 1, 0
+                meta["best"] = {"epoch": best_epoch, "val_macro_f1": val_f1 if len(y_val) else None, "val_accuracy": val_acc if len(y_val) else None}
                 save_model(run_dir, model, meta)
             else:
                 stale += 1

@@ -161,6 +161,8 @@ def load_arrays(
                 _fill_one(j)
                 bar.update()
         bar.close()
+    if not paths:
+        return np.zeros((0, cfg.height, cfg.width) + (() if cfg.grayscale else (3,)), dtype=np.uint8)
     return np.stack([cache.get(p, m) for p, m in zip(paths, md5s)])
 
 

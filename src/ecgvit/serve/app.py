@@ -153,6 +153,10 @@ def create_app(
             msg = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg', '')}" for e in errs) or "invalid request"
         return JSONResponse({"detail": msg}, status_code=422)
 
+    @app.exception_handler(Exception)
+    async def _internal(_req: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the request was not processed"}, status_code=500)
+
     async def _read(file: UploadFile) -> bytes:
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
@@ -208,6 +212,8 @@ def create_app(
     async def explain(file: UploadFile = File(..., description="an ECG page image (JPEG, PNG, ...)")) -> Response:
         """Heatmap of what drove the prediction, drawn on the page (PNG)."""
         t0 = time.perf_counter()
+        if getattr(predictor, "run", None) is None and getattr(predictor, "_loaded", None) is None:
+            raise HTTPException(501, "heatmaps need the PyTorch weights: start the server with the RUN folder, not only the .onnx file")
         png, info = await _run(_explain, file)
         headers = {
             "X-Label": info["label"],
