@@ -22,7 +22,7 @@ from ecgvit.train import DEFAULT_MODEL, TrainConfig, predict_proba, train
 
 # Tiny inputs keep every training in these tests to seconds on 2 cores.
 TINY = PreprocessConfig(height=64, width=128)
-MODEL = "resnet18"  # TODO: DEFAULT_MODEL once registered
+MODEL = DEFAULT_MODEL
 
 
 @pytest.fixture(scope="session")

@@ -380,7 +380,8 @@ def cross_validate(
         make_splits(manifest, SplitConfig(folds=folds, seed=base.seed + r), out=split_file)
         for k in range(folds):
             run_dir = out / f"r{r}_fold{k}"
-            cfg = replace(base, split=str(split_file), fold=k, seed=base.seed + r)
+            # Fixed epochs, last epoch kept: nothing is chosen by looking at the fold being scored.
+            cfg = replace(base, split=str(split_file), fold=k, seed=base.seed + r, keep="last", patience=0)
             t0 = time.time()
             done = (run_dir / "config.json").exists() and json.loads((run_dir / "config.json").read_text()).get("finished")
             if not done:  # a finished fold is kept: an interrupted CV run resumes where it stopped

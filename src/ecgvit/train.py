@@ -50,6 +50,9 @@ class TrainConfig:
     augment: str = "ecg"  # "ecg": small affine, blur, contrast, noise; "none"
     val_fraction: float = 0.15  # grouped hold-out when no split file is given; 0: train on all, keep the last epoch
     patience: int = 12  # epochs without a better validation macro-F1 before stopping; 0: never stop early
+    # "best": keep the epoch with the best validation macro-F1; "last": keep the last epoch. CV uses
+    # "last" with patience 0, because picking an epoch on the fold being scored would flatter it.
+    keep: str = "best"
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = all cores
     split: str | None = None
@@ -60,6 +63,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.balance not in ("sampler", "weights", "none"):
             raise ValueError(f"balance={self.balance!r}: expected 'sampler', 'weights' or 'none'")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep={self.keep!r}: expected 'best' or 'last'")
         if self.augment not in ("ecg", "none"):
             raise ValueError(f"augment={self.augment!r}: expected 'ecg' or 'none'")
         if self.epochs < 1 or self.batch_size < 1:
@@ -421,7 +426,7 @@ def train(
             secs = time.time() - t0
             with open(metrics_path, "a", newline="") as f:
                 csv.writer(f).writerow([epoch + 1, f"{sched.get_last_lr()[0]:.3g}", f"{tot_loss / seen:.4f}", f"{tot_ok / seen:.4f}", f"{val_loss:.4f}", f"{val_acc:.4f}", f"{val_f1:.4f}", f"{secs:.1f}"])
-            improved = val_f1 > best_f1 if len(y_val) else True
+            improved = val_f1 > best_f1 if (len(y_val) and cfg.keep == "best") else True
             if improved:
                 best_f1, best_epoch, stale = (val_f1 if len(y_val) else -1.0), epoch + 1, 0
                 meta["best"] = {"epoch": best_epoch, "val_macro_f1": val_f1 if len(y_val) else None, "val_accuracy": val_acc if len(y_val) else None}

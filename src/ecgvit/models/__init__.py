@@ -147,10 +147,23 @@ for _arch, _desc in (
 ):
     register_model(ModelSpec(_arch, _timm(_arch), (256, 448), 1, _desc))
 
-try:  # the CPU ViT family lives in its own module
-    from ecgvit.models import ecg_vit as _ecg_vit  # noqa: F401
-except ImportError:  # pragma: no cover - module being written
-    pass
+def _rowvit(num_classes: int, img_size: tuple[int, int], in_chans: int, **kw: Any) -> nn.Module:
+    from ecgvit.models.ecg_vit import RowViT
+
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}  # JSON round-trip
+    return RowViT(num_classes=num_classes, img_size=img_size, in_chans=in_chans, **kw)
+
+
+register_model(
+    ModelSpec(
+        "ecgvit-tiny",
+        _rowvit,
+        (192, 320),
+        1,
+        "the CPU ViT: conv stem, one token per (printed row, time step), 4 blocks x 128 dims",
+        kwargs={"stem_chs": (16, 32, 64)},
+    )
+)
 
 
 def prepare_batch(arrays: "np.ndarray | torch.Tensor") -> torch.Tensor:

@@ -1,0 +1,56 @@
+"""Reproduce the model shipped inside the package (src/ecgvit/weights/<name>/).
+
+    python scripts/train_bundled.py --data ../shared/data/khan [--seed 0] [--epochs N]
+
+Trains the default recipe on every distinct page of the data folder (no validation part: the
+epoch count comes from grouped CV, see MODEL_CARD.md), then copies model.safetensors and a
+config.json (with machine-specific paths removed) into the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ecgvit.config import save_json
+from ecgvit.models.bundled import BUNDLED_NAME, bundled_dir
+from ecgvit.train import TrainConfig, train
+
+
+def main() -> None:
+    d = TrainConfig()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/khan")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--out", default="runs/bundled")
+    ap.add_argument("--no-install", action="store_true", help="train only; do not copy into the package")
+    a = ap.parse_args()
+    if not Path(a.data).exists():
+        sys.exit(f"{a.data}: not found (run ../shared/data/khan.sh first)")
+    out = Path(a.out)
+    if out.exists():
+        shutil.rmtree(out)
+    t = time.time()
+    cfg = TrainConfig(epochs=a.epochs, seed=a.seed, val_fraction=0.0, patience=0)
+    train(a.data, out, cfg)
+    print(f"trained in {time.time() - t:.0f} s")
+    if a.no_install:
+        return
+    dest = bundled_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out / "model.safetensors", dest / "model.safetensors")
+    meta = json.loads((out / "config.json").read_text())
+    meta["data"]["source"] = "Khan & Hussain (2021), Mendeley Data V2, doi:10.17632/gwbz3fsgp8.2, CC BY 4.0"
+    meta["bundled"] = {"name": BUNDLED_NAME, "seed": a.seed, "epochs": a.epochs, "script": "scripts/train_bundled.py"}
+    save_json(dest / "config.json", meta)
+    size = (dest / "model.safetensors").stat().st_size / 1e6
+    print(f"installed {BUNDLED_NAME} into {dest} ({size:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
