@@ -1,0 +1,43 @@
+"""The model shipped inside the package: its files load, its config matches the code, and its
+answers on generated pages are deterministic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ecgvit.models.bundled import bundled_run
+
+pytestmark = pytest.mark.skipif(bundled_run() is None, reason="no bundled model in this checkout (scripts/train_bundled.py makes it)")
+
+
+def test_bundled_config_matches_the_code():
+    from ecgvit.config import KHAN_CLASSES, PreprocessConfig, from_dict
+    from ecgvit.models import get_spec
+    from ecgvit.train import TrainConfig
+
+    meta = json.loads((bundled_run() / "config.json").read_text())
+    assert meta["classes"] == list(KHAN_CLASSES)
+    from_dict(PreprocessConfig, meta["preprocess"])  # raises on a field the code no longer knows
+    from_dict(TrainConfig, meta["train"])
+    get_spec(meta["model"]["name"])
+    assert (bundled_run() / "model.safetensors").stat().st_size < 25e6
+
+
+def test_bundled_predictions_are_deterministic(tmp_path):
+    from ecgvit.data.preprocess import load_arrays
+    from ecgvit.evaluate import load_run
+    from ecgvit.synth import generate
+    from ecgvit.train import predict_proba
+
+    generate(tmp_path / "pages", per_class=1, seed=11, progress=False)
+    paths = sorted(str(p) for p in (tmp_path / "pages").rglob("*.jpg"))
+    a = load_run(bundled_run())
+    x = load_arrays(paths, cfg=a.preprocess, cache_root=tmp_path / "c", workers=1)
+    p1 = predict_proba(a.model, x)
+    p2 = predict_proba(load_run(bundled_run()).model, x)
+    np.testing.assert_array_equal(p1.argmax(1), p2.argmax(1))
+    np.testing.assert_allclose(p1, p2, atol=1e-6)
+    assert p1.shape == (4, 4) and np.allclose(p1.sum(1), 1, atol=1e-5)
