@@ -114,3 +114,18 @@ def test_cli_explain_and_predict_explain(tiny_run, synth_pages, synth_dir, tmp_p
     d = tmp_path / "heat"
     assert main(["predict", str(tiny_run), str(synth_dir), "--explain", str(d), "--quiet", "--backend", "torch"]) == 0
     assert len(list(d.glob("*.png"))) == 4
+
+
+def test_default_vit_explained_by_attention_rollout(tmp_path, synth_pages):
+    from conftest_predict import make_run
+
+    from ecgvit.models import list_models
+    from ecgvit.train import DEFAULT_MODEL
+
+    if DEFAULT_MODEL not in list_models():
+        pytest.skip(f"default model {DEFAULT_MODEL!r} is not registered yet")
+    run = make_run(tmp_path / "vit", model=DEFAULT_MODEL, size=None)
+    pred = Predictor(run, backend="torch")
+    img, info = pred.explain(synth_pages[2], max_side=800)
+    assert info["method"] == "rollout" and img.size[0] == 800
+    assert info["crop_box"] == pred.predict(synth_pages[2])[0]["crop_box"]
