@@ -40,7 +40,7 @@ def cache_root(tmp_path_factory) -> Path:
 
 
 def quick_cfg(**kw) -> TrainConfig:
-    base = dict(model=MODEL, epochs=2, batch_size=8, warmup_epochs=1, val_fraction=0.34, patience=0, threads=2)
+    base = dict(model=MODEL, epochs=2, batch_size=8, warmup_epochs=1, val_fraction=0.34, patience=0, threads=2, pretrain_per_class=0)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -140,7 +140,7 @@ def test_resume_after_kill_9_loses_nothing(synth_dir, cache_root, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "ECGVIT_CACHE": str(cache_root)}
     args = _cli("train", "--data", str(synth_dir), "--out", str(run), "--model", MODEL, "--epochs", "8", "--batch-size", "8",
-                "--height", "64", "--width", "128", "--val-fraction", "0.34", "--patience", "0", "--threads", "1", "--quiet")
+                "--height", "64", "--width", "128", "--val-fraction", "0.34", "--patience", "0", "--threads", "1", "--pretrain-per-class", "0", "--quiet")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     metrics = run / "metrics.csv"
@@ -168,7 +168,7 @@ def test_torchrun_two_cpu_processes(synth_dir, cache_root, tmp_path):
     env = {**os.environ, "ECGVIT_CACHE": str(cache_root), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(29500 + os.getpid() % 1000),
            "-m", "ecgvit.cli", "train", "--data", str(synth_dir), "--out", str(run), "--model", MODEL, "--epochs", "2",
-           "--batch-size", "4", "--height", "64", "--width", "128", "--val-fraction", "0.34", "--threads", "1", "--quiet"]
+           "--batch-size", "4", "--height", "64", "--width", "128", "--val-fraction", "0.34", "--threads", "1", "--pretrain-per-class", "0", "--quiet"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads((run / "config.json").read_text())
@@ -178,7 +178,7 @@ def test_torchrun_two_cpu_processes(synth_dir, cache_root, tmp_path):
 
 @pytest.mark.slow
 def test_grouped_cross_validation(synth_dir, cache_root, tmp_path):
-    s = cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, repeats=1, train_overrides={"epochs": 1, "batch_size": 8, "warmup_epochs": 1, "threads": 2}, preprocess=TINY, cache_root=cache_root, progress=False)
+    s = cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, repeats=1, train_overrides={"epochs": 1, "batch_size": 8, "warmup_epochs": 1, "threads": 2, "pretrain_per_class": 0}, preprocess=TINY, cache_root=cache_root, progress=False)
     assert len(s["per_fold"]) == 2
     assert s["pooled_repeat0"]["n"] == 24  # every page scored exactly once out of fold
     oof = list(csv.DictReader(open(tmp_path / "cv" / "oof.csv")))
@@ -191,3 +191,16 @@ def test_training_on_every_page_keeps_the_last_epoch(synth_dir, cache_root, tmp_
     assert r["epoch"] == 2 and r["val_macro_f1"] is None
     meta = json.loads((tmp_path / "all" / "config.json").read_text())
     assert meta["data"]["val_pages"] == 0 and meta["data"]["train_pages"] == 24
+
+
+@pytest.mark.slow
+def test_synthetic_pretraining_runs_once_and_is_reused(synth_dir, cache_root, tmp_path):
+    cfg = quick_cfg(epochs=1, pretrain_per_class=2, pretrain_epochs=1)
+    train(synth_dir, tmp_path / "a", cfg, preprocess=TINY, progress=False, cache_root=cache_root)
+    meta = json.loads((tmp_path / "a" / "config.json").read_text())
+    init = Path(meta["initial_weights"])
+    assert init.exists() and "pretrain" in str(init)
+    stamp = init.stat().st_mtime_ns
+    train(synth_dir, tmp_path / "b", cfg, preprocess=TINY, progress=False, cache_root=cache_root)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["initial_weights"] == str(init)
+    assert init.stat().st_mtime_ns == stamp  # reused, not retrained

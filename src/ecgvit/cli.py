@@ -158,6 +158,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, default=None, help="input height (default: the model's)")
     p.add_argument("--width", type=int, default=None, help="input width (default: the model's)")
     p.add_argument("--weights", default=None, help="initial weights: a local .safetensors file")
+    p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help=f"synthetic pages per class to pretrain on first (default {d.pretrain_per_class}; 0: off; cached)")
+    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
     p.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(_parser=p, func=_cmd_train)
@@ -178,6 +180,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, patience=a.patience,
         balance=a.balance, augment=a.augment, val_fraction=a.val_fraction, seed=a.seed, threads=a.threads, split=a.split, fold=a.fold,
         init_weights=a.weights,
+        pretrain_per_class=a.pretrain_per_class, pretrain_epochs=a.pretrain_epochs,
     )
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
     pre = get_spec(a.model).preprocess(**over)
@@ -227,6 +230,7 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=d.epochs, help="fixed epochs per fold; the last epoch is scored")
     p.add_argument("--weights", default=None, help="initial weights for every fold: a local .safetensors file (e.g. pretrained on `ecgvit synth` pages)")
+    p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help="synthetic pretraining pages per class (0: off); done once, shared by all folds")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
@@ -239,7 +243,7 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     from ecgvit.models import get_spec
 
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
-    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet)
+    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet)
     print(format_cv(s))
     print(f"cv: {Path(a.out) / 'cv.json'}")
     return 0

@@ -18,6 +18,7 @@ nccl on GPU); rank 0 alone logs and writes.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import random
@@ -59,6 +60,11 @@ class TrainConfig:
     fold: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     init_weights: str | None = None  # a local .safetensors file to start from (never a hub download)
+    # Pretraining on synthetic pages (`ecgvit synth`) before the real ones: pages per class and
+    # epochs (0 pages: off). Done once per (model, preprocessing, these settings) and cached.
+    pretrain_per_class: int = 250
+    pretrain_epochs: int = 8
+    pretrain_seed: int = 100
 
     def __post_init__(self) -> None:
         if self.balance not in ("sampler", "weights", "none"):
@@ -92,7 +98,7 @@ class PageSet:
         return PageSet([self.paths[i] for i in idx], [self.md5s[i] for i in idx], self.labels[idx], [self.groups[i] for i in idx], self.classes)
 
 
-def load_pageset(data: str | Path, run_dir: Path | None = None, progress: bool = True) -> PageSet:
+def load_pageset(data: str | Path, run_dir: Path | None = None, progress: bool = True, index_cfg: Any = None) -> PageSet:
     """Index a folder (manifest saved into run_dir) or read a manifest; keep one file per group."""
     from ecgvit.config import KHAN_CLASSES
     from ecgvit.data.index import index_dataset
@@ -103,7 +109,8 @@ def load_pageset(data: str | Path, run_dir: Path | None = None, progress: bool =
     if not data.exists():
         raise FileNotFoundError(f"{data}: no such data folder or manifest")
     if data.is_dir():
-        rows = index_dataset(data, out=(run_dir / "manifest.csv") if run_dir else None, progress=progress)
+        kw = {"cfg": index_cfg} if index_cfg is not None else {}
+        rows = index_dataset(data, out=(run_dir / "manifest.csv") if run_dir else None, progress=progress, **kw)
     else:
         rows = read_manifest(data)
     rows = [r for r in rows if r.ok]
@@ -198,6 +205,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owner: bool = False  # this call started the process group (and so ends it)
 
     @property
     def main(self) -> bool:
@@ -208,7 +216,7 @@ def setup_distributed() -> Dist:
     """DDP when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on GPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"), owner=False)
     import torch.distributed as dist
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -219,9 +227,10 @@ def setup_distributed() -> Dist:
     else:
         dev = torch.device("cpu")
         backend = "gloo"
-    if not dist.is_initialized():
+    owner = not dist.is_initialized()
+    if owner:
         dist.init_process_group(backend)
-    return Dist(dist.get_rank(), dist.get_world_size(), dev)
+    return Dist(dist.get_rank(), dist.get_world_size(), dev, owner)
 
 
 def _barrier(d: Dist) -> None:
@@ -273,6 +282,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     cache_root: str | Path | None = None,
+    index_cfg: Any = None,
 ) -> dict[str, Any]:
     """Train a model; returns the summary written to RUN/config.json (best epoch and metrics)."""
     from sklearn.metrics import f1_score
@@ -300,7 +310,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
 
     # 1-2. pages and split (every rank computes the same thing from the same seed)
-    pages = load_pageset(data, run_dir if d.main else None, progress=progress and d.main)
+    pages = load_pageset(data, run_dir if d.main else None, progress=progress and d.main, index_cfg=index_cfg)
     if cfg.split is not None:
         tr_idx, va_idx = split_from_file(pages, cfg.split, int(cfg.fold))  # type: ignore[arg-type]
     else:
@@ -328,7 +338,10 @@ def train(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=n_cls, img_size=(preprocess.height, preprocess.width), in_chans=preprocess.channels, weights=cfg.init_weights, **cfg.model_kwargs).to(d.device)
+    init = cfg.init_weights
+    if init is None and cfg.pretrain_per_class > 0 and not resume:
+        init = synth_pretrained_weights(cfg, preprocess, pages.classes, d, cache_root, progress)
+    model = create_model(cfg.model, num_classes=n_cls, img_size=(preprocess.height, preprocess.width), in_chans=preprocess.channels, weights=init, **cfg.model_kwargs).to(d.device)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos" not in n and "token" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos" not in n and "token" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
@@ -366,6 +379,7 @@ def train(
         "train": to_dict(cfg),
         "data": {"source": str(data), "train_pages": int(len(y_train)), "val_pages": int(len(y_val)), "per_class_train": {c: int(n) for c, n in zip(pages.classes, counts)}},
         "world_size": d.world,
+        "initial_weights": str(init) if init else None,
     }
     metrics_path = run_dir / "metrics.csv"
     if d.main and not resume:
@@ -459,8 +473,53 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()
-        dist.destroy_process_group()
+        if d.owner:
+            dist.destroy_process_group()
     return {"run": str(run_dir), **summary}
+
+
+def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, classes: list[str], d: Dist, cache_root: str | Path | None, progress: bool) -> str | None:
+    """Weights of `cfg.model` pretrained on synthetic pages of the four Khan classes, cached.
+
+    A few hundred real pages are too few for a transformer to find ST segments and Q waves;
+    thousands of generated pages with the same layout and the textbook signs of each class
+    teach it where to look, and fine-tuning on the real pages does the rest.
+    """
+    import hashlib
+
+    from ecgvit.config import KHAN_CLASSES, IndexConfig
+    from ecgvit.data.preprocess import default_cache_dir
+
+    if list(classes) != list(KHAN_CLASSES):
+        if d.main and progress:
+            print(f"note: no synthetic pretraining: the classes {classes} are not the four Khan classes")
+        return None
+    # Only what shapes the pretrained weights is in the key: every fold of a CV, and the final
+    # model trained on all pages, share one pretraining.
+    shaping = {k: v for k, v in to_dict(cfg).items() if k not in ("split", "fold", "init_weights", "epochs", "patience", "keep", "threads", "seed", "val_fraction")}
+    key = hashlib.sha1(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:8] + preprocess.key()[:8]
+    root = Path(cache_root or default_cache_dir()) / "pretrain" / key
+    run = root / "run"
+    weights = run / "model.safetensors"
+    done = (run / "config.json").exists() and json.loads((run / "config.json").read_text()).get("finished")
+    if not done:
+        pages = root / "pages"
+        if d.main and not (pages / "complete").exists():
+            from ecgvit.synth import generate
+
+            if progress:
+                print(f"pretraining on {cfg.pretrain_per_class} synthetic pages per class (cached in {root})", flush=True)
+            if pages.exists():
+                import shutil
+
+                shutil.rmtree(pages)
+            generate(pages, per_class=cfg.pretrain_per_class, seed=cfg.pretrain_seed, workers=os.cpu_count() or 1, progress=progress)
+            (pages / "complete").write_text("ok\n")
+        _barrier(d)
+        pre_cfg = replace(cfg, split=None, fold=None, init_weights=None, pretrain_per_class=0, epochs=cfg.pretrain_epochs, val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0, keep="last", patience=0, seed=cfg.pretrain_seed, warmup_epochs=1)
+        train(pages, run, pre_cfg, preprocess=preprocess, resume=(run / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=IndexConfig(near_dup_bits=0))
+        _barrier(d)
+    return str(weights)
 
 
 @torch.no_grad()

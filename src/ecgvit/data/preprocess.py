@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +154,8 @@ def load_arrays(
         jobs = [(p, m, cfg, str(cache.dir.parent.parent)) for m, p in todo.items()]
         bar = tqdm(total=len(jobs), desc="preprocess", disable=not progress, unit="page")
         if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as ex:
+            # spawn, not fork: forking after torch started its thread pool can deadlock the child.
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
                 for _ in ex.map(_fill_one, jobs, chunksize=4):
                     bar.update()
         else:

@@ -24,6 +24,7 @@ import json
 import os
 import time
 import zipfile
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,7 +222,8 @@ def generate(out: str | os.PathLike[str], per_class: int = 10, seed: int = 0, di
             if bar:
                 bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=int(workers)) as ex:
+        # spawn, not fork: forking after torch started its thread pool can deadlock the child.
+        with ProcessPoolExecutor(max_workers=int(workers), mp_context=multiprocessing.get_context("spawn")) as ex:
             futs = [ex.submit(_work, j) for j in jobs]
             for f in as_completed(futs):
                 counts[f.result()] += 1
