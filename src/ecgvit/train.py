@@ -41,7 +41,7 @@ DEFAULT_MODEL = "ecgvit-tiny"
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = DEFAULT_MODEL
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
