@@ -132,6 +132,10 @@ def _cmd_models(a: argparse.Namespace) -> int:
         size = f"{spec.img_size[0]}x{spec.img_size[1]}x{spec.in_chans}"
         star = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name:<18}{count_params(m) / 1e6:>9.2f}M{g:>9.2f}{size:>16}  {spec.description}{star}")
+    from ecgvit.models.bundled import bundled_run, bundled_version
+
+    b = bundled_run()
+    print(f"\nbundled model: {bundled_version() + ' at ' + str(b) if b else 'none in this install (scripts/train_bundled.py makes it)'}")
     return 0
 
 
@@ -279,8 +283,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="heatmap of what drove a prediction, drawn on the page (PNG)")
-    p.add_argument("run", help="run folder (config.json + model.safetensors)")
-    p.add_argument("image")
+    p.add_argument("inputs", nargs="+", metavar="[RUN] IMAGE", help="run folder (default: the bundled model) and the page image")
     p.add_argument("--out", default="heat.png", help="PNG to write (default: heat.png)")
     p.add_argument("--method", choices=["auto", "rollout", "gradcam", "gradxinput"], default="auto", help="auto: attention rollout for ViTs, Grad-CAM for CNNs")
     p.add_argument("--max-side", type=int, default=1600, help="longer side of the PNG in pixels (0: the page's own size)")
@@ -290,7 +293,14 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 def _cmd_explain(a: argparse.Namespace) -> int:
     from ecgvit.explain import explain_file
 
-    info = explain_file(a.run, a.image, a.out, method=a.method, max_side=a.max_side)
+    from ecgvit.predict import split_model_and_paths
+
+    if len(a.inputs) > 2:
+        raise ValueError(f"explain takes [RUN] IMAGE, got {len(a.inputs)} arguments: {' '.join(a.inputs)}")
+    run, images = split_model_and_paths(a.inputs)
+    if len(images) != 1:
+        raise ValueError("explain needs exactly one IMAGE after the optional RUN")
+    info = explain_file(run, images[0], a.out, method=a.method, max_side=a.max_side)
     print(f"{info['label']} p={info['probability']:.3f} ({info['method']}); heatmap: {a.out}")
     return 0
 
@@ -331,7 +341,11 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     from ecgvit.serve import serve
 
     if a.run is None:
-        raise ValueError(NO_MODEL)
+        from ecgvit.models.bundled import bundled_run
+
+        a.run = bundled_run()
+        if a.run is None:
+            raise ValueError(NO_MODEL)
     serve(a.run, host=a.host, port=a.port, workers=a.workers, queue=a.queue, max_upload_bytes=int(a.max_upload_mb * 1e6), threads=a.threads)
     return 0
 

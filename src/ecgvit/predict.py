@@ -601,8 +601,13 @@ def split_model_and_paths(inputs: Sequence[str], onnx: str | None = None) -> tup
     if inputs and (is_run_dir(inputs[0]) or (inputs[0].lower().endswith(".onnx") and Path(inputs[0]).is_file())):
         return inputs[0], inputs[1:]
     if onnx is None:
-        # A bundled default model will go here; until then a model must be given.
-        raise ValueError(NO_MODEL)
+        # No model named: the one shipped inside the package, when this install has it.
+        from ecgvit.models.bundled import bundled_run
+
+        bundled = bundled_run()
+        if bundled is None:
+            raise ValueError(NO_MODEL)
+        return str(bundled), inputs
     return None, inputs
 
 
