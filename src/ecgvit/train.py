@@ -516,7 +516,7 @@ def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, cla
             generate(pages, per_class=cfg.pretrain_per_class, seed=cfg.pretrain_seed, workers=os.cpu_count() or 1, progress=progress)
             (pages / "complete").write_text("ok\n")
         _barrier(d)
-        pre_cfg = replace(cfg, split=None, fold=None, init_weights=None, pretrain_per_class=0, epochs=cfg.pretrain_epochs, val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0, keep="last", patience=0, seed=cfg.pretrain_seed, warmup_epochs=1)
+        pre_cfg = replace(cfg, split=None, fold=None, init_weights=None, pretrain_per_class=0, epochs=cfg.pretrain_epochs, val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0, keep="last", patience=0, seed=cfg.pretrain_seed)
         train(pages, run, pre_cfg, preprocess=preprocess, resume=(run / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=IndexConfig(near_dup_bits=0))
         _barrier(d)
     return str(weights)
