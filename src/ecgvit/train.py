@@ -41,7 +41,7 @@ DEFAULT_MODEL = "ecgvit-tiny"
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = DEFAULT_MODEL
-    epochs: int = 20
+    epochs: int = 40
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -63,7 +63,7 @@ class TrainConfig:
     # Pretraining on synthetic pages (`ecgvit synth`) before the real ones: pages per class and
     # epochs (0 pages: off). Done once per (model, preprocessing, these settings) and cached.
     pretrain_per_class: int = 250
-    pretrain_epochs: int = 8
+    pretrain_epochs: int = 20
     pretrain_seed: int = 100
 
     def __post_init__(self) -> None:
