@@ -135,7 +135,8 @@ def format_metrics(m: dict[str, Any]) -> str:
         + (f"   ROC-AUC {m['roc_auc_ovr']['macro']:.3f}" if m["roc_auc_ovr"]["macro"] is not None else ""),
         f"{'class':<24}{'precision':>10}{'recall':>10}{'recall 95% CI':>17}{'F1':>8}{'support':>9}",
     ]
-    for c, v in m["per_class"].items():
+    for c in m["classes"]:  # model order (a JSON round trip may have sorted the dict)
+        v = m["per_class"][c]
         lo, hi = v["recall_ci95"]
         lines.append(f"{c:<24}{v['precision']:>10.3f}{v['recall']:>10.3f}{f'[{lo:.2f}, {hi:.2f}]':>17}{v['f1']:>8.3f}{v['support']:>9d}")
     k = len(m["classes"])
