@@ -46,6 +46,9 @@ def main() -> None:
     shutil.copy(out / "model.safetensors", dest / "model.safetensors")
     meta = json.loads((out / "config.json").read_text())
     meta["data"]["source"] = "Khan & Hussain (2021), Mendeley Data V2, doi:10.17632/gwbz3fsgp8.2, CC BY 4.0"
+    t = meta["train"]
+    # The cache path of the pretrained weights means nothing on another machine: say what it was.
+    meta["initial_weights"] = f"synthetic pretraining: {t['pretrain_per_class']} pages/class, seed {t['pretrain_seed']}, {t['pretrain_epochs']} epochs"
     meta["bundled"] = {"name": BUNDLED_NAME, "seed": a.seed, "epochs": a.epochs, "script": "scripts/train_bundled.py"}
     save_json(dest / "config.json", meta)
     size = (dest / "model.safetensors").stat().st_size / 1e6
