@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean browser
+.PHONY: venv demo test bench clean browser
 
 venv: $(STAMP)
 
@@ -23,7 +23,8 @@ demo: venv
 
 # Chromium for the browser test (tests/test_browser.py), from Debian; never `playwright install`.
 browser:
-	@[ -x /usr/bin/chromium ] || { apt-get update && apt-get install -y chromium chromium-driver; }
+	@[ -x /usr/bin/chromium ] || { apt-get update -q && apt-get install -y -q chromium chromium-driver; } \
+	  || echo "WARNING: could not install Debian's chromium: the browser test will be skipped"
 
 test: venv browser
 	$(BIN)/python -m pytest -q

@@ -19,23 +19,27 @@ import numpy as np
 from PIL import Image
 
 from ecgvit.config import save_json
-from ecgvit.data.preprocess import preprocess_image
+from ecgvit.data.preprocess import _draft_size, load_page_array, preprocess_image
 from ecgvit.evaluate import compute_metrics, load_run
 from ecgvit.synth.distort import apply
 from ecgvit.train import predict_proba
 
 
 def page_arrays(paths: list[str], run, level: str, seed: int) -> np.ndarray:
+    # Every page goes through the decoder exactly as predict does (JPEG draft mode): the model
+    # is sensitive to the decode path, so the clean baseline must take the same one.
     cfg = run.preprocess
     out = []
     for i, p in enumerate(paths):
-        img = Image.open(p).convert("RGB")
-        if level != "none":
-            a, params = apply(np.asarray(img), np.random.default_rng([seed, i]), level)
-            buf = io.BytesIO()
-            Image.fromarray(a).save(buf, format="JPEG", quality=int(params.get("jpeg_quality", 90)))
-            img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-        out.append(preprocess_image(img, cfg).array)
+        if level == "none":
+            out.append(load_page_array(p, cfg).array)
+            continue
+        a, params = apply(np.asarray(Image.open(p).convert("RGB")), np.random.default_rng([seed, i]), level)
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="JPEG", quality=int(params.get("jpeg_quality", 90)))
+        img = Image.open(io.BytesIO(buf.getvalue()))
+        img.draft("RGB", _draft_size(cfg))
+        out.append(preprocess_image(img.convert("RGB"), cfg).array)
     return np.stack(out)
 
 
