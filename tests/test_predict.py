@@ -150,7 +150,14 @@ def test_interrupted_run_keeps_finished_batches(tiny_run, synth_pages, tmp_path,
     assert [r["status"] for r in rows] == ["ok", "ok"]  # the first batch, nothing of the second
 
 
-def test_cli_first_argument_must_be_a_model(synth_pages, synth_dir, capsys):
+def test_cli_without_a_model_uses_the_bundled_one_or_says_so(synth_pages, synth_dir, capsys, monkeypatch):
+    import ecgvit.models.bundled as bundled
+
+    if bundled.bundled_run() is not None:
+        # `ecgvit predict page.jpg` answers with the model shipped in the package.
+        assert main(["predict", str(synth_pages[0]), "--quiet"]) == 0
+        assert "1 labelled" in capsys.readouterr().out
+    monkeypatch.setattr(bundled, "bundled_run", lambda: None)
     assert main(["predict", str(synth_pages[0])]) == 2
     assert NO_MODEL in capsys.readouterr().err
     assert main(["predict", str(synth_dir)]) == 2  # a folder without config.json is an input, not a run
