@@ -23,12 +23,9 @@ import hashlib
 import io
 import json
 import os
-import struct
 import sys
 import threading
 import time
-import warnings
-import zlib
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,10 +33,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ecgvit.config import PreprocessConfig, from_dict
-from ecgvit.data.io import IMAGE_SUFFIXES, BadImageError, open_page, to_rgb
+from ecgvit.data.io import IMAGE_SUFFIXES, BadImageError, decode_checked, open_page, to_rgb
 from ecgvit.data.preprocess import PageArray, _draft_size, preprocess_image
 
 __all__ = ["Predictor", "NO_MODEL", "is_run_dir", "expand_inputs", "open_image_bytes", "predict_files", "ResultWriter", "weights_digest"]
@@ -79,34 +76,7 @@ def open_image_bytes(
     """
     if not data:
         raise BadImageError(name, "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise BadImageError(name, "not an image (unknown format)") from None
-    except Image.DecompressionBombError:
-        raise BadImageError(name, "image too large (decompression-bomb guard)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
-        raise BadImageError(name, f"corrupt image header ({exc})") from None
-    w, h = im.size
-    source_mode = im.mode
-    if w * h > max_pixels:
-        raise BadImageError(name, f"image too large: {w}x{h} = {w * h} pixels > {max_pixels} (decompression-bomb guard)")
-    if min(w, h) < min_side:
-        raise BadImageError(name, f"image too small: {w}x{h}, shorter side < {min_side} pixels")
-    try:
-        if draft_size is not None and im.format == "JPEG":
-            im.draft("RGB", draft_size)
-        im.load()
-    except Image.DecompressionBombError:
-        raise BadImageError(name, "image too large (decompression-bomb guard)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
-        raise BadImageError(name, f"corrupt or truncated image data ({exc})") from None
-    rgb = to_rgb(im, name)
-    rgb.info["full_size"] = (w, h)
-    rgb.info["source_mode"] = source_mode
-    return rgb
+    return decode_checked(lambda: Image.open(io.BytesIO(data)), name, max_pixels=max_pixels, min_side=min_side, draft_size=draft_size)
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[str, Any]]]:

@@ -7,6 +7,7 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -46,37 +47,51 @@ def open_page(
     if not stat.S_ISREG(st.st_mode):
         # A FIFO or device named *.jpg would block or stream forever.
         raise BadImageError(path, "not a regular file")
-    size = st.st_size
-    if size == 0:
+    if st.st_size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
+    return decode_checked(lambda: Image.open(path), path, max_pixels=max_pixels, min_side=min_side, draft_size=draft_size)
+
+
+def decode_checked(
+    opener: Callable[[], Image.Image],
+    name: str | Path,
+    *,
+    max_pixels: int = 100_000_000,
+    min_side: int = 256,
+    draft_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Open (with `opener`), size-check, decode and convert to RGB; every failure a BadImageError.
+
+    Shared by files (`open_page`) and in-memory uploads (`ecgvit.predict.open_image_bytes`).
+    """
     try:
         with warnings.catch_warnings():
             # PIL warns (rather than raises) between max_pixels/2 and max_pixels; we decide ourselves.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = opener()
     except UnidentifiedImageError:
-        raise BadImageError(path, "not an image (unknown format)") from None
+        raise BadImageError(name, "not an image (unknown format)") from None
     except Image.DecompressionBombError:
-        raise BadImageError(path, "image too large (decompression-bomb guard)") from None
+        raise BadImageError(name, "image too large (decompression-bomb guard)") from None
     except OSError as exc:
-        raise BadImageError(path, f"unreadable file ({exc})") from None
+        raise BadImageError(name, f"unreadable file ({exc})") from None
     except (SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
-        raise BadImageError(path, f"corrupt image header ({exc})") from None
+        raise BadImageError(name, f"corrupt image header ({exc})") from None
     w, h = im.size
     source_mode = im.mode
     if w * h > max_pixels:
-        raise BadImageError(path, f"image too large: {w}x{h} = {w * h} pixels > {max_pixels} (decompression-bomb guard)")
+        raise BadImageError(name, f"image too large: {w}x{h} = {w * h} pixels > {max_pixels} (decompression-bomb guard)")
     if min(w, h) < min_side:
-        raise BadImageError(path, f"image too small: {w}x{h}, shorter side < {min_side} pixels")
+        raise BadImageError(name, f"image too small: {w}x{h}, shorter side < {min_side} pixels")
     try:
         if draft_size is not None and im.format == "JPEG":
             im.draft("RGB", draft_size)
         im.load()
     except Image.DecompressionBombError:
-        raise BadImageError(path, "image too large (decompression-bomb guard)") from None
+        raise BadImageError(name, "image too large (decompression-bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
-        raise BadImageError(path, f"corrupt or truncated image data ({exc})") from None
-    rgb = to_rgb(im, path)
+        raise BadImageError(name, f"corrupt or truncated image data ({exc})") from None
+    rgb = to_rgb(im, name)
     rgb.info["full_size"] = (w, h)
     rgb.info["source_mode"] = source_mode
     return rgb
