@@ -52,11 +52,8 @@ def is_run_dir(p: str | Path) -> bool:
 
 def weights_digest(path: str | Path) -> str:
     """sha256 of a weights file: ties an exported ONNX model to the weights it came from."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # --- opening inputs -------------------------------------------------------------------------

@@ -21,7 +21,6 @@ suffix is not an image suffix (.txt, .json, .npz sidecars, .DS_Store) and hidden
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -142,11 +141,9 @@ def _discover_csv(csv_path: Path, notes: list[str]) -> list[_Entry]:
 
 
 def _md5(path: str) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ecgvit.data.preprocess import file_md5
+
+    return file_md5(path)
 
 
 _TraceBoxFn = Callable[[Any], Any]

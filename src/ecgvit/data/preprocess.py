@@ -35,11 +35,9 @@ class PageArray:
 
 
 def file_md5(path: str | Path) -> str:
-    h = hashlib.md5()
+    """md5 of the file bytes: the identity of a page for grouping and the cache."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def _draft_size(cfg: PreprocessConfig) -> tuple[int, int]:
