@@ -1,17 +1,39 @@
-"""Opening page images safely: every failure becomes a BadImageError with a human reason."""
+"""Opening page images safely: every failure becomes a BadImageError with a human reason.
+
+Inputs people have: PNG/JPEG/TIFF/WebP/BMP/GIF in any mode (16-bit, alpha, palette, CMYK),
+phone photos with an EXIF orientation, multi-page TIFFs and PDFs. A page of a multi-page file is
+named `path#page=N` (1-based); a PDF page is rendered at `PDF_DPI`.
+"""
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import stat
 import struct
+import threading
 import warnings
 import zlib
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+# Training data and the data indexer use images only; prediction also takes documents.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+DOCUMENT_SUFFIXES = {".pdf"}
+INPUT_SUFFIXES = IMAGE_SUFFIXES | DOCUMENT_SUFFIXES
+MULTIPAGE_SUFFIXES = {".pdf", ".tif", ".tiff"}
+# A PDF page is rendered at this resolution (a letter page -> 1700x2200), less if that would
+# exceed max_pixels.
+PDF_DPI = 200
+# Shorter-side floor for prediction inputs: a 300 px wide page (300x212) must still be answered.
+MIN_SIDE = 200
+
+_PAGE_RE = re.compile(r"^(.*)#page=(\d+)$", re.DOTALL)
+# PDFium is not thread-safe, not even across documents: every call into it holds this lock.
+_PDF_LOCK = threading.Lock()
 
 
 class BadImageError(ValueError):
@@ -23,23 +45,70 @@ class BadImageError(ValueError):
         self.reason = reason
 
 
+def split_page(path: str | Path) -> tuple[Path, int | None]:
+    """`"a.pdf#page=3"` -> (Path("a.pdf"), 3) when no file is literally named so; else (path, None)."""
+    s = str(path)
+    m = _PAGE_RE.match(s)
+    if m and not os.path.lexists(s):
+        return Path(m.group(1)), int(m.group(2))
+    return Path(s), None
+
+
+def is_pdf(head: bytes) -> bool:
+    """PDF magic; the spec allows junk before `%PDF-` within the first 1024 bytes."""
+    return b"%PDF-" in head[:1024]
+
+
+def count_pages(path: str | Path) -> int | None:
+    """Pages in a PDF or frames in a TIFF, cheaply; None when it cannot be told (never raises)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+        if is_pdf(head):
+            import pypdfium2 as pdfium
+
+            with _PDF_LOCK:
+                doc = pdfium.PdfDocument(str(path))
+                try:
+                    return len(doc)
+                finally:
+                    doc.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return int(getattr(im, "n_frames", 1))
+    except Exception:  # the file is opened again later, and that reports the reason
+        return None
+
+
 def open_page(
     path: str | Path,
     *,
     max_pixels: int = 100_000_000,
-    min_side: int = 256,
+    min_side: int = MIN_SIDE,
     draft_size: tuple[int, int] | None = None,
+    page: int | None = None,
 ) -> Image.Image:
     """Decode `path` into an RGB PIL image, or raise BadImageError.
+
+    page: 1-based page of a PDF or frame of a multi-page TIFF; `path` may also end in
+    `#page=N` (used when no file is literally named so). Default: the first page.
+    PDFs (recognised by their `%PDF` magic) are rendered at PDF_DPI.
 
     draft_size: (width, height) the caller will downsample to; for JPEGs the decoder then
     reads a 1/2, 1/4 or 1/8 DCT scale that is still at least that big, which is 2-4x faster
     than a full decode. Size checks use the file's full size, not the draft.
 
-    The returned image's `info` carries "full_size" (width, height of the file, before any
-    draft) and "source_mode" (the file's PIL mode before conversion to RGB, e.g. "CMYK").
+    The returned image's `info` carries "full_size" (width, height of the page, before any
+    draft, after EXIF rotation) and "source_mode" (the file's PIL mode before conversion to
+    RGB, e.g. "CMYK"; "PDF" for a rendered PDF page).
     """
-    path = Path(path)
+    name = path
+    if page is None:
+        path, page = split_page(path)
+    else:
+        path = Path(path)
     try:
         st = path.stat()
     except OSError as exc:
@@ -49,7 +118,98 @@ def open_page(
         raise BadImageError(path, "not a regular file")
     if st.st_size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
-    return decode_checked(lambda: Image.open(path), path, max_pixels=max_pixels, min_side=min_side, draft_size=draft_size)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError as exc:
+        raise BadImageError(path, f"unreadable file ({exc.strerror or exc})") from None
+    kw = dict(max_pixels=max_pixels, min_side=min_side, draft_size=draft_size, page=page)
+    if is_pdf(head):
+        return decode_pdf(str(path), name, **kw)
+    try:
+        return decode_checked(lambda: Image.open(path), name, **kw)
+    except BadImageError as exc:
+        if path.suffix.lower() == ".pdf" and exc.reason.startswith("not an image"):
+            raise BadImageError(name, "corrupt PDF (no %PDF header)") from None
+        raise
+
+
+def decode_pdf(
+    source: str | bytes,
+    name: str | Path,
+    *,
+    max_pixels: int = 100_000_000,
+    min_side: int = MIN_SIDE,
+    draft_size: tuple[int, int] | None = None,
+    page: int | None = None,
+    dpi: float = PDF_DPI,
+) -> Image.Image:
+    """Render one page (1-based, default 1) of a PDF file path or PDF bytes to RGB.
+
+    The page is rendered at `dpi`, or at the highest resolution under `max_pixels` when `dpi`
+    would exceed it (a huge page is never a memory bomb). With `draft_size` it is rendered only
+    as large as needed to cover that size (at most 8x smaller), like a JPEG draft;
+    info["full_size"] is the size at `dpi` (or the capped size) either way.
+    """
+    try:
+        import pypdfium2 as pdfium
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise BadImageError(name, "PDF input needs the pypdfium2 package (pip install pypdfium2)") from None
+    page = 1 if page is None else page
+    if page < 1:
+        raise BadImageError(name, f"page {page} out of range (pages are numbered from 1)")
+    with _PDF_LOCK:
+        try:
+            doc = pdfium.PdfDocument(source)
+        except pdfium.PdfiumError as exc:
+            raise BadImageError(name, _pdf_load_reason(exc)) from None
+        except OSError as exc:
+            raise BadImageError(name, f"unreadable file ({exc.strerror or exc})") from None
+        try:
+            n = len(doc)
+            if n == 0:
+                raise BadImageError(name, "PDF has no pages")
+            if page > n:
+                raise BadImageError(name, f"page {page} out of range (file has {n} page{'s' * (n != 1)})")
+            pg = None
+            try:
+                pg = doc[page - 1]
+                w_pt, h_pt = pg.get_size()  # points, /Rotate applied
+                if not (w_pt > 0 and h_pt > 0 and math.isfinite(w_pt * h_pt)):
+                    raise BadImageError(name, f"corrupt PDF (page {page} has size {w_pt}x{h_pt} pt)")
+                scale = dpi / 72
+
+                def size_at(s: float) -> tuple[int, int]:  # as pypdfium2 sizes the bitmap
+                    return max(1, math.ceil(w_pt * s)), max(1, math.ceil(h_pt * s))
+
+                if w_pt * scale * h_pt * scale > max_pixels:
+                    scale = math.sqrt(max_pixels / (w_pt * h_pt))
+                while size_at(scale)[0] * size_at(scale)[1] > max_pixels and scale > 1e-6:
+                    scale *= 0.999
+                full = size_at(scale)
+                if min(full) < min_side:
+                    raise BadImageError(name, f"image too small: PDF page {page} renders {full[0]}x{full[1]} at {dpi:g} dpi, shorter side < {min_side} pixels")
+                render = scale
+                if draft_size is not None:
+                    need = max(draft_size[0] / w_pt, draft_size[1] / h_pt)
+                    render = min(scale, max(need, scale / 8))
+                bitmap = pg.render(scale=render, may_draw_forms=False)
+                try:
+                    im = bitmap.to_pil().convert("RGB")  # a copy: the bitmap's buffer is freed below
+                finally:
+                    bitmap.close()
+            except pdfium.PdfiumError as exc:
+                raise BadImageError(name, f"corrupt PDF (page {page} cannot be rendered: {exc})") from None
+            finally:
+                if pg is not None:
+                    pg.close()
+        finally:
+            doc.close()
+    if render == scale:
+        full = im.size
+    im.info["full_size"] = full
+    im.info["source_mode"] = "PDF"
+    return im
 
 
 def decode_checked(
@@ -57,10 +217,12 @@ def decode_checked(
     name: str | Path,
     *,
     max_pixels: int = 100_000_000,
-    min_side: int = 256,
+    min_side: int = MIN_SIDE,
     draft_size: tuple[int, int] | None = None,
+    page: int | None = None,
 ) -> Image.Image:
-    """Open (with `opener`), size-check, decode and convert to RGB; every failure a BadImageError.
+    """Open (with `opener`), size-check, decode, apply EXIF orientation and convert to RGB;
+    every failure a BadImageError. `page` (1-based) picks a frame of a multi-page TIFF.
 
     Shared by files (`open_page`) and in-memory uploads (`ecgvit.predict.open_image_bytes`).
     """
@@ -77,6 +239,18 @@ def decode_checked(
         raise BadImageError(name, f"unreadable file ({exc})") from None
     except (SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
         raise BadImageError(name, f"corrupt image header ({exc})") from None
+    if page is not None:
+        try:
+            n = int(getattr(im, "n_frames", 1))
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
+            raise BadImageError(name, f"corrupt multi-page file ({exc})") from None
+        if not 1 <= page <= n:
+            raise BadImageError(name, f"page {page} out of range (file has {n} page{'s' * (n != 1)})")
+        if page > 1:
+            try:
+                im.seek(page - 1)
+            except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
+                raise BadImageError(name, f"corrupt page {page} ({exc})") from None
     w, h = im.size
     source_mode = im.mode
     if w * h > max_pixels:
@@ -91,10 +265,50 @@ def decode_checked(
         raise BadImageError(name, "image too large (decompression-bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
         raise BadImageError(name, f"corrupt or truncated image data ({exc})") from None
+    im, swapped = _apply_exif_orientation(im)
+    if swapped:
+        w, h = h, w
     rgb = to_rgb(im, name)
     rgb.info["full_size"] = (w, h)
     rgb.info["source_mode"] = source_mode
     return rgb
+
+
+def _pdf_load_reason(exc: Exception) -> str:
+    import pypdfium2.raw as pdfium_c
+
+    code = getattr(exc, "err_code", None)
+    if code == pdfium_c.FPDF_ERR_PASSWORD:
+        return "password-protected PDF"
+    if code == pdfium_c.FPDF_ERR_SECURITY:
+        return "PDF uses an unsupported security handler (encryption)"
+    if code == pdfium_c.FPDF_ERR_FILE:
+        return "unreadable file (PDF could not be read)"
+    if code in (pdfium_c.FPDF_ERR_SUCCESS, pdfium_c.FPDF_ERR_FORMAT):
+        # A PDF with an empty or missing page tree fails to load without setting an error of
+        # its own (PDFium's last error is then "success" or a stale one), so one reason covers both.
+        return "corrupt PDF or PDF with no pages (no readable page tree)"
+    if code == pdfium_c.FPDF_ERR_PAGE:
+        return "corrupt PDF (page not found or broken)"
+    return "corrupt PDF (unknown PDFium error)"
+
+
+def _apply_exif_orientation(im: Image.Image) -> tuple[Image.Image, bool]:
+    """Rotate/flip a loaded image as its EXIF Orientation says; (image, width/height swapped).
+
+    A broken EXIF block is ignored (the pixels are still good), never an error.
+    """
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:
+        return im, False
+    if orientation not in (2, 3, 4, 5, 6, 7, 8):
+        return im, False
+    try:
+        out = ImageOps.exif_transpose(im)
+    except Exception:
+        return im, False
+    return (out if out is not None else im), orientation in (5, 6, 7, 8)
 
 
 def to_rgb(im: Image.Image, path: str | Path = "<image>") -> Image.Image:
