@@ -3,6 +3,10 @@
     from ecgvit.synth import generate, make_page
     print(generate("synth_out", per_class=50, seed=1, distort="light", workers=2))
     img, signals, params = make_page("history_of_mi", np.random.default_rng(0))
+    generate("synth_6x2", per_class=5, layout="6x2")     # other panel layouts: 3x4+1 (default), 3x4, 6x2, 12x1
+
+Pages that are *not* a supported report (for an out-of-scope gate) come from
+`ecgvit.synth.negatives` (`generate_negatives`, `ecgvit synth --negatives`).
 
 Output layout (read by the data indexer as one folder per class):
 
@@ -34,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from ecgvit.synth import distort as _distort
-from ecgvit.synth.page import KHAN_STYLE, LAYOUT, PageStyle, random_meta, render, template
+from ecgvit.synth.page import DEFAULT_LAYOUT, KHAN_STYLE, LAYOUT, LAYOUTS, PageStyle, random_meta, render, template
 from ecgvit.synth.signals import CLASSES, ECG, FS, LEADS, TERRITORY_LEADS, derive_limb, simulate
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "PageStyle",
     "KHAN_STYLE",
     "LAYOUT",
+    "LAYOUTS",
     "SynthConfig",
     "generate",
     "make_page",
@@ -69,15 +74,16 @@ class SynthConfig:
     classes: tuple[str, ...] = CLASSES
     style: PageStyle = field(default_factory=PageStyle)
     noise: bool = True
+    layout: str = DEFAULT_LAYOUT
 
     def __post_init__(self) -> None:
-        validate(self.per_class, self.seed, self.distort, self.fmt, 1)
+        validate(self.per_class, self.seed, self.distort, self.fmt, 1, self.layout)
         bad = [c for c in self.classes if c not in CLASSES]
         if bad or not self.classes:
             raise ValueError(f"classes={self.classes!r}: each must be one of {', '.join(CLASSES)}")
 
 
-def validate(per_class: Any, seed: Any, distort: Any, fmt: Any, workers: Any) -> None:
+def validate(per_class: Any, seed: Any, distort: Any, fmt: Any, workers: Any, layout: Any = DEFAULT_LAYOUT) -> None:
     """Raise ValueError naming the bad value."""
     if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
         raise ValueError(f"per_class={per_class!r}: must be an integer >= 1")
@@ -89,6 +95,8 @@ def validate(per_class: Any, seed: Any, distort: Any, fmt: Any, workers: Any) ->
         raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers={workers!r}: must be an integer >= 1")
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}: expected one of {', '.join(LAYOUTS)}")
 
 
 def page_rng(seed: int, cls: str, index: int) -> np.random.Generator:
@@ -96,16 +104,20 @@ def page_rng(seed: int, cls: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), CLASSES.index(cls), int(index)]))
 
 
-def render_page(ecg: ECG, rng: np.random.Generator, style: PageStyle = KHAN_STYLE, distort: str = "none") -> tuple[np.ndarray, dict[str, Any]]:
-    """Draw `ecg` on a page; returns (HxWx3 uint8 RGB array, params: header fields + distortions)."""
+def render_page(ecg: ECG, rng: np.random.Generator, style: PageStyle = KHAN_STYLE, distort: str = "none", layout: str = DEFAULT_LAYOUT) -> tuple[np.ndarray, dict[str, Any]]:
+    """Draw `ecg` on a page; returns (HxWx3 uint8 RGB array, params: header fields, distortions, layout)."""
     meta = random_meta(rng, ecg.heart_rate)
-    a = render(ecg.signals, style, meta, ecg.fs)
+    a = render(ecg.signals, style, meta, ecg.fs, layout)
     a, dparams = _distort.apply(a, rng, distort)
-    return a, {"header": meta, "distortions": dparams}
+    return a, {"header": meta, "distortions": dparams, "layout": layout}
 
 
-def make_page(cls: str, rng: np.random.Generator, style: PageStyle = KHAN_STYLE, distort: str = "none", noise: bool = True, as_array: bool = False) -> tuple[Image.Image | np.ndarray, np.ndarray, dict[str, Any]]:
+def make_page(cls: str, rng: np.random.Generator, style: PageStyle = KHAN_STYLE, distort: str = "none", noise: bool = True, as_array: bool = False, layout: str = DEFAULT_LAYOUT) -> tuple[Image.Image | np.ndarray, np.ndarray, dict[str, Any]]:
     """One page of class `cls` in memory: (PIL RGB image, or array if as_array; signals 12xN mV; params).
+
+    `layout` arranges the panels: "3x4+1" (Khan template, default), "3x4", "6x2" or "12x1"
+    (see ecgvit.synth.page.LAYOUTS); it uses no randomness, so the same RNG gives the same ECG
+    and header in every layout.
 
     Nothing is encoded: a training pipeline can call this on the fly. params["jpeg_quality"]
     (set by distortions) says how `encode` would compress it.
@@ -114,8 +126,10 @@ def make_page(cls: str, rng: np.random.Generator, style: PageStyle = KHAN_STYLE,
         raise ValueError(f"class {cls!r}: expected one of {', '.join(CLASSES)}")
     if distort not in _distort.LEVELS:
         raise ValueError(f"distort={distort!r}: expected one of {', '.join(_distort.LEVELS)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}: expected one of {', '.join(LAYOUTS)}")
     ecg = simulate(cls, rng, noise=noise)
-    a, rp = render_page(ecg, rng, style, distort)
+    a, rp = render_page(ecg, rng, style, distort, layout)
     params = dict(ecg.params)
     params.update(rp)
     params["jpeg_quality"] = int(rp["distortions"].get("jpeg_quality", style.jpeg_quality))
@@ -152,7 +166,7 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def _write_page(out: str, cls: str, index: int, cfg: SynthConfig) -> str:
     rng = page_rng(cfg.seed, cls, index)
-    img, signals, params = make_page(cls, rng, cfg.style, cfg.distort, cfg.noise, as_array=True)
+    img, signals, params = make_page(cls, rng, cfg.style, cfg.distort, cfg.noise, as_array=True, layout=cfg.layout)
     ecg: ECG = params.pop("_ecg")
     stem = f"{cls}_{index:05d}"
     d = Path(out) / cls
@@ -193,10 +207,13 @@ def _work(args: tuple[str, str, int, SynthConfig]) -> str:
     return _write_page(*args)
 
 
-def generate(out: str | os.PathLike[str], per_class: int = 10, seed: int = 0, distort: str = "none", fmt: str = "jpg", workers: int = 1, progress: bool = True, style: PageStyle | None = None) -> str:
-    """Write `per_class` pages per class under `out` (see module doc); returns a one-paragraph summary."""
-    validate(per_class, seed, distort, fmt, workers)
-    cfg = SynthConfig(per_class=int(per_class), seed=int(seed), distort=distort, fmt=fmt, style=style or KHAN_STYLE)
+def generate(out: str | os.PathLike[str], per_class: int = 10, seed: int = 0, distort: str = "none", fmt: str = "jpg", workers: int = 1, progress: bool = True, style: PageStyle | None = None, layout: str = DEFAULT_LAYOUT) -> str:
+    """Write `per_class` pages per class under `out` (see module doc); returns a one-paragraph summary.
+
+    `layout`: "3x4+1" (default), "3x4", "6x2" or "12x1"; recorded in synth_config.json and each sidecar.
+    """
+    validate(per_class, seed, distort, fmt, workers, layout)
+    cfg = SynthConfig(per_class=int(per_class), seed=int(seed), distort=distort, fmt=fmt, style=style or KHAN_STYLE, layout=layout)
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
         raise ValueError(f"out={str(out)!r}: exists and is not a folder")
@@ -216,7 +233,7 @@ def generate(out: str | os.PathLike[str], per_class: int = 10, seed: int = 0, di
         bar = tqdm(total=total, unit="page", desc="synth", disable=total < 20)
     t0 = time.perf_counter()
     if workers == 1:
-        template(cfg.style)
+        template(cfg.style, cfg.layout)
         for j in jobs:
             counts[_write_page(*j)] += 1
             if bar:
@@ -234,7 +251,7 @@ def generate(out: str | os.PathLike[str], per_class: int = 10, seed: int = 0, di
         bar.close()
     per = ", ".join(f"{n} {c}" for c, n in counts.items())
     return (
-        f"Wrote {total} synthetic ECG pages ({per}) as {fmt.upper()} with distortion '{distort}' and seed {seed} "
+        f"Wrote {total} synthetic ECG pages ({per}) as {fmt.upper()} in layout {layout} with distortion '{distort}' and seed {seed} "
         f"to {outp.resolve()} (one folder per class; each page has a .npz of its 12-lead signals and a .json of its parameters) "
         f"in {dt:.1f} s, {total / max(dt, 1e-9):.1f} pages/s with {workers} worker{'s' if workers > 1 else ''}."
     )

@@ -5,6 +5,12 @@ dotted millimetre grid, lead labels, calibration pulses, column separators) is d
 `PageStyle` into a cached template; a page is then a copy of the template, a few text fields
 (ID, sex, heart rate, date/time) and 16 anti-aliased polylines (cv2.LINE_AA).
 
+Layouts (`layout=`): "3x4+1" (the Khan template: 3 rows x 4 columns of 2.5 s panels plus a 10 s
+rhythm strip of lead II; the default), "3x4" (no rhythm strip), "6x2" (6 rows x 2 columns of 5 s
+panels: I..aVF left, V1..V6 right) and "12x1" (12 rows of 10 s, drawn at half gain, 5 mm/mV, as
+machines do so the rows stay apart). Except for "3x4+1", whose baselines are the measured ones
+below, rows are spaced evenly inside the grid box.
+
 Default geometry was measured on the real 2213x1572, 200 dpi pages (see benchmarks/synth_fidelity.py):
 border x=67..2176, y=283..1517 (4 px pink), grid pitch 7.944 px per mm (traces: 200/25.4 = 7.874 px per mm), panels of 2.5 s
 (492 px) starting at x=152, row baselines y=467/767/1067/1370, column separators at 644/1136/1628.
@@ -147,6 +153,54 @@ LAYOUT: tuple[tuple[str, str, str, str], ...] = (
 RHYTHM_LEAD = "II"
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Panel arrangement: `rows[r][c]` is the lead of panel (r, c); each panel lasts `panel_s`
+    seconds and starts at `panel_s * c` seconds into the record; `rhythm` (if set) adds a 10 s row."""
+
+    name: str
+    rows: tuple[tuple[str, ...], ...]
+    panel_s: float
+    rhythm: str | None
+    footer: str  # the footer's format field, e.g. "4*2.5s+1r" (columns * seconds + rhythm rows)
+    gain_factor: float = 1.0  # relative to PageStyle.gain_mm_mv
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows) + (self.rhythm is not None)
+
+
+LAYOUTS: dict[str, Layout] = {
+    "3x4+1": Layout("3x4+1", LAYOUT, 2.5, RHYTHM_LEAD, "4*2.5s+1r"),
+    "3x4": Layout("3x4", LAYOUT, 2.5, None, "4*2.5s"),
+    "6x2": Layout("6x2", tuple(zip(LEADS[:6], LEADS[6:])), 5.0, None, "2*5s"),
+    "12x1": Layout("12x1", tuple((lead,) for lead in LEADS), 10.0, None, "1*10s", gain_factor=0.5),
+}
+DEFAULT_LAYOUT = "3x4+1"
+
+
+def get_layout(layout: str | Layout) -> Layout:
+    """The `Layout` named `layout` (ValueError naming the valid ones otherwise)."""
+    if isinstance(layout, Layout):
+        return layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}: expected one of {', '.join(LAYOUTS)}")
+    return LAYOUTS[layout]
+
+
+def row_baselines(st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT) -> tuple[int, ...]:
+    """Baseline y of every trace row (the rhythm strip last). "3x4+1" uses the style's measured
+    baselines; other layouts space their rows evenly inside the grid box, each baseline 60% of
+    the way down its row (most of a QRS is above the baseline)."""
+    lay = get_layout(layout)
+    if lay.name == "3x4+1":
+        return tuple(st.row_baselines)
+    _, t, _, b = st.grid_box
+    it, ib = t + st.border_width, b - st.border_width
+    pitch = (ib - it) / lay.n_rows
+    return tuple(int(round(it + pitch * (k + 0.6))) for k in range(lay.n_rows))
+
+
 @functools.lru_cache(maxsize=16)
 def _font(name: str, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     for d in _FONT_DIRS:
@@ -220,35 +274,20 @@ def _draw_grid(a: np.ndarray, st: PageStyle) -> None:
     a[b - bw + 1 : b + 1, l : r + 1] = c
 
 
-@functools.lru_cache(maxsize=8)
-def template(st: PageStyle) -> np.ndarray:
-    """The static part of a page (read-only HxWx3 uint8 RGB array), cached per style."""
-    a = np.empty((st.height, st.width, 3), np.uint8)
-    a[:] = st.paper_color
-    _draw_grid(a, st)
+def _draw_rules(a: np.ndarray, st: PageStyle) -> None:
+    """The two black rules under the header."""
     s = st.width / 2213.0  # header positions scale with the page width
-    ink = st.ink_color
-    # rules under the header
     x0, x1 = int(68 * s), int(2154 * s)
     for y in (136, 142):
-        cv2.rectangle(a, (x0, int(y * s)), (x1, int((y + 3) * s)), ink, -1)
-    # separators and calibration pulses
-    base = st.row_baselines
-    y_top, y_bot = base[0] + st.separator_extent[0], base[2] + st.separator_extent[1]
-    for k in (1, 2, 3):
-        x = int(round(st.panel_x0 + k * st.panel_w))
-        cv2.line(a, (x, y_top), (x, y_bot), st.ink_color, st.separator_width)
-    h = int(round(st.px_per_mv))
-    c0, c1, c2, c3 = st.cal_x
-    for y in base:
-        pts = np.array([[c0, y], [c1, y], [c1, y - h], [c2, y - h], [c2, y], [c3, y]], np.int32)
-        cv2.polylines(a, [pts], False, st.trace_color, st.cal_width, cv2.LINE_AA)
-    im = Image.fromarray(a)
-    d = ImageDraw.Draw(im)
+        cv2.rectangle(a, (x0, int(y * s)), (x1, int((y + 3) * s)), st.ink_color, -1)
+
+
+def _draw_header_text(d: ImageDraw.ImageDraw, st: PageStyle) -> None:
+    """The template's fixed header labels (title, field names)."""
+    s = st.width / 2213.0
+    ink = st.ink_color
     ft = _font(st.font_file, st.title_size)
     fh = _font(st.font_file, st.header_size)
-    fl = _font(st.font_file, st.label_size)
-    ff = _font(st.font_file, st.footer_size)
     _text(d, (1135 * s, 61 * s), st.title, ft, ink, "ms")
     row1 = [(322, "Years"), (617, "cm"), (765, "kg"), (907, "/"), (958, "mmHg"), (1095, "Race:Unknown"), (1334, "Room No.:"), (1525, "Department:")]
     for x, txt in row1:
@@ -260,20 +299,72 @@ def template(st: PageStyle) -> np.ndarray:
     _text(d, (1557 * s, 203 * s), "Technician :", fh, ink)
     _text(d, (1557 * s, 236 * s), "Ref-Phys. :", fh, ink)
     _text(d, (1557 * s, 269 * s), "Report Confirmed by:", fh, ink)
-    for r, row in enumerate(LAYOUT):
+
+
+def blank_page(st: PageStyle, header: bool = True) -> np.ndarray:
+    """Paper, grid and border (and, if `header`, the header rules and labels) with no traces."""
+    a = np.empty((st.height, st.width, 3), np.uint8)
+    a[:] = st.paper_color
+    _draw_grid(a, st)
+    if not header:
+        return a
+    _draw_rules(a, st)
+    im = Image.fromarray(a)
+    _draw_header_text(ImageDraw.Draw(im), st)
+    return np.array(im)
+
+
+def template(st: PageStyle, layout: str = DEFAULT_LAYOUT) -> np.ndarray:
+    """The static part of a page (read-only HxWx3 uint8 RGB array), cached per style and layout."""
+    return _template(st, get_layout(layout).name)
+
+
+@functools.lru_cache(maxsize=16)
+def _template(st: PageStyle, layout: str) -> np.ndarray:
+    lay = LAYOUTS[layout]
+    a = np.empty((st.height, st.width, 3), np.uint8)
+    a[:] = st.paper_color
+    _draw_grid(a, st)
+    ink = st.ink_color
+    _draw_rules(a, st)
+    # separators and calibration pulses
+    base = row_baselines(st, lay)
+    n_main = len(lay.rows)
+    if lay.name == "3x4+1":
+        y_top, y_bot = base[0] + st.separator_extent[0], base[2] + st.separator_extent[1]
+    else:  # the template's extents, in units of its 300 px row pitch
+        f = (base[1] - base[0]) / 300.0 if len(base) > 1 else 1.0
+        y_top = int(round(base[0] + st.separator_extent[0] * f))
+        y_bot = int(round(base[n_main - 1] + st.separator_extent[1] * f))
+    panel_w = lay.panel_s * st.px_per_s
+    for k in range(1, len(lay.rows[0])):
+        x = int(round(st.panel_x0 + k * panel_w))
+        cv2.line(a, (x, y_top), (x, y_bot), st.ink_color, st.separator_width)
+    h = int(round(st.px_per_mv * lay.gain_factor))
+    c0, c1, c2, c3 = st.cal_x
+    for y in base:
+        pts = np.array([[c0, y], [c1, y], [c1, y - h], [c2, y - h], [c2, y], [c3, y]], np.int32)
+        cv2.polylines(a, [pts], False, st.trace_color, st.cal_width, cv2.LINE_AA)
+    im = Image.fromarray(a)
+    d = ImageDraw.Draw(im)
+    fl = _font(st.font_file, st.label_size)
+    _draw_header_text(d, st)
+    for r, row in enumerate(lay.rows):
         for c, lead in enumerate(row):
-            x = st.panel_x0 + c * st.panel_w + st.label_dx
+            x = st.panel_x0 + c * panel_w + st.label_dx
             _text(d, (x, base[r] + st.label_dy), lead, fl, ink)
-    _text(d, (st.panel_x0 + st.label_dx, base[3] + st.label_dy), RHYTHM_LEAD, fl, ink)
+    if lay.rhythm is not None:
+        _text(d, (st.panel_x0 + st.label_dx, base[n_main] + st.label_dy), lay.rhythm, fl, ink)
     out = np.asarray(im).copy()
     out.setflags(write=False)
     return out
 
 
-def trace_polylines(signals: np.ndarray, st: PageStyle, fs: int = FS, shift: int = 3) -> list[np.ndarray]:
-    """Fixed-point (cv2 `shift`) polylines of the 12 panels and the rhythm strip."""
+def trace_polylines(signals: np.ndarray, st: PageStyle, fs: int = FS, shift: int = 3, layout: str | Layout = DEFAULT_LAYOUT) -> list[np.ndarray]:
+    """Fixed-point (cv2 `shift`) polylines of the 12 panels and the rhythm strip (if the layout has one)."""
+    lay = get_layout(layout)
     idx = {lead: i for i, lead in enumerate(LEADS)}
-    pps, ppm = st.px_per_s, st.px_per_mv
+    pps, ppm = st.px_per_s, st.px_per_mv * lay.gain_factor
     scale = 1 << shift
     l, t, r, b = st.grid_box
     ymin, ymax = t + st.border_width, b - st.border_width
@@ -289,19 +380,25 @@ def trace_polylines(signals: np.ndarray, st: PageStyle, fs: int = FS, shift: int
         ys = np.clip(y0 - v * ppm, ymin, ymax)
         return np.stack([np.round(xs * scale), np.round(ys * scale)], 1).astype(np.int32)
 
-    for rr, row in enumerate(LAYOUT):
+    base = row_baselines(st, lay)
+    ps = lay.panel_s
+    pw = ps * pps
+    for rr, row in enumerate(lay.rows):
         for c, lead in enumerate(row):
-            out.append(poly(lead, st.panel_x0 + c * st.panel_w, 2.5 * c, 2.5 - 1.0 / fs, st.row_baselines[rr]))
-    out.append(poly(RHYTHM_LEAD, st.panel_x0, 0.0, min(10.0, (n - 1) / fs), st.row_baselines[3]))
+            out.append(poly(lead, st.panel_x0 + c * pw, ps * c, ps - 1.0 / fs, base[rr]))
+    if lay.rhythm is not None:
+        out.append(poly(lay.rhythm, st.panel_x0, 0.0, min(10.0, (n - 1) / fs), base[len(lay.rows)]))
     return out
 
 
-def render(signals: np.ndarray, st: PageStyle, meta: dict[str, Any], fs: int = FS) -> np.ndarray:
-    """A page (HxWx3 uint8 RGB) with `signals` (12 x N mV, order LEADS) and header fields `meta`.
+def render(signals: np.ndarray, st: PageStyle, meta: dict[str, Any], fs: int = FS, layout: str = DEFAULT_LAYOUT) -> np.ndarray:
+    """A page (HxWx3 uint8 RGB) with `signals` (12 x N mV, order LEADS) and header fields `meta`,
+    panels arranged as `layout` (a key of LAYOUTS).
 
     meta keys: id, sex, heart_rate, date, time.
     """
-    im = Image.fromarray(template(st))
+    lay = get_layout(layout)
+    im = Image.fromarray(template(st, lay.name))
     d = ImageDraw.Draw(im)
     s = st.width / 2213.0
     fh = _font(st.font_file, st.header_size)
@@ -310,13 +407,13 @@ def render(signals: np.ndarray, st: PageStyle, meta: dict[str, Any], fs: int = F
     _text(d, (132 * s, 92 * s), str(meta.get("id", "")), fh, ink)
     _text(d, (447 * s, 92 * s), str(meta.get("sex", "")), fh, ink)
     hr = int(round(float(meta.get("heart_rate", 0))))
-    foot = f"{st.filter_text}  {st.speed_mm_s:g}mm/s  {st.gain_mm_mv:g}mm/mV  4*2.5s+1r  \u2665{hr}   {st.device_text}"
+    foot = f"{st.filter_text}  {st.speed_mm_s:g}mm/s  {st.gain_mm_mv * lay.gain_factor:g}mm/mV  {lay.footer}  \u2665{hr}   {st.device_text}"
     fy = 1552 * st.height / 1572.0
     _text(d, (69 * s, fy), foot, ff, ink)
     _text(d, (1793 * s, fy), f"{meta.get('date', '')}  {meta.get('time', '')}", ff, ink)
     a = np.array(im)
     shift = 3
-    cv2.polylines(a, trace_polylines(signals, st, fs, shift), False, st.trace_color, st.trace_width, cv2.LINE_AA, shift)
+    cv2.polylines(a, trace_polylines(signals, st, fs, shift, lay), False, st.trace_color, st.trace_width, cv2.LINE_AA, shift)
     return a
 
 
