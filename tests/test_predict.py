@@ -129,15 +129,15 @@ def test_cli_json_complete_and_partial_removed(tiny_run, synth_pages, tmp_path, 
 def test_interrupted_run_keeps_finished_batches(tiny_run, synth_pages, tmp_path, monkeypatch, fmt):
     pred = Predictor(tiny_run, backend="torch", workers=1)
     calls = {"n": 0}
-    real = pred.infer
+    real = pred.infer_logits
 
-    def flaky(arrays):
+    def flaky(arrays, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(arrays)
+        return real(arrays, **kw)
 
-    monkeypatch.setattr(pred, "infer", flaky)
+    monkeypatch.setattr(pred, "infer_logits", flaky)
     out = tmp_path / f"p.{fmt}"
     with pytest.raises(KeyboardInterrupt):
         predict_files(None, [str(p) for p in synth_pages], out=out, batch_size=2, progress=False, predictor=pred)

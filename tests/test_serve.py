@@ -82,7 +82,7 @@ def _assert_error(r, status, words):
 def test_bad_inputs_get_clear_errors(client, page_bytes):
     _assert_error(client.post("/predict"), 422, "missing file")
     _assert_error(client.post("/predict", data={"other": "x"}), 422, "missing file")
-    _assert_error(_post(client, "/predict", b"%PDF-1.4 not an image at all", name="page.jpg"), 415, "not an image")
+    _assert_error(_post(client, "/predict", b"%PDF-1.4 not an image at all", name="page.jpg"), 400, "corrupt PDF")
     _assert_error(_post(client, "/explain", b"hello", name="page.png"), 415, "not an image")
     _assert_error(_post(client, "/predict", page_bytes[:4000]), 400, "truncated")
     _assert_error(_post(client, "/predict", b""), 400, "empty")
@@ -113,14 +113,14 @@ def test_decompression_bomb_guard(tiny_run, page_bytes):
 def test_busy_server_answers_503(tiny_run, page_bytes):
     pred = Predictor(tiny_run, backend="torch")
     entered, release = threading.Event(), threading.Event()
-    real = pred.infer
+    real = pred.infer_logits
 
-    def slow(arrays):
+    def slow(arrays, **kw):
         entered.set()
         release.wait(10)
-        return real(arrays)
+        return real(arrays, **kw)
 
-    pred.infer = slow
+    pred.infer_logits = slow
     with TestClient(create_app(pred, workers=1, queue=0)) as c:
         first: dict = {}
         t = threading.Thread(target=lambda: first.update(r=_post(c, "/predict", page_bytes)))
@@ -146,9 +146,9 @@ def test_onnx_only_server_predicts_but_cannot_explain(onnx_run, page_bytes):
 def test_unexpected_failure_is_a_json_500(tiny_run, page_bytes):
     pred = Predictor(tiny_run, backend="torch")
 
-    def broken(arrays):
+    def broken(arrays, **kw):
         raise RuntimeError("boom")
 
-    pred.infer = broken
+    pred.infer_logits = broken
     with TestClient(create_app(pred), raise_server_exceptions=False) as c:
         _assert_error(_post(c, "/predict", page_bytes), 500, "internal error")

@@ -95,22 +95,43 @@ def _cmd_crops(a: argparse.Namespace) -> int:
     return 0
 
 
+_SYNTH_LAYOUTS = ("3x4+1", "3x4", "6x2", "12x1")  # ecgvit.synth.page.LAYOUTS (kept here so --help stays instant)
+_NEGATIVE_KINDS = "single_lead, layout_6x2, layout_12x1, blank_grid, text_only, texture, gradient, shapes, photo"
+
+
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write synthetic 12-lead ECG report pages with known labels")
-    p.add_argument("--out", required=True, help="output folder (one sub-folder per class)")
+    p = sub.add_parser("synth", help="write synthetic 12-lead ECG report pages with known labels (or, with --negatives, out-of-scope images)")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per class, or per kind with --negatives)")
     p.add_argument("--per-class", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--distort", choices=["none", "light", "heavy"], default="none")
     p.add_argument("--format", choices=["jpg", "png"], default="jpg")
+    p.add_argument("--layout", choices=_SYNTH_LAYOUTS, default=None, help="panel layout: 3x4+1 (Khan template with lead II rhythm strip; default), 3x4, 6x2 (5 s panels), 12x1 (10 s rows)")
+    p.add_argument("--negatives", action="store_true", help="write images that are NOT a supported report page (for an out-of-scope gate) instead of class pages")
+    p.add_argument("--kinds", default=None, help=f"with --negatives: comma-separated kinds (default: all of {_NEGATIVE_KINDS})")
+    p.add_argument("--per-kind", type=int, default=None, help="with --negatives: images per kind (default 10)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(_parser=p, func=_cmd_synth)
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
+    if a.negatives:
+        if a.layout is not None:
+            raise ValueError("--layout applies to class pages; --negatives already includes the layout_6x2 and layout_12x1 kinds")
+        from ecgvit.synth.negatives import NEGATIVE_KINDS, generate_negatives
+
+        kinds = NEGATIVE_KINDS if a.kinds is None else a.kinds
+        per_kind = 10 if a.per_kind is None else a.per_kind
+        print(generate_negatives(a.out, per_kind=per_kind, seed=a.seed, kinds=kinds, fmt=a.format, workers=a.workers, progress=not a.quiet))
+        return 0
+    for flag, v in (("--kinds", a.kinds), ("--per-kind", a.per_kind)):
+        if v is not None:
+            raise ValueError(f"{flag} needs --negatives")
     from ecgvit.synth import generate
 
-    summary = generate(a.out, per_class=a.per_class, seed=a.seed, distort=a.distort, fmt=a.format, workers=a.workers, progress=not a.quiet)
+    layout = a.layout or _SYNTH_LAYOUTS[0]
+    summary = generate(a.out, per_class=a.per_class, seed=a.seed, distort=a.distort, fmt=a.format, workers=a.workers, progress=not a.quiet, layout=layout)
     print(summary)
     return 0
 
@@ -253,6 +274,28 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="fit a run's out-of-scope gate and temperature (RUN/gate.json), used by predict/serve/explain",
+                       usage="ecgvit calibrate RUN [--data DIR|MANIFEST] [--oof cv/oof.csv]")
+    p.add_argument("run", help="a training run folder (config.json + model.safetensors)")
+    p.add_argument("--data", default=None, help="the pages it was trained on, when RUN has no pages.csv")
+    p.add_argument("--oof", default=None, help="out-of-fold predictions of the same recipe (`ecgvit cv` writes OUT/oof.csv): fit the temperature on them when RUN has no validation part")
+    p.add_argument("--synthetic-per-class", type=int, default=25, help="synthetic pages per class added to the training pages when RUN was pretrained on synthetic pages (default 25)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(_parser=p, func=_cmd_calibrate)
+
+
+def _cmd_calibrate(a: argparse.Namespace) -> int:
+    from ecgvit.gate import calibrate, format_calibration
+
+    if a.synthetic_per_class < 0:
+        raise ValueError(f"--synthetic-per-class {a.synthetic_per_class}: must be >= 0")
+    s = calibrate(a.run, data=a.data, oof=a.oof, synthetic_per_class=a.synthetic_per_class, progress=not a.quiet)
+    print(format_calibration(s))
+    print(f"gate: {Path(a.run) / 'gate.json'}")
+    return 0
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="label ECG pages: files, folders, globs (CSV/JSON out, heatmaps, ONNX Runtime)",
                        usage="ecgvit predict RUN|MODEL.onnx PATH... [--out preds.csv|preds.json] [--explain DIR] [options]")
@@ -366,6 +409,7 @@ def build_parser() -> Parser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_cv(sub)
+    _add_calibrate(sub)
     _add_predict(sub)
     _add_explain(sub)
     _add_export(sub)

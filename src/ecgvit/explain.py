@@ -215,8 +215,10 @@ def render_overlay(
     return out
 
 
-def explain_loaded(model: nn.Module, ld: "Loaded", classes: list[str], method: str = "auto", max_side: int = 1600, target: int | None = None) -> tuple[Image.Image, dict[str, Any]]:
-    """Predict + heatmap + overlay for one preprocessed input (ecgvit.predict.Loaded with .image)."""
+def explain_loaded(model: nn.Module, ld: "Loaded", classes: list[str], method: str = "auto", max_side: int = 1600, target: int | None = None, title: str | None = None) -> tuple[Image.Image, dict[str, Any]]:
+    """Predict + heatmap + overlay for one preprocessed input (ecgvit.predict.Loaded with .image).
+
+    title: the text drawn on the image (default: label, probability and method)."""
     from ecgvit.models import prepare_batch
 
     if ld.image is None:
@@ -226,7 +228,7 @@ def explain_loaded(model: nn.Module, ld: "Loaded", classes: list[str], method: s
         probs = torch.softmax(model(x).float(), 1)[0].numpy()
     k = int(np.argmax(probs)) if target is None else int(target)
     heat, used = heatmap(model, x, k, method)
-    title = f"{classes[k]}  p={probs[k]:.2f}   ({used})"
+    title = title or f"{classes[k]}  p={probs[k]:.2f}   ({used})"
     img = render_overlay(ld.image, heat, ld.box, ld.full_size, title, max_side=max_side)
     info = {
         "label": classes[int(np.argmax(probs))],

@@ -36,7 +36,19 @@ import numpy as np
 from PIL import Image
 
 from ecgvit.config import PreprocessConfig, from_dict
-from ecgvit.data.io import IMAGE_SUFFIXES, BadImageError, decode_checked, open_page, to_rgb
+from ecgvit.data.io import (
+    INPUT_SUFFIXES,
+    MIN_SIDE,
+    MULTIPAGE_SUFFIXES,
+    BadImageError,
+    count_pages,
+    decode_checked,
+    decode_pdf,
+    is_pdf,
+    open_page,
+    split_page,
+    to_rgb,
+)
 from ecgvit.data.preprocess import PageArray, _draft_size, preprocess_image
 
 __all__ = ["Predictor", "NO_MODEL", "is_run_dir", "expand_inputs", "open_image_bytes", "predict_files", "ResultWriter", "weights_digest"]
@@ -63,23 +75,31 @@ def open_image_bytes(
     data: bytes,
     *,
     max_pixels: int = 100_000_000,
-    min_side: int = 256,
+    min_side: int = MIN_SIDE,
     draft_size: tuple[int, int] | None = None,
     name: str = "<upload>",
+    page: int | None = None,
 ) -> Image.Image:
     """Decode an in-memory image like `open_page` does a file: RGB, or BadImageError with a reason.
 
-    The format comes from the bytes (magic numbers), never from a file name.
+    The format comes from the bytes (magic numbers), never from a file name. PDF bytes render
+    one page (`page`, 1-based, default 1) at 200 dpi; `page` also picks a multi-page TIFF frame.
+    EXIF orientation is applied.
     """
     if not data:
         raise BadImageError(name, "empty file (0 bytes)")
-    return decode_checked(lambda: Image.open(io.BytesIO(data)), name, max_pixels=max_pixels, min_side=min_side, draft_size=draft_size)
+    kw = dict(max_pixels=max_pixels, min_side=min_side, draft_size=draft_size, page=page)
+    if is_pdf(data[:1024]):
+        return decode_pdf(bytes(data), name, **kw)
+    return decode_checked(lambda: Image.open(io.BytesIO(data)), name, **kw)
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Files, folders (recursive, image suffixes) and globs -> (files in order, bad entries).
+    """Files, folders (recursive, image and PDF suffixes) and globs -> (files in order, bad entries).
 
-    A path that does not exist or a glob that matches nothing is reported, not raised.
+    A PDF or TIFF with more than one page becomes one entry per page, `f"{path}#page={i}"`
+    (1-based); `path#page=N` may also be given directly. A path that does not exist or a glob
+    that matches nothing is reported, not raised.
     """
     from ecgvit.data.preprocess import iter_image_files
 
@@ -87,22 +107,31 @@ def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[str
     bad: list[dict[str, Any]] = []
     seen: set[str] = set()
 
-    def add(f: Path) -> None:
-        s = str(f)
+    def add_one(s: str) -> None:
         if s not in seen:
             seen.add(s)
             files.append(s)
 
+    def add(f: Path) -> None:
+        n = count_pages(f) if f.suffix.lower() in MULTIPAGE_SUFFIXES else None
+        if n is not None and n > 1:
+            for i in range(1, n + 1):
+                add_one(f"{f}#page={i}")
+        else:
+            add_one(str(f))  # one page, or uncountable: opening it reports why
+
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = iter_image_files(p)
+            found = iter_image_files(p, INPUT_SUFFIXES)
             if not found:
-                bad.append(_bad_row(str(p), f"folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"))
+                bad.append(_bad_row(str(p), f"folder has no image files ({', '.join(sorted(INPUT_SUFFIXES))})"))
             for f in found:
                 add(f)
         elif p.exists():
             add(p)
+        elif split_page(raw)[1] is not None and split_page(raw)[0].exists():
+            add_one(str(raw))  # "doc.pdf#page=2": that page only
         elif glob.has_magic(str(raw)):
             matches = sorted(glob.glob(str(raw), recursive=True))
             if not matches:
@@ -110,9 +139,9 @@ def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[str
             for m in matches:
                 mp = Path(m)
                 if mp.is_dir():
-                    for f in iter_image_files(mp):
+                    for f in iter_image_files(mp, INPUT_SUFFIXES):
                         add(f)
-                elif mp.suffix.lower() in IMAGE_SUFFIXES:
+                elif mp.suffix.lower() in INPUT_SUFFIXES:
                     add(mp)
         else:
             bad.append(_bad_row(str(raw), "no such file or folder"))
@@ -132,6 +161,7 @@ class Loaded:
     full_size: tuple[int, int]  # original page (width, height)
     crop_detected: bool | None
     image: Image.Image | None = None  # the decoded RGB page (possibly a draft scale), when kept
+    structure: Any = None  # ecgvit.gate.PageStructure, measured when the model has a gate
 
 
 # --- the predictor --------------------------------------------------------------------------
@@ -158,7 +188,7 @@ class Predictor:
         batch_size: int = 16,
         workers: int = 0,
         max_pixels: int = 100_000_000,
-        min_side: int = 256,
+        min_side: int = MIN_SIDE,
     ):
         from ecgvit.evaluate import LoadedRun
 
@@ -218,6 +248,11 @@ class Predictor:
         self.preprocess: PreprocessConfig = from_dict(PreprocessConfig, self.meta["preprocess"])
         self.model_name: str = self.meta.get("model", {}).get("name", "unknown")
         self._draft = _draft_size(self.preprocess) if self.preprocess.draft else None
+        from ecgvit.gate import load_gate
+
+        # The out-of-scope gate fitted for these weights (RUN/gate.json; beside an .onnx file).
+        self.gate = load_gate(self.run if self.run is not None else (Path(onnx).parent if onnx is not None else None))
+        self._ort_features = self._ort is not None and len(self._ort.get_outputs()) > 1
 
     # -- backends
 
@@ -290,7 +325,13 @@ class Predictor:
             l, t, r, b = pa.crop.box
             box = (round(l * sx), round(t * sy), round(r * sx), round(b * sy))
             detected = pa.crop.detected
-        return Loaded(pa.array, box, (int(full[0]), int(full[1])), detected, img if keep_image else None)
+        structure = None
+        if self.gate is not None:
+            from ecgvit.data.crop import CropResult, find_trace_box
+            from ecgvit.gate import page_structure
+
+            structure = page_structure(img, pa.crop if pa.crop is not None else find_trace_box(img))
+        return Loaded(pa.array, box, (int(full[0]), int(full[1])), detected, img if keep_image else None, structure)
 
     def _load_safe(self, item: Any) -> Loaded | str:
         try:
@@ -305,33 +346,64 @@ class Predictor:
     # -- inference
 
     def infer(self, arrays: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (N, classes) for preprocessed uint8 arrays (N, H, W[, 3])."""
-        from ecgvit.models import prepare_batch
+        """Softmax probabilities (N, classes) for preprocessed uint8 arrays (N, H, W[, 3]);
+        temperature-scaled when the model has a fitted gate."""
+        logits, _ = self.infer_logits(arrays)
+        return _softmax(logits / (self.gate.cfg.temperature if self.gate is not None else 1.0))
+
+    def infer_logits(self, arrays: np.ndarray, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits (N, classes), pooled features (N, D) or None) in one forward pass."""
+        from ecgvit.models import WithFeatures, prepare_batch
 
         if len(arrays) == 0:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
+            return np.zeros((0, len(self.classes)), dtype=np.float32), None
+        x = prepare_batch(np.ascontiguousarray(arrays))
         if self._ort is not None:
-            x = prepare_batch(np.ascontiguousarray(arrays)).numpy()
-            logits = self._ort.run(None, {self._ort_input: x})[0]
-            return _softmax(logits)
+            outs = self._ort.run(None, {self._ort_input: x.numpy()})
+            return outs[0], (outs[1] if features and len(outs) > 1 else None)
         import torch
 
         model = self.torch_model
         with torch.inference_mode():
-            logits = model(prepare_batch(np.ascontiguousarray(arrays)))
-            return torch.softmax(logits.float(), dim=1).numpy()
+            if features:
+                logits, feats = WithFeatures(model)(x)
+                return logits.float().numpy(), feats.float().numpy()
+            return model(x).float().numpy(), None
 
-    def _row(self, name: str, probs: np.ndarray, ld: Loaded) -> dict[str, Any]:
-        k = int(np.argmax(probs))
-        return {
-            "path": name,
-            "status": "ok",
-            "label": self.classes[k],
-            "probability": float(probs[k]),
-            "probabilities": {c: float(p) for c, p in zip(self.classes, probs)},
-            "reason": "" if ld.crop_detected in (True, None) else "grid not found; used the fallback crop box",
-            "crop_box": list(ld.box),
-        }
+    def answer(self, ld: Loaded, name: str = "<input>") -> dict[str, Any]:
+        """The full answer (status, reason, label, calibrated probabilities) for one loaded input."""
+        logits, feats = self.infer_logits(ld.array[None], features=self.gate is not None)
+        return self._rows([name], logits, feats, [ld])[0]
+
+    def _rows(self, names: list[str], logits: np.ndarray, feats: np.ndarray | None, loaded: list[Loaded]) -> list[dict[str, Any]]:
+        if self.gate is None:
+            verdicts = [{"status": "ok", "reason": "", "probs": p, "feature_distance": None, "structure": None} for p in _softmax(logits)]
+        else:
+            verdicts = self.gate.assess([ld.structure for ld in loaded], logits, feats)
+        rows = []
+        for name, v, ld in zip(names, verdicts, loaded):
+            probs = v["probs"]
+            k = int(np.argmax(probs))
+            reason = v["reason"]
+            if not reason and ld.crop_detected is False:
+                reason = "grid not found; used the fallback crop box"
+            oos = v["status"] == "out_of_scope"
+            row = {
+                "path": name,
+                "status": v["status"],
+                # An out-of-scope page gets no class: a label there would only be read as an answer.
+                "label": None if oos else self.classes[k],
+                "probability": None if oos else float(probs[k]),
+                "probabilities": None if oos else {c: float(p) for c, p in zip(self.classes, probs)},
+                "reason": reason,
+                "crop_box": list(ld.box),
+            }
+            if v.get("feature_distance") is not None:
+                row["feature_distance"] = round(v["feature_distance"], 3)
+            if v.get("structure") is not None:
+                row["trace_rows"] = v["structure"]["trace_rows"]
+            rows.append(row)
+        return rows
 
     def iter_batches(self, items: Iterable[Any], batch_size: int | None = None, workers: int | None = None) -> Iterator[list[dict[str, Any]]]:
         """Yield result rows batch by batch, in input order; decoding runs ahead in threads."""
@@ -345,9 +417,9 @@ class Predictor:
         def flush() -> list[dict[str, Any]]:
             nonlocal rows, ok
             if ok:
-                probs = self.infer(np.stack([ld.array for _, ld in ok]))
-                for (j, ld), p in zip(ok, probs):
-                    rows[j] = self._row(names_in_batch[j], p, ld)
+                logits, feats = self.infer_logits(np.stack([ld.array for _, ld in ok]), features=self.gate is not None)
+                for (j, _), row in zip(ok, self._rows([names_in_batch[j] for j, _ in ok], logits, feats, [ld for _, ld in ok])):
+                    rows[j] = row
             out = [r for r in rows if r is not None]
             rows, ok = [], []
             names_in_batch.clear()
@@ -398,8 +470,9 @@ class Predictor:
     def predict(self, items: Any, batch_size: int | None = None) -> list[dict[str, Any]]:
         """Label one input or a list of them (paths, PIL images, uint8 arrays, bytes).
 
-        Returns one dict per input: path, status ("ok"/"bad"), label, probability,
-        probabilities {class: p}, reason, crop_box (on the original page).
+        Returns one dict per input: path, status ("ok", "low_confidence", "out_of_scope" or
+        "bad"), label (None unless ok/low_confidence), probability, probabilities {class: p}
+        (temperature-scaled when the model has a gate), reason, crop_box (on the original page).
         """
         if isinstance(items, (str, Path, bytes, bytearray, Image.Image)) or (isinstance(items, np.ndarray) and items.ndim in (2, 3) and items.dtype == np.uint8 and (items.ndim == 2 or items.shape[2] in (3, 4))):
             items = [items]
@@ -424,8 +497,18 @@ class Predictor:
 
                 # A private copy: hooks and attention switches never touch the model serving predictions.
                 self._explain_model = copy.deepcopy(self.torch_model).eval()
-            img, info = explain_loaded(self._explain_model, ld, self.classes, method=method, max_side=max_side)
-        info["path"] = str(item) if isinstance(item, (str, Path)) else "<input>"
+            name = str(item) if isinstance(item, (str, Path)) else "<input>"
+            verdict = self.answer(ld, name)
+            if verdict["status"] == "ok":
+                title = None
+            elif verdict["status"] == "low_confidence":
+                title = f"{verdict['label']}  p={verdict['probability']:.2f}  (low confidence)"
+            else:
+                title = f"out of scope: {verdict['reason']}"
+            img, info = explain_loaded(self._explain_model, ld, self.classes, method=method, max_side=max_side, title=title)
+        # The answer is the gate's (calibrated, maybe no label); the heatmap is still the model's view.
+        info.update({k: verdict[k] for k in ("status", "reason", "label", "probability", "probabilities")})
+        info["path"] = name
         if out is not None:
             out = Path(out)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -532,14 +615,17 @@ class ResultWriter:
 
 
 def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    ok = [r for r in rows if r["status"] == "ok"]
+    answered = [r for r in rows if r["status"] in ("ok", "low_confidence")]
+    counts = Counter(r["status"] for r in rows)
     return {
         "images": len(rows),
-        "ok": len(ok),
-        "bad": len(rows) - len(ok),
-        "labels": dict(Counter(r["label"] for r in ok)),
+        "ok": counts.get("ok", 0),
+        "low_confidence": counts.get("low_confidence", 0),
+        "out_of_scope": counts.get("out_of_scope", 0),
+        "bad": counts.get("bad", 0),
+        "labels": dict(Counter(r["label"] for r in answered)),
         "seconds": round(seconds, 3),
-        "images_per_s": round(len(ok) / seconds, 2) if seconds > 0 else None,
+        "images_per_s": round((len(rows) - counts.get("bad", 0)) / seconds, 2) if seconds > 0 else None,
     }
 
 
@@ -549,15 +635,21 @@ def format_table(rows: list[dict[str, Any]], summary: dict[str, Any], limit: int
 
     lines = [f"{'path':<46}{'label':<24}{'p':>6}  note"]
     for r in rows[:limit]:
-        if r["status"] == "ok":
-            lines.append(f"{short(r['path']):<46}{r['label']:<24}{r['probability']:>6.2f}  {r.get('reason', '')}")
+        if r["status"] in ("ok", "low_confidence"):
+            note = r.get("reason", "") if r["status"] == "ok" else f"LOW CONFIDENCE: {r.get('reason', '')}"
+            lines.append(f"{short(r['path']):<46}{r['label']:<24}{r['probability']:>6.2f}  {note}")
+        elif r["status"] == "out_of_scope":
+            lines.append(f"{short(r['path']):<46}{'(out of scope)':<24}{'':>6}  {r['reason']}")
         else:
             lines.append(f"{short(r['path']):<46}{'(bad)':<24}{'':>6}  {r['reason']}")
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["labels"].items()))
     speed = f", {summary['images_per_s']:.1f} images/s" if summary.get("images_per_s") else ""
-    lines.append(f"{summary['images']} inputs: {summary['ok']} labelled ({counts or 'none'}), {summary['bad']} bad{speed}")
+    lines.append(
+        f"{summary['images']} inputs: {summary['ok'] + summary['low_confidence']} labelled ({counts or 'none'}; "
+        f"{summary['low_confidence']} low confidence), {summary['out_of_scope']} out of scope, {summary['bad']} bad{speed}"
+    )
     return "\n".join(lines)
 
 
@@ -615,7 +707,7 @@ def predict_files(
         for batch in pred.iter_batches(files, batch_size=batch_size):
             if explain_dir is not None:
                 for r in batch:
-                    if r["status"] == "ok":
+                    if r["status"] in ("ok", "low_confidence"):
                         name = _unique_name(Path(r["path"]).stem, used_names)
                         try:
                             _, info = pred.explain(r["path"], out=Path(explain_dir) / f"{name}.png")

@@ -62,6 +62,17 @@ def find_trace_box(
 ) -> CropResult:
     """Locate the grid on `img` (any size; RGB) and return its bounding box in `img` pixels."""
     w, h = img.size
+    if w > 4 * _DETECT_WIDTH:
+        # A huge page (a 10000 px scan or PNG, which has no draft decode): shrink it to about a
+        # 200 dpi page first; the tint of a grid survives area averaging at that scale, and the
+        # tint map at full size would cost seconds.
+        s0 = 4 * _DETECT_WIDTH / w
+        img = img.convert("RGB").resize((max(1, round(w * s0)), max(1, round(h * s0))), Image.Resampling.BOX)
+        res = find_trace_box(img, fallback_box, min_area_fraction)
+        l, t, r, b = res.box
+        k = w / img.size[0]
+        box = (max(0, int(l * k)), max(0, int(t * k)), min(w, int(np.ceil(r * k))), min(h, int(np.ceil(b * k))))
+        return CropResult(box, res.detected, res.reason.replace(f"{r - l}x{b - t} px at ({l}, {t})", f"{box[2] - box[0]}x{box[3] - box[1]} px at ({box[0]}, {box[1]})"))
 
     def fallback(why: str) -> CropResult:
         l, t, r, b = fallback_box

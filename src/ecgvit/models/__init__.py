@@ -179,3 +179,23 @@ def prepare_batch(arrays: "np.ndarray | torch.Tensor") -> torch.Tensor:
     else:
         t = t.permute(0, 3, 1, 2)
     return 1.0 - t.float().div_(255.0)
+
+
+class WithFeatures(nn.Module):
+    """Wraps a registry model so one forward pass returns (logits, pooled features).
+
+    The gate (ecgvit.gate) scores the pooled features; exporting this wrapper gives an ONNX
+    model with both outputs, so ONNX Runtime serves the gate too.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        if hasattr(m, "forward_head") and hasattr(m, "get_classifier"):  # timm models
+            f = m.forward_head(m.forward_features(x), pre_logits=True)
+            return m.get_classifier()(f), f
+        f = m.forward_features(x)  # RowViT, SeedViT: pooled features; head = last layer
+        return m.head(f), f

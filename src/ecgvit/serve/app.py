@@ -180,9 +180,17 @@ def create_app(
 
     def _predict(data: bytes) -> dict[str, Any]:
         ld = predictor.load(data)
-        probs = predictor.infer(ld.array[None])[0]
-        k = int(probs.argmax())
-        return {"label": predictor.classes[k], "probabilities": {c: round(float(p), 6) for c, p in zip(predictor.classes, probs)}, "crop_box": list(ld.box), "crop_detected": ld.crop_detected}
+        row = predictor.answer(ld, "<upload>")
+        probs = row["probabilities"]
+        return {
+            "status": row["status"],
+            "reason": row["reason"],
+            "label": row["label"],
+            "probability": row["probability"],
+            "probabilities": None if probs is None else {c: round(float(p), 6) for c, p in probs.items()},
+            "crop_box": list(ld.box),
+            "crop_detected": ld.crop_detected,
+        }
 
     def _explain(data: bytes) -> tuple[bytes, dict[str, Any]]:
         img, info = predictor.explain(data, max_side=explain_max_side)
@@ -216,8 +224,9 @@ def create_app(
             raise HTTPException(501, "heatmaps need the PyTorch weights: start the server with the RUN folder, not only the .onnx file")
         png, info = await _run(_explain, file)
         headers = {
-            "X-Label": info["label"],
-            "X-Probability": f"{info['probability']:.6f}",
+            "X-Status": info.get("status", "ok"),
+            "X-Label": info["label"] or "",
+            "X-Probability": "" if info["probability"] is None else f"{info['probability']:.6f}",
             "X-Method": info["method"],
             "X-Latency-Ms": f"{(time.perf_counter() - t0) * 1000:.1f}",
         }
