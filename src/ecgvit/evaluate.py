@@ -141,6 +141,9 @@ def format_metrics(m: dict[str, Any]) -> str:
         lines.append(f"{c:<24}{v['precision']:>10.3f}{v['recall']:>10.3f}{f'[{lo:.2f}, {hi:.2f}]':>17}{v['f1']:>8.3f}{v['support']:>9d}")
     k = len(m["classes"])
     lines.append("confusion (rows true, columns predicted): " + " | ".join(" ".join(f"{x:3d}" for x in row) for row in m["confusion_matrix"][:k]))
+    if m.get("calibration"):
+        c = m["calibration"]
+        lines.append(f"calibration: temperature {c['temperature']:.3f} (fitted on {c['fitted_on']}): ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}")
     return "\n".join(lines)
 
 
@@ -229,6 +232,18 @@ def evaluate(
     m["run"] = str(run)
     m["data"] = str(data)
     m["inference_images_per_s"] = len(rows) / max(secs, 1e-9)
+    from ecgvit.gate import load_gate, softmax_t
+
+    gate = load_gate(run)
+    if gate is not None:
+        # Temperature scaling never changes the argmax, only how sure the answers say they are.
+        t = gate.cfg.temperature
+        m["calibration"] = {
+            "temperature": t,
+            "ece_before": m["ece"],
+            "ece_after": expected_calibration_error(y, softmax_t(np.log(np.clip(probs, 1e-12, 1.0)), t))[0],
+            "fitted_on": gate.cfg.fitted_on.get("calibration"),
+        }
     if json_out:
         save_json(json_out, m)
     if report:

@@ -242,18 +242,27 @@ class Gate:
             if s.page_ink_fraction <= c.blank_ink_max and s.page_tint < 3.0:
                 return "blank page"
             return "no ECG grid found"
-        if s.trace_rows == 1 and s.ink_fraction >= c.ink_min:
+        if s.trace_rows == 1:
             return "single lead, not a 12-lead report"
+        out_of_range = not c.rows_min <= s.trace_rows <= c.rows_max
+        # A row count of a known layout (6x2, 12x1) names the page even when its many traces
+        # blur the grid's rhythm; any other odd count must first show a regular grid.
+        if out_of_range and s.trace_rows in _LAYOUT_NAMES:
+            return self._layout_reason(s.trace_rows)
         if s.grid_periodicity < c.periodicity_min:
             return f"no regular ECG grid found (grid regularity {s.grid_periodicity:.0f} < {c.periodicity_min:.0f})"
         if s.trace_rows == 0 or s.ink_fraction < c.ink_min:
             return "grid without traces (blank grid)"
-        if not c.rows_min <= s.trace_rows <= c.rows_max:
-            name = _LAYOUT_NAMES.get(s.trace_rows)
-            known = _LAYOUT_NAMES.get(c.rows_typical, f"{c.rows_typical} rows of traces")
-            shown = f"{name} ({s.trace_rows} rows of traces)" if name else f"{s.trace_rows} rows of traces"
-            return f"layout not supported: {shown}; this model reads {known} pages"
+        if out_of_range:
+            return self._layout_reason(s.trace_rows)
         return None
+
+    def _layout_reason(self, rows: int) -> str:
+        c = self.cfg
+        name = _LAYOUT_NAMES.get(rows)
+        known = _LAYOUT_NAMES.get(c.rows_typical, f"{c.rows_typical} rows of traces")
+        shown = f"{name} ({rows} rows of traces)" if name else f"{rows} rows of traces"
+        return f"layout not supported: {shown}; this model reads {known} pages"
 
     def assess(self, s: PageStructure | None, logits: np.ndarray, feats: np.ndarray | None) -> list[dict[str, Any]]:
         """Status, reason, calibrated probabilities and scores for a batch (structures may be None)."""

@@ -1,0 +1,144 @@
+"""The out-of-scope gate: fitted on training pages, it answers real-looking pages and refuses
+generated out-of-scope inputs with the right reason, in predict, CSV/JSON and the web API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest_predict import make_run
+from ecgvit.gate import Gate, GateConfig, PageStructure, calibrate, fit_temperature, load_gate
+from ecgvit.predict import Predictor, predict_files
+from ecgvit.synth.negatives import make_negative
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory):
+    from ecgvit.synth import generate
+
+    d = tmp_path_factory.mktemp("gate_train")
+    generate(d, per_class=4, seed=11, progress=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def gated_run(tmp_path_factory, train_dir):
+    run = make_run(tmp_path_factory.mktemp("gated") / "run")
+    summary = calibrate(run, data=train_dir, synthetic_per_class=0, progress=False)
+    return run, summary
+
+
+def test_calibrate_writes_a_gate_that_accepts_its_training_pages(gated_run):
+    run, s = gated_run
+    cfg = json.loads((run / "gate.json").read_text())
+    assert (run / "gate.safetensors").exists()
+    assert cfg["rows_typical"] == 4 and cfg["rows_min"] <= 4 <= cfg["rows_max"]
+    assert cfg["periodicity_min"] > 0 and cfg["ink_min"] > 0 and cfg["distance_max"] > 0
+    assert cfg["temperature"] == 1.0  # no held-out pages and no --oof: nothing to fit it on
+    assert s["training_pages_rejected"] == 0
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("single_lead", "single lead"),
+        ("layout_12x1", "12x1"),
+        ("layout_6x2", "6x2"),
+        ("blank_grid", "blank grid"),
+        ("text_only", "grid"),
+        ("shapes", ""),
+        ("photo", ""),
+    ],
+)
+def test_generated_out_of_scope_inputs_are_refused_with_a_reason(gated_run, kind, words):
+    run, _ = gated_run
+    pred = Predictor(run, backend="torch")
+    a = make_negative(kind, np.random.default_rng(5))
+    (row,) = pred.predict(a)
+    assert row["status"] == "out_of_scope", row
+    assert words in row["reason"] and row["reason"]
+    assert row["label"] is None and row["probabilities"] is None
+
+
+def test_fresh_pages_pass_the_structure_checks(gated_run):
+    from ecgvit.synth import make_page
+
+    run, _ = gated_run
+    pred = Predictor(run, backend="torch")
+    for i, cls in enumerate(["normal", "history_of_mi"]):
+        img, _, _ = make_page(cls, np.random.default_rng(100 + i))
+        ld = pred.load(img)
+        assert pred.gate.structure_reason(ld.structure) is None, ld.structure
+        assert ld.structure.trace_rows == 4
+
+
+def test_blank_page_is_named(gated_run):
+    run, _ = gated_run
+    (row,) = Predictor(run, backend="torch").predict(np.full((1200, 1700, 3), 250, np.uint8))
+    assert row["status"] == "out_of_scope" and row["reason"] == "blank page"
+
+
+def test_csv_rows_of_out_of_scope_pages_have_no_label(gated_run, train_dir, tmp_path):
+    run, _ = gated_run
+    neg = tmp_path / "blank_grid.jpg"
+    Image.fromarray(make_negative("blank_grid", np.random.default_rng(1))).save(neg, quality=85)
+    page = sorted(train_dir.rglob("*.jpg"))[0]
+    out = tmp_path / "p.csv"
+    rows, summary = predict_files(run, [str(page), str(neg)], out=out, progress=False)
+    got = {r["path"]: r for r in csv.DictReader(out.open())}
+    assert got[str(neg)]["status"] == "out_of_scope" and got[str(neg)]["label"] == "" and got[str(neg)]["p_normal"] == ""
+    assert got[str(page)]["status"] in ("ok", "low_confidence") and got[str(page)]["label"]
+    assert summary["out_of_scope"] == 1
+
+
+def test_web_api_says_out_of_scope(gated_run):
+    from fastapi.testclient import TestClient
+
+    from ecgvit.serve import create_app
+
+    run, _ = gated_run
+    buf = io.BytesIO()
+    Image.fromarray(make_negative("single_lead", np.random.default_rng(2))).save(buf, "JPEG", quality=85)
+    with TestClient(create_app(Predictor(run, backend="torch"))) as c:
+        r = c.post("/predict", files={"file": ("strip.jpg", buf.getvalue(), "image/jpeg")})
+    j = r.json()
+    assert r.status_code == 200 and j["status"] == "out_of_scope" and j["label"] is None and "single lead" in j["reason"]
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (4000, 4))
+    p = np.exp(z / 2.0)
+    p /= p.sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=pi) for pi in p])
+    assert fit_temperature(z, y) == pytest.approx(2.0, rel=0.15)
+
+
+def test_low_confidence_and_feature_distance_decisions():
+    s = PageStructure(True, 100.0, 4, 0.02, 0.03, 10.0)
+    means = np.zeros((2, 3))
+    gate = Gate(GateConfig(periodicity_min=10, ink_min=0.001, rows_min=3, rows_max=5, distance_max=5.0, confidence_threshold=0.7), means, np.eye(3))
+    logits = np.array([[4.0, 0.0], [0.1, 0.0], [4.0, 0.0]])
+    feats = np.array([[1.0, 0, 0], [1.0, 0, 0], [10.0, 0, 0]])
+    v = gate.assess([s, s, s], logits, feats)
+    assert [x["status"] for x in v] == ["ok", "low_confidence", "out_of_scope"]
+    assert "feature distance 10.0 > 5.0" in v[2]["reason"]
+    six = PageStructure(True, 100.0, 6, 0.02, 0.03, 10.0)
+    assert "6x2" in gate.structure_reason(six)
+
+
+def test_bundled_model_ships_a_gate():
+    from ecgvit.models.bundled import bundled_run
+
+    run = bundled_run()
+    if run is None:
+        pytest.skip("no bundled model in this install")
+    gate = load_gate(run)
+    assert gate is not None and gate.means is not None and gate.cfg.temperature != 1.0
+    rows = Predictor(run).predict([make_negative(k, np.random.default_rng(3)) for k in ("layout_12x1", "blank_grid", "photo")])
+    assert [r["status"] for r in rows] == ["out_of_scope"] * 3 and all(r["reason"] for r in rows)
