@@ -85,6 +85,7 @@ def main() -> None:
 
     real_scores, neg_scores, pos_scores = [], defaultdict(list), defaultdict(list)
     real_status, neg_status, pos_status = Counter(), defaultdict(Counter), defaultdict(Counter)
+    pos_reasons = defaultdict(Counter)
     neg_reasons = defaultdict(Counter)
     real_rejected = []
     ece = []
@@ -125,7 +126,7 @@ def main() -> None:
             neg_scores[kind].extend(sc)
             for vi in v:
                 neg_status[kind][vi["status"]] += 1
-                neg_reasons[kind][vi["reason"].split(" (")[0] if vi["status"] == "out_of_scope" else vi["status"]] += 1
+                neg_reasons[kind][vi["reason"].split(" (")[0].split(";")[0] if vi["status"] == "out_of_scope" else vi["status"]] += 1
             neg_status[kind]["undecodable"] += len(files) - len(ok)
         for level, files in pos.items():
             st, lg, ft, _ = measure_pages(pred, files)
@@ -133,6 +134,8 @@ def main() -> None:
             pos_scores[level].extend(sc)
             for vi in v:
                 pos_status[level][vi["status"]] += 1
+                if vi["status"] == "out_of_scope":
+                    pos_reasons[level][vi["reason"].split(" (")[0].split(";")[0]] += 1
         print(f"fold {k}: gate fitted and scored in {time.time() - tf:.0f}s; real held-out {dict(real_status)}", flush=True)
 
         n_real = sum(real_status.values())
@@ -151,7 +154,7 @@ def main() -> None:
                 }
                 for kind in neg
             },
-            "synthetic_positives": {level: {"n": sum(c.values()), **{s: c[s] / sum(c.values()) for s in ("ok", "low_confidence", "out_of_scope")}} for level, c in pos_status.items()},
+            "synthetic_positives": {level: {"n": sum(c.values()), **{s: c[s] / sum(c.values()) for s in ("ok", "low_confidence", "out_of_scope")}, "reasons": dict(pos_reasons[level])} for level, c in pos_status.items()},
             "ece": ece,
             "seconds": round(time.time() - t0, 1),
         }
@@ -164,9 +167,9 @@ def main() -> None:
         ]
         for kind, r in res["negatives"].items():
             lines.append(f"| {kind} | {r['n']} | {r['rejected']:.1%} | {r['auroc']:.3f} | {', '.join(f'{k}: {v}' for k, v in r['reasons'].items())} |")
-        lines += ["", "| synthetic positives | n | ok | low confidence | out of scope |", "|---|---|---|---|---|"]
+        lines += ["", "| synthetic positives | n | ok | low confidence | out of scope | reasons |", "|---|---|---|---|---|---|"]
         for level, r in res["synthetic_positives"].items():
-            lines.append(f"| distort {level} | {r['n']} | {r['ok']:.1%} | {r['low_confidence']:.1%} | {r['out_of_scope']:.1%} |")
+            lines.append(f"| distort {level} | {r['n']} | {r['ok']:.1%} | {r['low_confidence']:.1%} | {r['out_of_scope']:.1%} | {', '.join(f'{k}: {v}' for k, v in r['reasons'].items())} |")
         lines += ["", "| fold | T | ECE before | ECE after | n |", "|---|---|---|---|---|"]
         for e in ece:
             lines.append(f"| {e['fold']} | {e['temperature']:.3f} | {e['ece_before']:.3f} | {e['ece_after']:.3f} | {e['n']} |")
