@@ -78,7 +78,8 @@ def bench_one(run: Path, files: list[str], backend: str, threads: int, batch_siz
     rows = pred.predict(files)
     secs = time.perf_counter() - t0
     cpu = time.process_time() - c0  # CPU seconds of all our threads: less sensitive to other load than wall time
-    assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"][:2]
+    # Every page answered (a fitted gate may call some low_confidence; none may be unreadable).
+    assert all(r["status"] in ("ok", "low_confidence") for r in rows), [r for r in rows if r["status"] not in ("ok", "low_confidence")][:2]
     lat = []
     for f in files[:latency_n]:
         t = time.perf_counter()

@@ -177,7 +177,10 @@ def _profile_period(profiles: list[np.ndarray], n: int, period_range: tuple[floa
     if band.sum() < 5:
         return 0.0, 0.0
     k = int(np.argmax(np.where(band, spec, -1)))
-    return n / k, float(spec[k] / (np.median(spec[band]) + 1e-12))
+    # Against the spectrum just around the peak (not the whole band): a grid is a sharp line,
+    # while a smooth picture's power falls steadily with frequency and its "peak" is a slope.
+    near = np.r_[spec[max(1, k - 8) : max(1, k - 1)], spec[k + 2 : k + 9]]
+    return n / k, float(spec[k] / (np.median(near) + 1e-12)) if near.size else 0.0
 
 
 # --- 2 + 3. fitted thresholds ---------------------------------------------------------------
