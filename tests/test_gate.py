@@ -142,3 +142,14 @@ def test_bundled_model_ships_a_gate():
     assert gate is not None and gate.means is not None and gate.cfg.temperature != 1.0
     rows = Predictor(run).predict([make_negative(k, np.random.default_rng(3)) for k in ("layout_12x1", "blank_grid", "photo")])
     assert [r["status"] for r in rows] == ["out_of_scope"] * 3 and all(r["reason"] for r in rows)
+
+
+def test_explain_cli_on_an_out_of_scope_page_says_so(gated_run, tmp_path, capsys):
+    from ecgvit.cli import main
+
+    run, _ = gated_run
+    page = tmp_path / "strip.jpg"
+    Image.fromarray(make_negative("single_lead", np.random.default_rng(4))).save(page, quality=85)
+    assert main(["explain", str(run), str(page), "--out", str(tmp_path / "h.png")]) == 0
+    out = capsys.readouterr().out
+    assert "out of scope: single lead" in out and (tmp_path / "h.png").exists()

@@ -344,7 +344,11 @@ def _cmd_explain(a: argparse.Namespace) -> int:
     if len(images) != 1:
         raise ValueError("explain needs exactly one IMAGE after the optional RUN")
     info = explain_file(run, images[0], a.out, method=a.method, max_side=a.max_side)
-    print(f"{info['label']} p={info['probability']:.3f} ({info['method']}); heatmap: {a.out}")
+    if info.get("status") == "out_of_scope":
+        print(f"out of scope: {info['reason']} (no label); heatmap of what the model looked at: {a.out}")
+    else:
+        low = f"  LOW CONFIDENCE: {info['reason']}" if info.get("status") == "low_confidence" else ""
+        print(f"{info['label']} p={info['probability']:.3f} ({info['method']}){low}; heatmap: {a.out}")
     return 0
 
 
