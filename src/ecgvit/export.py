@@ -3,7 +3,7 @@
     ecgvit export RUN [--onnx RUN/model.onnx] [--opset 18]
 
 The graph takes the float input `prepare_batch` makes (N, C, H, W) with a dynamic batch axis
-and returns logits (N, classes). The run's config (classes, preprocessing, model) is embedded
+and returns logits (N, classes) and the pooled features (N, D) the out-of-scope gate scores. The run's config (classes, preprocessing, model) is embedded
 in the model's metadata (key "ecgvit_config") and written beside it as MODEL.onnx.json, with the
 sha256 of the weights it came from, so `ecgvit predict MODEL.onnx PATH...` needs nothing else
 and `Predictor(RUN)` only uses RUN/model.onnx while it matches RUN/model.safetensors.
@@ -84,7 +84,7 @@ def _torch_export(model: torch.nn.Module, x: torch.Tensor, out: Path, opset: int
             if exporter == "torchscript":
                 raise RuntimeError("skipped")
             batch = torch.export.Dim("batch", min=1, max=1024)
-            prog = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
+            prog = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["logits", "features"], dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
             prog.optimize()
             prog.save(str(out))
             return "dynamo"
@@ -93,7 +93,7 @@ def _torch_export(model: torch.nn.Module, x: torch.Tensor, out: Path, opset: int
             if exporter == "dynamo":
                 raise ValueError("ONNX export failed (" + errors[0] + ")") from None
         try:
-            torch.onnx.export(model, (x,), str(out), dynamo=False, input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset)
+            torch.onnx.export(model, (x,), str(out), dynamo=False, input_names=["input"], output_names=["logits", "features"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}}, opset_version=opset)
             return "torchscript"
         except Exception as exc:
             errors.append(f"torchscript: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -118,7 +118,10 @@ def export_onnx(run: str | Path, out: str | Path | None = None, *, opset: int = 
     x = prepare_batch(page_like_batch(2, pre.channels, pre.height, pre.width))
     tmp = out.with_name(out.stem + ".tmp.onnx")
     t0 = time.perf_counter()
-    how = _torch_export(model, x, tmp, opset, exporter)
+    from ecgvit.models import WithFeatures
+
+    # Two outputs: logits, and the pooled features the out-of-scope gate scores (ecgvit.gate).
+    how = _torch_export(WithFeatures(model).eval(), x, tmp, opset, exporter)
     secs = time.perf_counter() - t0
 
     meta = dict(lr.meta)

@@ -124,11 +124,13 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
     # Counted in 4 vertical slabs and the median kept: a scan or photo turned by a degree or two
     # would smear the baselines of a whole-width profile into one another.
     counts = []
-    for x0, x1 in _slabs(sw, 4):
-        prof = ink[:, x0:x1].mean(axis=1)
-        prof = cv2.GaussianBlur(prof[:, None], (1, 0), sigmaX=0, sigmaY=max(1.0, sh / 150)).ravel()
-        if prof.max() > 1e-3:
-            peaks, _ = find_peaks(prof, distance=max(2, sh // 25), prominence=0.3 * float(prof.max()))
+    slabs = _slabs(sw, 4)
+    prof = np.stack([ink[:, x0:x1].mean(axis=1) for x0, x1 in slabs], axis=1)  # (sh, 4): one blur for all
+    prof = cv2.GaussianBlur(prof, (1, 0), sigmaX=0.1, sigmaY=max(1.0, sh / 150))
+    for j in range(prof.shape[1]):
+        pj = prof[:, j]
+        if pj.max() > 1e-3:
+            peaks, _ = find_peaks(pj, distance=max(2, sh // 25), prominence=0.3 * float(pj.max()))
             counts.append(len(peaks))
         else:
             counts.append(0)
@@ -162,12 +164,9 @@ def _slabs(n: int, k: int) -> list[tuple[int, int]]:
 def _profile_period(profiles: list[np.ndarray], n: int, period_range: tuple[float, float] | None = None) -> tuple[float, float]:
     """(period in pixels, peak / band-median power) of the strongest repeat shared by 1-D
     profiles of length n (their power spectra are summed)."""
-    spec = np.zeros(n // 2 + 1)
-    win = np.hanning(n)
-    for p in profiles:
-        col = p.astype(np.float32)
-        col = col - cv2.GaussianBlur(col[:, None], (1, 0), sigmaX=0, sigmaY=n / 40).ravel()
-        spec += np.abs(np.fft.rfft(col * win)) ** 2
+    cols = np.stack([np.asarray(p, np.float32) for p in profiles], axis=1)  # (n, k): one blur, one FFT
+    cols = cols - cv2.GaussianBlur(cols, (1, 0), sigmaX=0.1, sigmaY=n / 40)
+    spec = (np.abs(np.fft.rfft(cols * np.hanning(n)[:, None], axis=0)) ** 2).sum(axis=1)
     f = np.arange(len(spec))
     if period_range is None:
         lo, hi = _GRID_PERIODS
