@@ -3,8 +3,11 @@
     python scripts/train_bundled.py --data ../shared/data/khan [--seed 0] [--epochs N]
 
 Trains the default recipe on every distinct page of the data folder (no validation part: the
-epoch count comes from grouped CV, see MODEL_CARD.md), then copies model.safetensors and a
-config.json (with machine-specific paths removed) into the package.
+epoch count comes from grouped CV, see MODEL_CARD.md), copies model.safetensors and a
+config.json (with machine-specific paths removed) into the package, then fits the out-of-scope
+gate there (`ecgvit calibrate`): thresholds from the training pages, the temperature from the
+out-of-fold predictions of a 5-fold CV of the same recipe (--oof; `benchmarks/khan_cv.py`
+writes it), since a model trained on every page has no held-out pages of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--out", default="runs/bundled")
+    ap.add_argument("--oof", default="runs/khan_cv/ecgvit-tiny/oof.csv", help="out-of-fold predictions of the same recipe, for the temperature")
     ap.add_argument("--no-install", action="store_true", help="train only; do not copy into the package")
     a = ap.parse_args()
     if not Path(a.data).exists():
@@ -36,7 +40,7 @@ def main() -> None:
     if out.exists():
         shutil.rmtree(out)
     t = time.time()
-    cfg = TrainConfig(epochs=a.epochs, seed=a.seed, val_fraction=0.0, patience=0)
+    cfg = TrainConfig(epochs=a.epochs, seed=a.seed, val_fraction=0.0, patience=0, gate=False)
     train(a.data, out, cfg)
     print(f"trained in {time.time() - t:.0f} s")
     if a.no_install:
@@ -53,6 +57,12 @@ def main() -> None:
     save_json(dest / "config.json", meta)
     size = (dest / "model.safetensors").stat().st_size / 1e6
     print(f"installed {BUNDLED_NAME} into {dest} ({size:.1f} MB)")
+    from ecgvit.gate import calibrate, format_calibration
+
+    oof = a.oof if Path(a.oof).exists() else None
+    if oof is None:
+        print(f"warning: {a.oof} not found: the gate's temperature stays 1 (run benchmarks/khan_cv.py first)")
+    print(format_calibration(calibrate(dest, data=a.data, oof=oof)))
 
 
 if __name__ == "__main__":

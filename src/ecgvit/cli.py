@@ -185,6 +185,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="initial weights: a local .safetensors file")
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help=f"synthetic pages per class to pretrain on first (default {d.pretrain_per_class}; 0: off; cached)")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
+    p.add_argument("--no-gate", action="store_true", help="do not fit the out-of-scope gate at the end (fit it later with `ecgvit calibrate RUN`)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(_parser=p, func=_cmd_train)
@@ -205,7 +206,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, patience=a.patience,
         balance=a.balance, augment=a.augment, val_fraction=a.val_fraction, seed=a.seed, threads=a.threads, split=a.split, fold=a.fold,
         init_weights=a.weights,
-        pretrain_per_class=a.pretrain_per_class, pretrain_epochs=a.pretrain_epochs,
+        pretrain_per_class=a.pretrain_per_class, pretrain_epochs=a.pretrain_epochs, gate=not a.no_gate,
     )
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
     pre = get_spec(a.model).preprocess(**over)

@@ -397,7 +397,7 @@ def cross_validate(
         for k in range(folds):
             run_dir = out / f"r{r}_fold{k}"
             # Fixed epochs, last epoch kept: nothing is chosen by looking at the fold being scored.
-            cfg = replace(base, split=str(split_file), fold=k, seed=base.seed + r, keep="last", patience=0)
+            cfg = replace(base, split=str(split_file), fold=k, seed=base.seed + r, keep="last", patience=0, gate=False)
             t0 = time.time()
             done = (run_dir / "config.json").exists() and json.loads((run_dir / "config.json").read_text()).get("finished")
             if not done:  # a finished fold is kept: an interrupted CV run resumes where it stopped

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -65,6 +66,9 @@ class TrainConfig:
     pretrain_per_class: int = 250
     pretrain_epochs: int = 20
     pretrain_seed: int = 100
+    # Fit the out-of-scope gate and temperature (ecgvit.gate.calibrate) when training ends, so a
+    # new run refuses what it cannot read from the start. CV folds skip it.
+    gate: bool = True
 
     def __post_init__(self) -> None:
         if self.balance not in ("sampler", "weights", "none"):
@@ -469,6 +473,15 @@ def train(
     if d.main:
         meta["finished"] = True
         save_json(run_dir / "config.json", meta)
+        if cfg.gate:
+            from ecgvit.gate import calibrate, format_calibration
+
+            try:
+                g = calibrate(run_dir, progress=False)
+                if progress:
+                    print("out-of-scope gate (ecgvit calibrate):\n  " + format_calibration(g).replace("\n", "\n  "), flush=True)
+            except Exception as exc:  # the trained model is kept whatever happens here
+                print(f"warning: no out-of-scope gate fitted ({type(exc).__name__}: {exc}); run `ecgvit calibrate {run_dir}`", file=sys.stderr)
     if d.world > 1:
         import torch.distributed as dist
 
