@@ -30,14 +30,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_run):
+def _serve(run):
     import uvicorn
 
     from ecgvit.predict import Predictor
     from ecgvit.serve import create_app
 
-    app = create_app(Predictor(tiny_run, backend="torch", threads=1), workers=2)
+    app = create_app(Predictor(run, backend="torch", threads=1), workers=2)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=srv.run, daemon=True)
@@ -47,7 +46,26 @@ def server(tiny_run):
         if time.time() > deadline or not t.is_alive():
             pytest.fail("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", srv, t
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    url, srv, t = _serve(tiny_run)
+    yield url
+    srv.should_exit = True
+    t.join(10)
+
+
+@pytest.fixture(scope="module")
+def gated_server():
+    from ecgvit.models.bundled import bundled_run
+
+    run = bundled_run()
+    if run is None:
+        pytest.skip("no bundled model (with its out-of-scope gate) in this install")
+    url, srv, t = _serve(run)
+    yield url
     srv.should_exit = True
     t.join(10)
 
@@ -82,5 +100,29 @@ def test_upload_shows_label_bars_and_heatmap(server, synth_pages):
             page.wait_for_function("document.getElementById('status').className === 'error'", timeout=15000)
             assert "not an image" in page.inner_text("#status")
             assert external == []
+        finally:
+            browser.close()
+
+
+def test_out_of_scope_page_shows_the_reason_not_bars(gated_server, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ecgvit.synth.negatives import make_negative
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    strip = tmp_path / "rhythm_strip.jpg"
+    Image.fromarray(make_negative("single_lead", np.random.default_rng(0))).save(strip, quality=85)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.goto(gated_server + "/")
+            page.set_input_files("#file", str(strip))
+            page.wait_for_function("document.getElementById('label').dataset.status === 'out_of_scope'", timeout=30000)
+            assert page.inner_text("#label") == "Can't read this page"
+            assert "single lead" in page.inner_text("#meta")
+            assert page.locator(".bar").count() == 0
+            page.screenshot(path=str(SCREENSHOT.with_name("ecgvit_out_of_scope.png")), full_page=True)
         finally:
             browser.close()
