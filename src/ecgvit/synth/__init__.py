@@ -26,10 +26,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 import zipfile
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ecgvit.synth import distort as _distort
+from ecgvit.synth.jobs import run_jobs
 from ecgvit.synth.page import DEFAULT_LAYOUT, KHAN_STYLE, LAYOUT, LAYOUTS, PageStyle, random_meta, render, template
 from ecgvit.synth.signals import CLASSES, ECG, FS, LEADS, TERRITORY_LEADS, derive_limb, simulate
 
@@ -200,13 +198,6 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _work(args: tuple[str, str, int, SynthConfig]) -> str:
-    import cv2
-
-    cv2.setNumThreads(1)
-    return _write_page(*args)
-
-
 def generate(out: str | os.PathLike[str], per_class: int = 10, seed: int = 0, distort: str = "none", fmt: str = "jpg", workers: int = 1, progress: bool = True, style: PageStyle | None = None, layout: str = DEFAULT_LAYOUT) -> str:
     """Write `per_class` pages per class under `out` (see module doc); returns a one-paragraph summary.
 
@@ -225,30 +216,8 @@ def generate(out: str | os.PathLike[str], per_class: int = 10, seed: int = 0, di
     (outp / "synth_config.json").write_text(json.dumps(cfg_d, indent=1, sort_keys=True, default=_json_default))
     jobs = [(str(outp), c, i, cfg) for c in cfg.classes for i in range(cfg.per_class)]
     total = len(jobs)
-    counts = {c: 0 for c in cfg.classes}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="page", desc="synth", disable=total < 20)
-    t0 = time.perf_counter()
-    if workers == 1:
-        template(cfg.style, cfg.layout)
-        for j in jobs:
-            counts[_write_page(*j)] += 1
-            if bar:
-                bar.update(1)
-    else:
-        # spawn, not fork: forking after torch started its thread pool can deadlock the child.
-        with ProcessPoolExecutor(max_workers=int(workers), mp_context=multiprocessing.get_context("spawn")) as ex:
-            futs = [ex.submit(_work, j) for j in jobs]
-            for f in as_completed(futs):
-                counts[f.result()] += 1
-                if bar:
-                    bar.update(1)
-    dt = time.perf_counter() - t0
-    if bar:
-        bar.close()
+    template(cfg.style, cfg.layout)  # drawn once here; each worker process draws its own
+    counts, dt = run_jobs(_write_page, jobs, cfg.classes, int(workers), progress, desc="synth", unit="page")
     per = ", ".join(f"{n} {c}" for c, n in counts.items())
     return (
         f"Wrote {total} synthetic ECG pages ({per}) as {fmt.upper()} in layout {layout} with distortion '{distort}' and seed {seed} "

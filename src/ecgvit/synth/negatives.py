@@ -30,10 +30,7 @@ so its bytes depend on nothing else, whatever `workers` is.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -42,7 +39,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ecgvit.synth import encode, make_page
+from ecgvit.synth.jobs import run_jobs
+from ecgvit.synth import _json_default, encode, make_page
 from ecgvit.synth.page import KHAN_STYLE, _font, blank_page
 from ecgvit.synth.signals import CLASSES, FS, LEADS, simulate
 
@@ -425,19 +423,6 @@ def _write(out: str, kind: str, index: int, seed: int, fmt: str) -> str:
     return kind
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _work(args: tuple[str, str, int, int, str]) -> str:
-    cv2.setNumThreads(1)
-    return _write(*args)
-
-
 def generate_negatives(out: str | os.PathLike[str], per_kind: int = 10, seed: int = 0, kinds: Any = NEGATIVE_KINDS, fmt: str = "jpg", workers: int = 1, progress: bool = True) -> str:
     """Write `per_kind` images of each kind under `out` (see module doc); returns a one-paragraph summary."""
     kinds = check_kinds(kinds)
@@ -457,27 +442,7 @@ def generate_negatives(out: str | os.PathLike[str], per_kind: int = 10, seed: in
     cfg = {"kinds": list(kinds), "per_kind": int(per_kind), "seed": int(seed), "format": fmt, "rng": f"SeedSequence([seed, {_KIND_OFFSET} + NEGATIVE_KINDS.index(kind), index])", "all_kinds": list(NEGATIVE_KINDS)}
     (outp / "negatives_config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
     jobs = [(str(outp), k, i, int(seed), fmt) for k in kinds for i in range(int(per_kind))]
-    counts = {k: 0 for k in kinds}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), unit="image", desc="negatives", disable=len(jobs) < 20)
-    t0 = time.perf_counter()
-    if workers == 1:
-        for j in jobs:
-            counts[_write(*j)] += 1
-            if bar:
-                bar.update(1)
-    else:
-        with ProcessPoolExecutor(max_workers=int(workers), mp_context=multiprocessing.get_context("spawn")) as ex:
-            for f in as_completed([ex.submit(_work, j) for j in jobs]):
-                counts[f.result()] += 1
-                if bar:
-                    bar.update(1)
-    dt = time.perf_counter() - t0
-    if bar:
-        bar.close()
+    counts, dt = run_jobs(_write, jobs, kinds, int(workers), progress, desc="negatives", unit="image")
     per = ", ".join(f"{n} {k}" for k, n in counts.items())
     return (
         f"Wrote {len(jobs)} out-of-scope images ({per}) as {fmt.upper()} with seed {seed} to {outp.resolve()} "
