@@ -265,10 +265,21 @@ def decode_checked(
         raise BadImageError(name, "image too large (decompression-bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
         raise BadImageError(name, f"corrupt or truncated image data ({exc})") from None
+    fmt = im.format
     im, swapped = _apply_exif_orientation(im)
     if swapped:
         w, h = h, w
     rgb = to_rgb(im, name)
+    if draft_size is not None and fmt != "JPEG":
+        # Other formats have no DCT draft: average pixel blocks down the same way (a power of
+        # two, keeping at least draft_size), so a PNG or TIFF page reaches the model at the
+        # scale a JPEG draft decode gives (the model is sensitive to the decode path), and a
+        # 10 000 px scan is not cropped and resized at full size.
+        f = 1
+        while rgb.size[0] // (2 * f) >= draft_size[0] and rgb.size[1] // (2 * f) >= draft_size[1]:
+            f *= 2
+        if f > 1:
+            rgb = rgb.reduce(f)
     rgb.info["full_size"] = (w, h)
     rgb.info["source_mode"] = source_mode
     return rgb
