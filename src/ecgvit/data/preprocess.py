@@ -75,6 +75,11 @@ def load_page_array(path: str | Path, cfg: PreprocessConfig = PreprocessConfig()
     return preprocess_image(img, cfg)
 
 
+# Part of the cache key beside the config: bump it when decoding changes what reaches the model
+# (-d2: EXIF orientation applied; non-JPEG pages block-averaged to the JPEG draft scale).
+DECODER_VERSION = "-d2"
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("ECGVIT_CACHE")
     if env:
@@ -87,7 +92,7 @@ class PageCache:
 
     def __init__(self, cfg: PreprocessConfig = PreprocessConfig(), root: str | Path | None = None):
         self.cfg = cfg
-        self.dir = Path(root or default_cache_dir()) / "preprocess" / cfg.key()
+        self.dir = Path(root or default_cache_dir()) / "preprocess" / f"{cfg.key()}{DECODER_VERSION}"
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg_file = self.dir / "config.json"
         if not cfg_file.exists():
