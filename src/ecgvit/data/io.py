@@ -98,7 +98,8 @@ def open_page(
 
     draft_size: (width, height) the caller will downsample to; for JPEGs the decoder then
     reads a 1/2, 1/4 or 1/8 DCT scale that is still at least that big, which is 2-4x faster
-    than a full decode. Size checks use the file's full size, not the draft.
+    than a full decode; other formats are block-averaged by the largest power of two that
+    keeps that size. Size checks use the file's full size, not the draft.
 
     The returned image's `info` carries "full_size" (width, height of the page, before any
     draft, after EXIF rotation) and "source_mode" (the file's PIL mode before conversion to
