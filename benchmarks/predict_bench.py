@@ -1,6 +1,10 @@
 """From 2213x1572 JPEG files on disk to labels: throughput and single-image latency.
 
-    python benchmarks/predict_bench.py [--pages 64] [--model NAME | --run RUN] [--threads T]
+    python benchmarks/predict_bench.py [--pages 64] [--model NAME | --run RUN] [--threads T] [--data DIR]
+
+Pages: generated 2213x1572 JPEGs (`ecgvit synth`, quality ~90: ~1 MB, slower to decode than a
+cart's JPEG), or with --data the first distinct real pages of a folder such as
+../shared/data/khan (~0.7 MB each).
 
 Compares PyTorch eager with ONNX Runtime for the default model (ecgvit-tiny; resnet18 while it
 is not registered, said so in the output) and for the `vit-seed` architecture (the starting
@@ -115,6 +119,7 @@ def bench_one(run: Path, files: list[str], backend: str, threads: int, batch_siz
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=64)
+    ap.add_argument("--data", default=None, help="real JPEG pages to read instead of generated ones (distinct files, sorted)")
     ap.add_argument("--model", default=None, help="registered model to measure (default: the default model)")
     ap.add_argument("--run", default=None, help="a trained run folder instead of random weights")
     ap.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
@@ -137,10 +142,27 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ecgvit_bench_"))
     try:
         t = time.perf_counter()
-        generate(tmp / "pages", per_class=max(1, a.pages // 4), seed=11, progress=False)
-        files = sorted(str(p) for p in (tmp / "pages").rglob("*.jpg"))[: a.pages]
-        print(f"{len(files)} synthetic 2213x1572 JPEG pages in {time.perf_counter() - t:.1f} s; {threads} inference threads, "
-              f"batch {a.batch_size}, torch {torch.__version__}, {os.cpu_count()} cores", flush=True)
+        if a.data:
+            from ecgvit.data.preprocess import file_md5
+
+            seen: set[str] = set()
+            files = []
+            for f in sorted(Path(a.data).rglob("*.jpg")):
+                m = file_md5(f)
+                if m not in seen:  # duplicates would be served from the OS page cache twice
+                    seen.add(m)
+                    files.append(str(f))
+            # Spread over the classes (sorted paths run class by class).
+            files = files[:: max(1, len(files) // a.pages)][: a.pages]
+            if not files:
+                sys.exit(f"{a.data}: no .jpg pages found")
+            what = f"real JPEG pages from {a.data}"
+        else:
+            generate(tmp / "pages", per_class=max(1, a.pages // 4), seed=11, progress=False)
+            files = sorted(str(p) for p in (tmp / "pages").rglob("*.jpg"))[: a.pages]
+            what = "synthetic 2213x1572 JPEG pages"
+        print(f"{len(files)} {what} ({np.mean([Path(f).stat().st_size for f in files]) / 1e6:.2f} MB each) in {time.perf_counter() - t:.1f} s; "
+              f"{threads} inference threads, batch {a.batch_size}, torch {torch.__version__}, {os.cpu_count()} cores", flush=True)
         note = ""
         if a.run:
             runs = {"main": Path(a.run)}

@@ -24,6 +24,7 @@ so `ecgvit calibrate` refits it and any answer can be traced to how its threshol
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -88,7 +89,8 @@ def _ink_mask(hi: np.ndarray) -> np.ndarray:
         return np.zeros(hi.shape, bool)
     hist = np.bincount(hi.ravel(), minlength=256)  # a uint8 percentile from its histogram: ~20x np.percentile
     paper = int(np.searchsorted(np.cumsum(hist), 0.9 * hi.size))
-    return hi < 0.45 * max(paper, 1)
+    # hi < 0.45 * paper for integer hi is hi < ceil(0.45 * paper): compared as uint8, not float64.
+    return hi < np.uint8(min(255, math.ceil(0.45 * max(paper, 1))))
 
 
 def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStructure:

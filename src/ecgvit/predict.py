@@ -181,7 +181,10 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False) -> "Loaded":
     else:
         raise BadImageError(repr(type(item).__name__), "unsupported input type (give a path, bytes, PIL image or uint8 array)")
     full = tuple(img.info.get("full_size", img.size))
-    pa: PageArray = preprocess_image(img, cfg)
+    # One array view of the page for crop detection and the structure measures (each PIL ->
+    # numpy conversion copies the page).
+    rgb = np.asarray(img) if img.mode == "RGB" else None
+    pa: PageArray = preprocess_image(img, cfg, rgb)
     sx, sy = full[0] / img.size[0], full[1] / img.size[1]
     if pa.crop is None:
         box = (0, 0, full[0], full[1])
@@ -195,7 +198,8 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False) -> "Loaded":
         from ecgvit.data.crop import find_trace_box
         from ecgvit.gate import page_structure
 
-        structure = page_structure(img, pa.crop if pa.crop is not None else find_trace_box(img))
+        src = rgb if rgb is not None else img
+        structure = page_structure(src, pa.crop if pa.crop is not None else find_trace_box(src))
     return Loaded(pa.array, box, (int(full[0]), int(full[1])), detected, img if keep_image else None, structure)
 
 

@@ -60,13 +60,21 @@ def tint_map(rgb: np.ndarray) -> np.ndarray:
 
 
 def find_trace_box(
-    img: Image.Image,
+    img: Image.Image | np.ndarray,
     fallback_box: tuple[float, float, float, float] = (0.031, 0.181, 0.982, 0.965),
     min_area_fraction: float = 0.2,
 ) -> CropResult:
-    """Locate the grid on `img` (any size; RGB) and return its bounding box in `img` pixels."""
-    w, h = img.size
+    """Locate the grid on `img` (any size; a PIL image or a uint8 RGB array) and return its
+    bounding box in `img` pixels."""
+    if isinstance(img, np.ndarray):
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 RGB array (H, W, 3), got {img.dtype} {img.shape}")
+        rgb, (h, w) = img, img.shape[:2]
+    else:
+        rgb, (w, h) = None, img.size
     if w > 4 * _DETECT_WIDTH:
+        if rgb is not None:
+            img = Image.fromarray(rgb)
         # A huge page (a 10000 px scan or PNG, which has no draft decode): shrink it to about a
         # 200 dpi page first; the tint of a grid survives area averaging at that scale, and the
         # tint map at full size would cost seconds.
@@ -84,7 +92,7 @@ def find_trace_box(
 
     # Tint first, then average it down: the mean tint of a dotted grid is the same at any scale,
     # whereas resampling the RGB first aliases the 1 mm dots away at some scale factors.
-    raw = tint_map(np.asarray(img.convert("RGB")))
+    raw = tint_map(rgb if rgb is not None else np.asarray(img.convert("RGB")))
     full_tint = raw
     scale = min(1.0, _DETECT_WIDTH / w)
     if scale < 1.0:

@@ -7,6 +7,7 @@ named `path#page=N` (1-based); a PDF page is rendered at `PDF_DPI`.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -128,6 +129,14 @@ def open_page(
     if is_pdf(head):
         return decode_pdf(str(path), name, **kw)
     try:
+        if draft_size is not None and head[:3] == b"\xff\xd8\xff" and st.st_size <= _FAST_JPEG_MAX_BYTES:
+            # A JPEG decoded at a draft scale: read the bytes once, so the fast decoder below
+            # can use them (PIL only parses the header from the same buffer).
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise BadImageError(path, f"unreadable file ({exc.strerror or exc})") from None
+            return decode_checked(lambda: Image.open(io.BytesIO(data)), name, data=data, **kw)
         return decode_checked(lambda: Image.open(path), name, **kw)
     except BadImageError as exc:
         if path.suffix.lower() == ".pdf" and exc.reason.startswith("not an image"):
@@ -221,9 +230,13 @@ def decode_checked(
     min_side: int = MIN_SIDE,
     draft_size: tuple[int, int] | None = None,
     page: int | None = None,
+    data: bytes | None = None,
 ) -> Image.Image:
     """Open (with `opener`), size-check, decode, apply EXIF orientation and convert to RGB;
     every failure a BadImageError. `page` (1-based) picks a frame of a multi-page TIFF.
+
+    data: the file's bytes, when the caller has them: a JPEG draft decode then runs in OpenCV
+    (see `_fast_jpeg_draft`), which gives the same pixels as PIL's draft ~25 % faster.
 
     Shared by files (`open_page`) and in-memory uploads (`ecgvit.predict.open_image_bytes`).
     """
@@ -258,6 +271,12 @@ def decode_checked(
         raise BadImageError(name, f"image too large: {w}x{h} = {w * h} pixels > {max_pixels} (decompression-bomb guard)")
     if min(w, h) < min_side:
         raise BadImageError(name, f"image too small: {w}x{h}, shorter side < {min_side} pixels")
+    if data is not None and draft_size is not None and page is None:
+        fast = _fast_jpeg_draft(im, data, draft_size)
+        if fast is not None:
+            fast.info["full_size"] = (w, h)
+            fast.info["source_mode"] = source_mode
+            return fast
     try:
         if draft_size is not None and im.format == "JPEG":
             im.draft("RGB", draft_size)
@@ -284,6 +303,49 @@ def decode_checked(
     rgb.info["full_size"] = (w, h)
     rgb.info["source_mode"] = source_mode
     return rgb
+
+
+# Files above this size take PIL's path (a streamed decode): no need to hold them in memory twice.
+_FAST_JPEG_MAX_BYTES = 64 << 20
+_CV2_REDUCED = {2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}
+
+
+def _fast_jpeg_draft(im: Image.Image, data: bytes, draft_size: tuple[int, int]) -> Image.Image | None:
+    """The RGB draft decode of a plain colour JPEG by OpenCV, or None to take PIL's path.
+
+    Both libraries decode with libjpeg-turbo at a 1/2, 1/4 or 1/8 DCT scale, so the pixels are
+    the same (tests/test_inputs.py checks it); OpenCV's is faster (6.9 vs 8.8 ms for a
+    2213x1572 page at 1/4 here) and hands back an array without PIL's tile machinery. Only a
+    YCbCr JPEG with no EXIF rotation comes here: grey, CMYK and rotated files take PIL's path.
+    The scale is the one PIL's own draft picks, and a size mismatch falls back to PIL.
+    """
+    if im.format != "JPEG" or im.mode != "RGB":
+        return None
+    try:
+        if im.getexif().get(0x0112, 1) not in (1, None):
+            return None
+    except Exception:
+        return None
+    full = im.size
+    try:
+        im.draft("RGB", draft_size)  # header only: sets the scale PIL would decode at
+    except Exception:
+        return None
+    # PIL's draft size at scale s is ceil(full / s), as libjpeg scales.
+    scales = [s for s in _CV2_REDUCED if im.size == (-(-full[0] // s), -(-full[1] // s))]
+    if not scales:
+        return None  # no reduction (PIL's full decode is as fast) or a scale OpenCV lacks
+    flag = _CV2_REDUCED[scales[0]]
+    import cv2
+    import numpy as np
+
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), getattr(cv2, flag) | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        return None
+    if bgr is None or bgr.ndim != 3 or (bgr.shape[1], bgr.shape[0]) != im.size:
+        return None
+    return Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 def _pdf_load_reason(exc: Exception) -> str:

@@ -50,11 +50,12 @@ def _draft_size(cfg: PreprocessConfig) -> tuple[int, int]:
     return w, h
 
 
-def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> PageArray:
-    """Crop and resize an already-decoded RGB page."""
+def preprocess_image(img: Image.Image, cfg: PreprocessConfig, rgb: np.ndarray | None = None) -> PageArray:
+    """Crop and resize an already-decoded RGB page. rgb: `np.asarray(img)`, when the caller
+    has it already (crop detection reads the pixels as an array)."""
     crop: CropResult | None = None
     if cfg.crop == "auto":
-        crop = find_trace_box(img, fallback_box=cfg.fallback_box)
+        crop = find_trace_box(img if rgb is None else rgb, fallback_box=cfg.fallback_box)
     elif cfg.crop == "box":
         l, t, r, b = cfg.fallback_box
         w, h = img.size
