@@ -126,3 +126,21 @@ def test_out_of_scope_page_shows_the_reason_not_bars(gated_server, tmp_path):
             page.screenshot(path=str(SCREENSHOT.with_name("ecgvit_out_of_scope.png")), full_page=True)
         finally:
             browser.close()
+
+
+def test_api_docs_render_offline(server):
+    """Swagger UI at /docs draws the API from this server's own files (no CDN request)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            external: list[str] = []
+            page.on("request", lambda req: None if req.url.startswith(server) or req.url.startswith(("blob:", "data:")) else external.append(req.url))
+            page.goto(server + "/docs")
+            page.wait_for_selector(".opblock-summary-path", timeout=20000)
+            paths = {p.strip() for p in page.locator(".opblock-summary-path").all_inner_texts()}
+            assert {"/predict", "/explain", "/healthz"} <= paths, paths
+            assert external == []
+        finally:
+            browser.close()

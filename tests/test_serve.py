@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 
 import pytest
@@ -49,7 +50,15 @@ def test_index_page_is_self_contained(client):
 def test_healthz_and_docs(client):
     h = client.get("/healthz").json()
     assert h["status"] == "ok" and h["classes"] == list(KHAN_CLASSES) and "resnet18" in h["model"]
-    assert client.get("/docs").status_code == 200
+    for url, script in (("/docs", "/_docs/swagger-ui-bundle.js"), ("/redoc", "/_docs/redoc.standalone.js")):
+        docs = client.get(url)
+        assert docs.status_code == 200 and script in docs.text, url
+        # Swagger UI and ReDoc come from this server, not a CDN: the pages work without internet.
+        assets = re.findall(r'(?:src|href)="(/_docs/[^"]+)"', docs.text)
+        assert script in assets and not re.search(r'(?:src|href)="https?://', docs.text), url
+        for asset in assets:
+            r = client.get(asset)
+            assert r.status_code == 200 and len(r.content) > 500, asset
     spec = client.get("/openapi.json").json()
     assert {"/predict", "/explain", "/healthz"} <= set(spec["paths"])
 

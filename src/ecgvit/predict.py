@@ -91,7 +91,8 @@ def open_image_bytes(
     kw = dict(max_pixels=max_pixels, min_side=min_side, draft_size=draft_size, page=page)
     if is_pdf(data[:1024]):
         return decode_pdf(bytes(data), name, **kw)
-    return decode_checked(lambda: Image.open(io.BytesIO(data)), name, **kw)
+    # data=: a JPEG upload takes the fast draft decode, as a JPEG file does.
+    return decode_checked(lambda: Image.open(io.BytesIO(data)), name, data=bytes(data), **kw)
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[str, Any]]]:

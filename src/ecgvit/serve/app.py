@@ -25,11 +25,13 @@ from typing import Any
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from ecgvit.data.io import BadImageError
 
 STATIC = Path(__file__).parent / "static"
 MULTIPART_SLACK = 64 * 1024  # multipart boundaries and headers around the file itself
+DOCS_ASSETS = "/_docs"  # where Swagger UI's files are served for /docs
 
 
 class _Gate:
@@ -132,7 +134,10 @@ def create_app(
         yield
         pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(
+    # fastapi-offline: /docs and /redoc from the package's own Swagger UI / ReDoc files;
+    # FastAPI's default pages load them from a CDN, which a machine without internet cannot reach.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title=title,
         version=_version(),
         description="Classify 12-lead ECG report pages (" + ", ".join(predictor.classes) + "). Images only; "
