@@ -365,3 +365,41 @@ def test_png_pages_reach_the_model_at_the_jpeg_draft_scale(tmp_path):
     assert png.size == jpg.size and png.info["full_size"] == jpg.info["full_size"] == (2213, 1572)
     a, b = load_page_array(tmp_path / "p.png", cfg).array, load_page_array(tmp_path / "p.jpg", cfg).array
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 4.0
+
+
+@pytest.mark.parametrize("size", [(2213, 1572), (1107, 786), (4426, 3144)])
+@pytest.mark.parametrize("subsampling", [0, 2])
+def test_fast_jpeg_draft_gives_pils_pixels(tmp_path, size, subsampling, monkeypatch):
+    """The OpenCV draft decode (files and uploads) is pixel-identical to PIL's draft decode, at
+    the 1/2, 1/4 and 1/8 scales a draft picks; without it the same pixels come from PIL."""
+    from ecgvit.data import io as eio
+
+    data = _bytes(_page(size), "JPEG", quality=88, subsampling=subsampling)
+    f = tmp_path / "page.jpg"
+    f.write_bytes(data)
+    calls = []
+    real = eio._fast_jpeg_draft
+    monkeypatch.setattr(eio, "_fast_jpeg_draft", lambda *a: calls.append(1) or real(*a))
+    fast = open_page(f, draft_size=(540, 380))
+    fast_upload = open_image_bytes(data, draft_size=(540, 380))
+    assert len(calls) == 2
+    ref = Image.open(io.BytesIO(data))
+    ref.draft("RGB", (540, 380))
+    ref = ref.convert("RGB")
+    assert fast.size == fast_upload.size == ref.size and fast.info["full_size"] == size
+    assert np.array_equal(np.asarray(fast), np.asarray(ref)) and np.array_equal(np.asarray(fast_upload), np.asarray(ref))
+    monkeypatch.setattr(eio, "_fast_jpeg_draft", lambda *a: None)  # PIL's own path
+    assert np.array_equal(np.asarray(open_page(f, draft_size=(540, 380))), np.asarray(ref))
+
+
+def test_fast_jpeg_draft_leaves_rotated_grey_and_cmyk_jpegs_to_pil(tmp_path):
+    from ecgvit.data.io import _fast_jpeg_draft
+
+    page = _page((1200, 856))
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    for data in (_bytes(page, "JPEG", exif=ex), _bytes(page.convert("L"), "JPEG"), _bytes(page.convert("CMYK"), "JPEG")):
+        assert _fast_jpeg_draft(Image.open(io.BytesIO(data)), data, (300, 200)) is None
+    data = _bytes(page, "JPEG")
+    assert _fast_jpeg_draft(Image.open(io.BytesIO(data)), data, (1200, 856)) is None  # no reduction asked
+    assert _fast_jpeg_draft(Image.open(io.BytesIO(data)), data, (300, 200)).size == (300, 214)

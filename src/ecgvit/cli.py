@@ -257,6 +257,7 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help="fixed epochs per fold; the last epoch is scored")
     p.add_argument("--weights", default=None, help="initial weights for every fold: a local .safetensors file (e.g. pretrained on `ecgvit synth` pages)")
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help="synthetic pretraining pages per class (0: off); done once, shared by all folds")
+    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help=f"epochs of synthetic pretraining (default {d.pretrain_epochs})")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
@@ -269,7 +270,7 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     from ecgvit.models import get_spec
 
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
-    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet)
+    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class, "pretrain_epochs": a.pretrain_epochs}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet)
     print(format_cv(s))
     print(f"cv: {Path(a.out) / 'cv.json'}")
     return 0
