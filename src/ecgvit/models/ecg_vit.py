@@ -25,8 +25,10 @@ whole model is ~0.26 GFLOP at 192x320 (0.61 M parameters with the defaults).
 Input
 -----
 Float tensor (B, in_chans, H, W): the grid-area crop (``ecgvit.data.preprocess``) as uint8,
-converted with :func:`normalize_uint8`: ``x = (255 - u8) / 255`` (ink is high, paper ~0),
-then ``(x - INK_MEAN) / INK_STD``. H must be divisible by ``n_rows * stride`` and W by
+converted by :func:`ecgvit.models.prepare_batch` to ``x = 1 - u8 / 255`` (ink is high, paper
+~0). There is no further mean/std normalisation: the first convolution has no bias and is
+followed by BatchNorm, which absorbs any affine rescaling of the input (training, export and
+prediction all use prepare_batch). H must be divisible by ``n_rows * stride`` and W by
 ``stride`` (default 192x320, stride 8 -> 4 rows x 40 time steps = 160 tokens, each token
 a 6-feature-row x 8-px (~0.125 s) slice of one printed row).
 
@@ -55,18 +57,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-# Normalisation constants used in training (inverted grid crops of the Khan pages: measured
-# mean/std 0.045/0.104 at 192x320 and 0.051/0.129 at 384x640; keep these fixed values).
-INK_MEAN = 0.05
-INK_STD = 0.13
-
-
-def normalize_uint8(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, C, H, W) page crops -> the float input RowViT expects."""
-    x = (255.0 - x.float()) / 255.0
-    return (x - INK_MEAN) / INK_STD
-
 
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0):
@@ -274,5 +264,5 @@ def count_params(model: nn.Module) -> int:
 
 if __name__ == "__main__":  # smoke test
     m = RowViT()
-    x = normalize_uint8(torch.randint(0, 256, (2, 1, 192, 320), dtype=torch.uint8))
+    x = 1.0 - torch.randint(0, 256, (2, 1, 192, 320)).float() / 255.0  # as ecgvit.models.prepare_batch
     print(m(x).shape, m.forward_features(x).shape, count_params(m), m.attention_rollout(x).shape)
