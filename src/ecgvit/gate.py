@@ -112,12 +112,15 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
         tint = tint_map(a)
     l, t = max(0, min(l, w - 1)), max(0, min(t, h - 1))
     r, b = max(l + 1, min(r, w)), max(t + 1, min(b, h))
-    hi = _max_channel(a)
     page_ink = page_tint = 0.0
     if not crop.detected:  # only the "blank page" reason needs whole-page measures
+        hi = _max_channel(a)
         page_ink = float(_ink_mask(hi).mean())
         page_tint = float(np.percentile(tint, 90))
-    ink = _ink_mask(np.ascontiguousarray(hi[t:b, l:r])).astype(np.float32)
+        hi = hi[t:b, l:r]
+    else:
+        hi = _max_channel(a[t:b, l:r])
+    ink = _ink_mask(np.ascontiguousarray(hi)).astype(np.float32)
     sh, sw = ink.shape
     # Rows of traces: a trace spends most of its time on its baseline, so each printed row is a
     # sharp peak of the per-row ink profile.
