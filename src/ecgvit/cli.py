@@ -145,14 +145,15 @@ def _cmd_models(a: argparse.Namespace) -> int:
     from ecgvit.models import count_gflops, count_params, create_model, get_spec, list_models
     from ecgvit.train import DEFAULT_MODEL
 
-    print(f"{'name':<18}{'params':>10}{'GFLOPs':>9}{'input (HxWxC)':>16}  description")
+    nw = max(len(n) for n in list_models()) + 2
+    print(f"{'name':<{nw}}{'params':>10}{'GFLOPs':>9}{'input (HxWxC)':>16}  description")
     for name in list_models():
         spec = get_spec(name)
         m = create_model(name)
         g = count_gflops(m, spec.img_size, spec.in_chans)
         size = f"{spec.img_size[0]}x{spec.img_size[1]}x{spec.in_chans}"
         star = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name:<18}{count_params(m) / 1e6:>9.2f}M{g:>9.2f}{size:>16}  {spec.description}{star}")
+        print(f"{name:<{nw}}{count_params(m) / 1e6:>9.2f}M{g:>9.2f}{size:>16}  {spec.description}{star}")
     from ecgvit.models.bundled import bundled_run, bundled_version
 
     b = bundled_run()
