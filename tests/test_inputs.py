@@ -403,3 +403,17 @@ def test_fast_jpeg_draft_leaves_rotated_grey_and_cmyk_jpegs_to_pil(tmp_path):
     data = _bytes(page, "JPEG")
     assert _fast_jpeg_draft(Image.open(io.BytesIO(data)), data, (1200, 856)) is None  # no reduction asked
     assert _fast_jpeg_draft(Image.open(io.BytesIO(data)), data, (300, 200)).size == (300, 214)
+
+
+def test_fast_jpeg_draft_failure_falls_back_to_pils_draft(tmp_path, monkeypatch):
+    """When OpenCV cannot decode after PIL's header has been set to draft, PIL's own decode
+    still runs at that draft scale and gives the same page."""
+    import cv2
+
+    data = _bytes(_page((2213, 1572)), "JPEG", quality=88)
+    f = tmp_path / "page.jpg"
+    f.write_bytes(data)
+    want = np.asarray(open_page(f, draft_size=(540, 380)))
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: None)
+    got = open_page(f, draft_size=(540, 380))
+    assert got.size == (554, 393) and np.array_equal(np.asarray(got), want)

@@ -307,7 +307,6 @@ def decode_checked(
 
 # Files above this size take PIL's path (a streamed decode): no need to hold them in memory twice.
 _FAST_JPEG_MAX_BYTES = 64 << 20
-_CV2_REDUCED = {2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}
 
 
 def _fast_jpeg_draft(im: Image.Image, data: bytes, draft_size: tuple[int, int]) -> Image.Image | None:
@@ -331,16 +330,16 @@ def _fast_jpeg_draft(im: Image.Image, data: bytes, draft_size: tuple[int, int]) 
         im.draft("RGB", draft_size)  # header only: sets the scale PIL would decode at
     except Exception:
         return None
-    # PIL's draft size at scale s is ceil(full / s), as libjpeg scales.
-    scales = [s for s in _CV2_REDUCED if im.size == (-(-full[0] // s), -(-full[1] // s))]
+    # PIL's draft size at scale s is ceil(full / s), as libjpeg scales; OpenCV has 1/2, 1/4, 1/8.
+    scales = [s for s in (2, 4, 8) if im.size == (-(-full[0] // s), -(-full[1] // s))]
     if not scales:
-        return None  # no reduction (PIL's full decode is as fast) or a scale OpenCV lacks
-    flag = _CV2_REDUCED[scales[0]]
+        return None  # no reduction: PIL's full decode is as fast
     import cv2
     import numpy as np
 
+    flag = getattr(cv2, f"IMREAD_REDUCED_COLOR_{scales[0]}") | cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), getattr(cv2, flag) | cv2.IMREAD_IGNORE_ORIENTATION)
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error:
         return None
     if bgr is None or bgr.ndim != 3 or (bgr.shape[1], bgr.shape[0]) != im.size:
