@@ -204,3 +204,26 @@ def test_synthetic_pretraining_runs_once_and_is_reused(synth_dir, cache_root, tm
     train(synth_dir, tmp_path / "b", cfg, preprocess=TINY, progress=False, cache_root=cache_root)
     assert json.loads((tmp_path / "b" / "config.json").read_text())["initial_weights"] == str(init)
     assert init.stat().st_mtime_ns == stamp  # reused, not retrained
+
+
+def test_distillation_from_a_teacher_run(trained_run, synth_dir, cache_root, tmp_path):
+    # The teacher (trained_run) held out the same grouped pages the student validates on (same
+    # seed and fraction), so it may teach; its soft labels change what the student learns.
+    cfg = quick_cfg(teacher=str(trained_run), distill_weight=0.7, distill_temperature=2.0)
+    train(synth_dir, tmp_path / "student", cfg, preprocess=TINY, progress=False, cache_root=cache_root)
+    meta = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert meta["train"]["teacher"] == str(trained_run) and meta["train"]["distill_weight"] == 0.7
+    plain = [r["train_loss"] for r in csv.DictReader(open(trained_run / "metrics.csv"))]
+    taught = [r["train_loss"] for r in csv.DictReader(open(tmp_path / "student" / "metrics.csv"))]
+    assert plain != taught  # same seed, data and batches: only the teacher's term differs
+
+
+def test_a_teacher_that_saw_the_validation_pages_is_refused(synth_dir, cache_root, tmp_path):
+    everything = tmp_path / "teacher_all"
+    train(synth_dir, everything, quick_cfg(val_fraction=0.0, epochs=1), preprocess=TINY, progress=False, cache_root=cache_root)
+    with pytest.raises(ValueError, match="leak"):
+        train(synth_dir, tmp_path / "s1", quick_cfg(teacher=str(everything)), preprocess=TINY, progress=False, cache_root=cache_root)
+    with pytest.raises(ValueError, match="preprocessing"):
+        train(synth_dir, tmp_path / "s2", quick_cfg(teacher=str(everything), val_fraction=0.0), preprocess=PreprocessConfig(height=64, width=160), progress=False, cache_root=cache_root)
+    with pytest.raises(ValueError, match="distill_weight"):
+        quick_cfg(distill_weight=1.5)

@@ -186,6 +186,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="initial weights: a local .safetensors file")
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help=f"synthetic pages per class to pretrain on first (default {d.pretrain_per_class}; 0: off; cached)")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
+    p.add_argument("--teacher", default=None, help="distil from this trained run (same classes and preprocessing, e.g. a CNN baseline)")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight, help=f"weight of the distillation loss (default {d.distill_weight})")
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help=f"softmax temperature of the distillation loss (default {d.distill_temperature})")
     p.add_argument("--no-gate", action="store_true", help="do not fit the out-of-scope gate at the end (fit it later with `ecgvit calibrate RUN`)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
     p.add_argument("--quiet", action="store_true")
@@ -208,6 +211,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         balance=a.balance, augment=a.augment, val_fraction=a.val_fraction, seed=a.seed, threads=a.threads, split=a.split, fold=a.fold,
         init_weights=a.weights,
         pretrain_per_class=a.pretrain_per_class, pretrain_epochs=a.pretrain_epochs, gate=not a.no_gate,
+        teacher=a.teacher, distill_weight=a.distill_weight, distill_temperature=a.distill_temperature,
     )
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
     pre = get_spec(a.model).preprocess(**over)
@@ -259,6 +263,9 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="initial weights for every fold: a local .safetensors file (e.g. pretrained on `ecgvit synth` pages)")
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help="synthetic pretraining pages per class (0: off); done once, shared by all folds")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help=f"epochs of synthetic pretraining (default {d.pretrain_epochs})")
+    p.add_argument("--teacher", default=None, help="distil from this trained run (same classes and preprocessing, e.g. a CNN baseline); for CV, the teacher's CV folder: each fold distils its own fold's run")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight, help=f"weight of the distillation loss (default {d.distill_weight})")
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help=f"softmax temperature of the distillation loss (default {d.distill_temperature})")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
@@ -271,7 +278,7 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     from ecgvit.models import get_spec
 
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
-    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class, "pretrain_epochs": a.pretrain_epochs}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet)
+    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class, "pretrain_epochs": a.pretrain_epochs, "teacher": a.teacher, "distill_weight": a.distill_weight, "distill_temperature": a.distill_temperature}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet)
     print(format_cv(s))
     print(f"cv: {Path(a.out) / 'cv.json'}")
     return 0

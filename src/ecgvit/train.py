@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -69,6 +69,14 @@ class TrainConfig:
     # Fit the out-of-scope gate and temperature (ecgvit.gate.calibrate) when training ends, so a
     # new run refuses what it cannot read from the start. CV folds skip it.
     gate: bool = True
+    # Knowledge distillation from a trained run (e.g. a CNN baseline) with the same classes and
+    # preprocessing: loss = (1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T), the
+    # teacher seeing the same augmented batch. In CV, a CV folder of the teacher (its
+    # r{repeat}_fold{k} run is used for each fold). The teacher must not have trained on this
+    # run's validation pages (checked).
+    teacher: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
 
     def __post_init__(self) -> None:
         if self.balance not in ("sampler", "weights", "none"):
@@ -81,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}: both must be >= 1")
         if not 0.0 <= self.val_fraction < 0.5:
             raise ValueError(f"val_fraction={self.val_fraction}: expected 0 <= f < 0.5 (0: no validation part)")
+        if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
+            raise ValueError(f"distill_weight={self.distill_weight}, distill_temperature={self.distill_temperature}: need 0 <= weight <= 1 and temperature > 0")
         if (self.split is None) != (self.fold is None):
             raise ValueError("--split and --fold go together: name the split file and the fold to validate on")
 
@@ -364,6 +374,7 @@ def train(
         raise ValueError(f"no training pages for class(es) {missing}")
     class_w = torch.tensor(counts.sum() / (n_cls * counts), dtype=torch.float32) if cfg.balance == "weights" else None
     loss_fn = nn.CrossEntropyLoss(weight=class_w, label_smoothing=cfg.label_smoothing)
+    teacher = load_teacher(cfg.teacher, pages.classes, preprocess, val_set.md5s, d.device) if cfg.teacher else None
 
     start_epoch, best_f1, best_epoch, stale = 0, -1.0, -1, 0
     if resume:
@@ -421,6 +432,12 @@ def train(
             xb, yb = xb.to(d.device), yb.to(d.device)
             logits = ddp_model(xb)
             loss = loss_fn(logits, yb)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(xb)
+                tau = cfg.distill_temperature
+                kd = F.kl_div(F.log_softmax(logits / tau, 1), F.log_softmax(t_logits / tau, 1), reduction="batchmean", log_target=True) * tau * tau
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -491,6 +508,30 @@ def train(
     return {"run": str(run_dir), **summary}
 
 
+def load_teacher(path: str, classes: list[str], preprocess: PreprocessConfig, val_md5s: Sequence[str], device: torch.device) -> nn.Module:
+    """The distillation teacher from a run folder, checked to fit this run: same classes, same
+    preprocessing (it sees the student's batches), and none of this run's validation pages among
+    its training pages (a teacher that saw them would leak their labels into the student)."""
+    from ecgvit.evaluate import load_run
+
+    lr = load_run(path)
+    if lr.classes != list(classes):
+        raise ValueError(f"teacher {path}: classes {lr.classes} differ from the data's {list(classes)}")
+    if to_dict(lr.preprocess) != to_dict(preprocess):
+        raise ValueError(f"teacher {path}: its preprocessing {to_dict(lr.preprocess)} differs from this run's {to_dict(preprocess)}")
+    pages_csv = Path(path) / "pages.csv"
+    if not pages_csv.exists():
+        raise FileNotFoundError(f"teacher {path}: no pages.csv, so it cannot be checked for leaks into the validation pages")
+    with open(pages_csv, newline="") as f:
+        seen = {row["md5"] for row in csv.DictReader(f) if row["part"] == "train"}
+    leaked = seen.intersection(val_md5s)
+    if leaked:
+        raise ValueError(f"teacher {path} trained on {len(leaked)} of this run's validation pages: distilling it would leak their labels")
+    for p in lr.model.parameters():
+        p.requires_grad_(False)
+    return lr.model.to(device).eval()
+
+
 def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, classes: list[str], d: Dist, cache_root: str | Path | None, progress: bool) -> str | None:
     """Weights of `cfg.model` pretrained on synthetic pages of the four Khan classes, cached.
 
@@ -509,7 +550,7 @@ def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, cla
         return None
     # Only what shapes the pretrained weights is in the key: every fold of a CV, and the final
     # model trained on all pages, share one pretraining.
-    shaping = {k: v for k, v in to_dict(cfg).items() if k not in ("split", "fold", "init_weights", "epochs", "patience", "keep", "threads", "seed", "val_fraction")}
+    shaping = {k: v for k, v in to_dict(cfg).items() if k not in ("split", "fold", "init_weights", "epochs", "patience", "keep", "threads", "seed", "val_fraction", "teacher", "distill_weight", "distill_temperature")}
     key = hashlib.sha1(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:8] + preprocess.key()[:8]
     root = Path(cache_root or default_cache_dir()) / "pretrain" / key
     run = root / "run"
@@ -529,7 +570,7 @@ def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, cla
             generate(pages, per_class=cfg.pretrain_per_class, seed=cfg.pretrain_seed, workers=os.cpu_count() or 1, progress=progress)
             (pages / "complete").write_text("ok\n")
         _barrier(d)
-        pre_cfg = replace(cfg, split=None, fold=None, init_weights=None, pretrain_per_class=0, epochs=cfg.pretrain_epochs, val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0, keep="last", patience=0, seed=cfg.pretrain_seed)
+        pre_cfg = replace(cfg, split=None, fold=None, init_weights=None, pretrain_per_class=0, epochs=cfg.pretrain_epochs, val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0, keep="last", patience=0, seed=cfg.pretrain_seed, teacher=None)
         train(pages, run, pre_cfg, preprocess=preprocess, resume=(run / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=IndexConfig(near_dup_bits=0))
         _barrier(d)
     return str(weights)
