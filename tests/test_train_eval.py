@@ -216,6 +216,11 @@ def test_distillation_from_a_teacher_run(trained_run, synth_dir, cache_root, tmp
     plain = [r["train_loss"] for r in csv.DictReader(open(trained_run / "metrics.csv"))]
     taught = [r["train_loss"] for r in csv.DictReader(open(tmp_path / "student" / "metrics.csv"))]
     assert plain != taught  # same seed, data and batches: only the teacher's term differs
+    # Two teachers are averaged: the same run twice teaches exactly what it teaches alone.
+    cfg2 = quick_cfg(teacher=f"{trained_run},{trained_run}", distill_weight=0.7, distill_temperature=2.0)
+    train(synth_dir, tmp_path / "student2", cfg2, preprocess=TINY, progress=False, cache_root=cache_root)
+    twice = [r["train_loss"] for r in csv.DictReader(open(tmp_path / "student2" / "metrics.csv"))]
+    assert twice == taught
 
 
 def test_a_teacher_that_saw_the_validation_pages_is_refused(synth_dir, cache_root, tmp_path):

