@@ -232,3 +232,15 @@ def test_a_teacher_that_saw_the_validation_pages_is_refused(synth_dir, cache_roo
         train(synth_dir, tmp_path / "s2", quick_cfg(teacher=str(everything), val_fraction=0.0), preprocess=PreprocessConfig(height=64, width=160), progress=False, cache_root=cache_root)
     with pytest.raises(ValueError, match="distill_weight"):
         quick_cfg(distill_weight=1.5)
+
+
+def test_a_teacher_named_by_model_is_trained_first_on_the_same_pages(synth_dir, cache_root, tmp_path):
+    run = tmp_path / "student"
+    train(synth_dir, run, quick_cfg(epochs=1, teacher="mobilenetv4_conv_small"), preprocess=TINY, progress=False, cache_root=cache_root)
+    teacher = run / "teacher-mobilenetv4_conv_small"
+    t_meta = json.loads((teacher / "config.json").read_text())
+    assert t_meta["finished"] and t_meta["train"]["model"] == "mobilenetv4_conv_small"
+    parts = lambda r: sorted((row["md5"], row["part"]) for row in csv.DictReader(open(r / "pages.csv")))  # noqa: E731
+    assert parts(teacher) == parts(run)  # same pages, same validation part
+    with pytest.raises(ValueError, match="did you mean"):
+        train(synth_dir, tmp_path / "s2", quick_cfg(teacher="mobilenetv4_conv_smal"), preprocess=TINY, progress=False, cache_root=cache_root)

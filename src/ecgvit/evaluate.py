@@ -400,8 +400,8 @@ def cross_validate(
             cfg = replace(base, split=str(split_file), fold=k, seed=base.seed + r, keep="last", patience=0, gate=False)
             if base.teacher:
                 # A teacher's CV folder stands for its run on the same repeat and fold (train()
-                # checks that it never saw this fold's pages).
-                cfg = replace(cfg, teacher=",".join(t if (Path(t) / "config.json").exists() else str(Path(t) / run_dir.name) for t in base.teacher.split(",")))
+                # checks that it never saw this fold's pages); a model name is trained per fold.
+                cfg = replace(cfg, teacher=",".join(str(Path(t) / run_dir.name) if Path(t).is_dir() and not (Path(t) / "config.json").exists() else t for t in base.teacher.split(",")))
             t0 = time.time()
             done = (run_dir / "config.json").exists() and json.loads((run_dir / "config.json").read_text()).get("finished")
             if not done:  # a finished fold is kept: an interrupted CV run resumes where it stopped

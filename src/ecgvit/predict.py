@@ -46,6 +46,7 @@ from ecgvit.data.io import (
     decode_pdf,
     is_pdf,
     open_page,
+    page_array,
     split_page,
     to_rgb,
 )
@@ -184,7 +185,7 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False) -> "Loaded":
     full = tuple(img.info.get("full_size", img.size))
     # One array view of the page for crop detection and the structure measures (each PIL ->
     # numpy conversion copies the page).
-    rgb = np.asarray(img) if img.mode == "RGB" else None
+    rgb = page_array(img) if img.mode == "RGB" else None
     pa: PageArray = preprocess_image(img, cfg, rgb)
     sx, sy = full[0] / img.size[0], full[1] / img.size[1]
     if pa.crop is None:

@@ -71,10 +71,11 @@ class TrainConfig:
     gate: bool = True
     # Knowledge distillation from a trained run (e.g. a CNN baseline) with the same classes and
     # preprocessing: loss = (1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T), the
-    # teacher seeing the same augmented batch. Several runs, comma-separated, teach together
-    # (their probabilities averaged). In CV, a CV folder of the teacher (its r{repeat}_fold{k}
-    # run is used for each fold). A teacher must not have trained on this run's validation
-    # pages (checked).
+    # teacher seeing the same augmented batch. A teacher is a trained run folder, or a
+    # registered model name: that model is then trained first with this recipe on the same
+    # pages (into RUN/teacher-NAME). Several, comma-separated, teach together (probabilities
+    # averaged). In CV, a CV folder of the teacher (its r{repeat}_fold{k} run is used for each
+    # fold). A teacher must not have trained on this run's validation pages (checked).
     teacher: str | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
@@ -375,8 +376,9 @@ def train(
         raise ValueError(f"no training pages for class(es) {missing}")
     class_w = torch.tensor(counts.sum() / (n_cls * counts), dtype=torch.float32) if cfg.balance == "weights" else None
     loss_fn = nn.CrossEntropyLoss(weight=class_w, label_smoothing=cfg.label_smoothing)
+    teacher_runs = [train_teacher(t, data, run_dir, cfg, preprocess, progress, cache_root, index_cfg) for t in cfg.teacher.split(",")] if cfg.teacher else []
     with torch.random.fork_rng(devices=[]):  # building a teacher must not move the student's random stream
-        teachers = [load_teacher(t, pages.classes, preprocess, val_set.md5s, d.device) for t in cfg.teacher.split(",")] if cfg.teacher else []
+        teachers = [load_teacher(t, pages.classes, preprocess, val_set.md5s, d.device) for t in teacher_runs]
 
     start_epoch, best_f1, best_epoch, stale = 0, -1.0, -1, 0
     if resume:
@@ -508,6 +510,30 @@ def train(
         if d.owner:
             dist.destroy_process_group()
     return {"run": str(run_dir), **summary}
+
+
+def train_teacher(teacher: str, data: str | Path, run_dir: Path, cfg: TrainConfig, preprocess: PreprocessConfig, progress: bool, cache_root: str | Path | None, index_cfg: Any) -> str:
+    """A teacher's run folder: `teacher` itself when it is one, else (a model name) that model
+    trained with this run's recipe, pages and split into RUN/teacher-NAME (kept and reused;
+    resumed after an interruption)."""
+    from ecgvit.models import list_models
+
+    if (Path(teacher) / "config.json").exists():
+        return teacher
+    if teacher not in list_models():
+        import difflib
+
+        close = difflib.get_close_matches(teacher, list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (give a trained run folder or a registered model name: `ecgvit models`)"
+        raise ValueError(f"teacher {teacher!r}: neither a trained run folder nor a model name{hint}")
+    out = run_dir / f"teacher-{teacher}"
+    meta_file = out / "config.json"
+    if not (meta_file.exists() and json.loads(meta_file.read_text()).get("finished")):
+        if progress:
+            print(f"training the teacher {teacher} first ({out})", flush=True)
+        t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None)
+        train(data, out, t_cfg, preprocess=preprocess, resume=(out / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=index_cfg)
+    return str(out)
 
 
 def load_teacher(path: str, classes: list[str], preprocess: PreprocessConfig, val_md5s: Sequence[str], device: torch.device) -> nn.Module:

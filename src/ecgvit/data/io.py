@@ -305,6 +305,21 @@ def decode_checked(
     return rgb
 
 
+# Where a fast-decoded page keeps its pixels as a uint8 (H, W, 3) array (see `page_array`).
+RGB_ARRAY_KEY = "ecgvit_rgb_array"
+
+
+def page_array(img: Image.Image) -> "np.ndarray":
+    """The RGB pixels of a decoded page as a uint8 array: the array the decoder made when it
+    kept one (no copy), else `np.asarray(img)`."""
+    import numpy as np
+
+    arr = img.info.get(RGB_ARRAY_KEY)
+    if isinstance(arr, np.ndarray) and arr.shape[:2] == (img.size[1], img.size[0]) and img.mode == "RGB":
+        return arr
+    return np.asarray(img)
+
+
 # Files above this size take PIL's path (a streamed decode): no need to hold them in memory twice.
 _FAST_JPEG_MAX_BYTES = 64 << 20
 
@@ -344,7 +359,13 @@ def _fast_jpeg_draft(im: Image.Image, data: bytes, draft_size: tuple[int, int]) 
         return None
     if bgr is None or bgr.ndim != 3 or (bgr.shape[1], bgr.shape[0]) != im.size:
         return None
-    return Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    img = Image.fromarray(rgb)
+    # The same pixels as an array (read-only), for callers that work on arrays: converting the
+    # PIL image back to numpy copies the whole page again (~0.3 ms of a ~17 ms page).
+    rgb.flags.writeable = False
+    img.info[RGB_ARRAY_KEY] = rgb
+    return img
 
 
 def _pdf_load_reason(exc: Exception) -> str:
