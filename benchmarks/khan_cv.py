@@ -4,6 +4,11 @@ macro-F1 mean ± sd, accuracy mean ± sd.
 
     python benchmarks/khan_cv.py --data ../shared/data/khan [--models ecgvit-tiny,mobilenetv4_conv_small,vit-seed] [--folds 5] [--out runs/khan_cv]
 
+A model written NAME@TEACHER (teachers joined by "+") is distilled from TEACHER, e.g.
+`ecgvit-tiny@mobilenetv4_conv_small`: each fold learns from the teacher's run on the same fold,
+taken from OUT/TEACHER when that CV is finished (list the teacher first; its time is then not
+in the student's "train s/fold", which says so), else trained inside the fold.
+
 Each model runs in its own process (so its peak resident memory is its own) and its row is
 appended to OUT/table.md as soon as it is done; re-running skips finished folds.
 """
@@ -24,6 +29,8 @@ from ecgvit.models import get_spec
 a = json.loads(sys.argv[1])
 torch.set_num_threads(a["threads"])
 over = {"epochs": a["epochs"]} if a["epochs"] else {}
+if a["teacher"]:
+    over["teacher"] = a["teacher"]
 s = cross_validate(a["data"], a["out"], model=a["model"], folds=a["folds"], repeats=a["repeats"], train_overrides=over,
                    preprocess=get_spec(a["model"]).preprocess(), progress=False)
 s["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -71,24 +78,34 @@ def main() -> None:
     header = "| model | params | GFLOPs | fwd img/s | train s/fold | peak MiB | macro-F1 | accuracy | per-fold macro-F1 |\n|---|---|---|---|---|---|---|---|---|\n"
     if not table.exists():
         table.write_text(header)
-    for name in a.models.split(","):
+    for entry in a.models.split(","):
+        name, _, teacher_names = entry.partition("@")
+        teachers = []
+        for t in filter(None, teacher_names.split("+")):
+            done = (out / t / "cv.json").exists()
+            teachers.append(str(out / t) if done else t)
         spec = get_spec(name)
         m = create_model(name)
         params, gflops = count_params(m) / 1e6, count_gflops(m, spec.img_size, spec.in_chans)
         speed = forward_speed(name, a.threads)
         if not spec.trainable_here:
-            row = f"| {name} | {params:.2f} M | {gflops:.2f} | {speed:.1f} | (forward only) | | | | |\n"
+            row = f"| {entry} | {params:.2f} M | {gflops:.2f} | {speed:.1f} | (forward only) | | | | |\n"
         else:
-            args = {"data": a.data, "out": str(out / name), "model": name, "folds": a.folds, "repeats": a.repeats, "epochs": a.epochs, "threads": a.threads}
+            args = {"data": a.data, "out": str(out / entry), "model": name, "teacher": ",".join(teachers), "folds": a.folds, "repeats": a.repeats, "epochs": a.epochs, "threads": a.threads}
             r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
             if r.returncode:
                 print(r.stderr[-3000:], file=sys.stderr)
-                row = f"| {name} | {params:.2f} M | {gflops:.2f} | {speed:.1f} | failed (see stderr) | | | | |\n"
+                row = f"| {entry} | {params:.2f} M | {gflops:.2f} | {speed:.1f} | failed (see stderr) | | | | |\n"
             else:
                 s = json.loads(r.stdout.split("RESULT ", 1)[1])
                 secs = sum(f["train_seconds"] for f in s["per_fold"]) / len(s["per_fold"])
+                reused = [Path(t).name for t in teachers if Path(t).is_dir()]
+                if reused:  # the teachers' own training is in their rows
+                    secs = f"{secs:.0f} + {' + '.join(reused)}'s"
+                else:
+                    secs = f"{secs:.0f}"
                 folds = " ".join(f"{f['macro_f1']:.2f}" for f in s["per_fold"])
-                row = (f"| {name} | {params:.2f} M | {gflops:.2f} | {speed:.1f} | {secs:.0f} | {s['peak_rss_mib']:.0f} | "
+                row = (f"| {entry} | {params:.2f} M | {gflops:.2f} | {speed:.1f} | {secs} | {s['peak_rss_mib']:.0f} | "
                        f"{s['macro_f1']['mean']:.3f} ± {s['macro_f1']['sd']:.3f} | {s['accuracy']['mean']:.3f} ± {s['accuracy']['sd']:.3f} | {folds} |\n")
         with open(table, "a") as f:
             f.write(row)
