@@ -368,10 +368,12 @@ def _cmd_explain(a: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
+    from ecgvit.config import DEFAULT_OPSET
+
     p = sub.add_parser("export", help="export a run to ONNX (dynamic batch, checked against PyTorch)")
     p.add_argument("run", help="run folder (config.json + model.safetensors)")
     p.add_argument("--onnx", default=None, help="output file (default: RUN/model.onnx, used by predict automatically)")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}: GELU as one fused operator)")
     p.add_argument("--tol", type=float, default=1e-4, help="largest allowed |logit difference| to PyTorch")
     p.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto", help="auto: torch.export (dynamo), TorchScript if that fails")
     p.set_defaults(_parser=p, func=_cmd_export)

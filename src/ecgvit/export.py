@@ -1,6 +1,6 @@
 """Export a trained run to ONNX, checked against PyTorch.
 
-    ecgvit export RUN [--onnx RUN/model.onnx] [--opset 18]
+    ecgvit export RUN [--onnx RUN/model.onnx] [--opset 20]
 
 The graph takes the float input `prepare_batch` makes (N, C, H, W) with a dynamic batch axis
 and returns logits (N, classes) and the pooled features (N, D) the out-of-scope gate scores. The run's config (classes, preprocessing, model) is embedded
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ecgvit.config import DEFAULT_OPSET
 from ecgvit.predict import ONNX_META_KEY, weights_digest
 
 __all__ = ["export_onnx", "parity_check", "page_like_batch"]
@@ -100,7 +101,7 @@ def _torch_export(model: torch.nn.Module, x: torch.Tensor, out: Path, opset: int
     raise ValueError("ONNX export failed (" + "; ".join(errors) + ")")
 
 
-def export_onnx(run: str | Path, out: str | Path | None = None, *, opset: int = 18, tol: float = 1e-4, check: bool = True, exporter: str = "auto") -> dict[str, Any]:
+def export_onnx(run: str | Path, out: str | Path | None = None, *, opset: int = DEFAULT_OPSET, tol: float = 1e-4, check: bool = True, exporter: str = "auto") -> dict[str, Any]:
     """Export RUN's model to `out` (default RUN/model.onnx); returns a report (parity, sizes, timings)."""
     import onnx
 
