@@ -321,6 +321,9 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     spec = get_spec(cfg.model)
+    for t in (cfg.teacher or "").split(","):  # a mistyped teacher is said before any work is done
+        if t:
+            check_teacher(t)
     preprocess = preprocess or spec.preprocess()
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -512,20 +515,27 @@ def train(
     return {"run": str(run_dir), **summary}
 
 
+def check_teacher(teacher: str) -> str:
+    """"run" for a trained run folder, "model" for a registered model name; else a clear error."""
+    from ecgvit.models import list_models
+
+    if (Path(teacher) / "config.json").exists():
+        return "run"
+    if teacher in list_models():
+        return "model"
+    import difflib
+
+    close = difflib.get_close_matches(teacher, list_models(), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else " (give a trained run folder or a registered model name: `ecgvit models`)"
+    raise ValueError(f"teacher {teacher!r}: neither a trained run folder nor a model name{hint}")
+
+
 def train_teacher(teacher: str, data: str | Path, run_dir: Path, cfg: TrainConfig, preprocess: PreprocessConfig, progress: bool, cache_root: str | Path | None, index_cfg: Any) -> str:
     """A teacher's run folder: `teacher` itself when it is one, else (a model name) that model
     trained with this run's recipe, pages and split into RUN/teacher-NAME (kept and reused;
     resumed after an interruption)."""
-    from ecgvit.models import list_models
-
-    if (Path(teacher) / "config.json").exists():
+    if check_teacher(teacher) == "run":
         return teacher
-    if teacher not in list_models():
-        import difflib
-
-        close = difflib.get_close_matches(teacher, list_models(), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else " (give a trained run folder or a registered model name: `ecgvit models`)"
-        raise ValueError(f"teacher {teacher!r}: neither a trained run folder nor a model name{hint}")
     out = run_dir / f"teacher-{teacher}"
     meta_file = out / "config.json"
     if not (meta_file.exists() and json.loads(meta_file.read_text()).get("finished")):
