@@ -10,6 +10,10 @@ import argparse
 import difflib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ecgvit.train import TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -186,9 +190,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="initial weights: a local .safetensors file")
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help=f"synthetic pages per class to pretrain on first (default {d.pretrain_per_class}; 0: off; cached)")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
-    p.add_argument("--teacher", default=None, help="distil from this trained run, or several comma-separated (same classes and preprocessing, e.g. a CNN baseline)")
-    p.add_argument("--distill-weight", type=float, default=d.distill_weight, help=f"weight of the distillation loss (default {d.distill_weight})")
-    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help=f"softmax temperature of the distillation loss (default {d.distill_temperature})")
+    _add_distill_args(p, d)
     p.add_argument("--no-gate", action="store_true", help="do not fit the out-of-scope gate at the end (fit it later with `ecgvit calibrate RUN`)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
     p.add_argument("--quiet", action="store_true")
@@ -249,6 +251,13 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_distill_args(p: argparse.ArgumentParser, d: TrainConfig, teacher_note: str = "") -> None:
+    """--teacher, --distill-weight, --distill-temperature (train and cv)."""
+    p.add_argument("--teacher", default=None, help=f"distil from this trained run or model name, or several comma-separated (same classes and preprocessing, e.g. a CNN baseline; a model name is trained first){teacher_note}")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight, help=f"weight of the distillation loss (default {d.distill_weight})")
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help=f"softmax temperature of the distillation loss (default {d.distill_temperature})")
+
+
 def _add_cv(sub: argparse._SubParsersAction) -> None:
     from ecgvit.train import DEFAULT_MODEL, TrainConfig
 
@@ -263,9 +272,7 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="initial weights for every fold: a local .safetensors file (e.g. pretrained on `ecgvit synth` pages)")
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help="synthetic pretraining pages per class (0: off); done once, shared by all folds")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help=f"epochs of synthetic pretraining (default {d.pretrain_epochs})")
-    p.add_argument("--teacher", default=None, help="distil from this trained run, or several comma-separated (same classes and preprocessing, e.g. a CNN baseline); for CV, the teacher's CV folder: each fold distils its own fold's run")
-    p.add_argument("--distill-weight", type=float, default=d.distill_weight, help=f"weight of the distillation loss (default {d.distill_weight})")
-    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help=f"softmax temperature of the distillation loss (default {d.distill_temperature})")
+    _add_distill_args(p, d, "; for CV, the teacher's CV folder: each fold distils its own fold's run")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)

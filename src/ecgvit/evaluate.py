@@ -376,7 +376,7 @@ def cross_validate(
     from ecgvit.data.index import index_dataset
     from ecgvit.data.manifest import read_manifest, write_manifest
     from ecgvit.data.split import make_splits
-    from ecgvit.train import TrainConfig, load_pageset, predict_proba, train
+    from ecgvit.train import TrainConfig, fold_teacher, load_pageset, predict_proba, train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -399,9 +399,7 @@ def cross_validate(
             # Fixed epochs, last epoch kept: nothing is chosen by looking at the fold being scored.
             cfg = replace(base, split=str(split_file), fold=k, seed=base.seed + r, keep="last", patience=0, gate=False)
             if base.teacher:
-                # A teacher's CV folder stands for its run on the same repeat and fold (train()
-                # checks that it never saw this fold's pages); a model name is trained per fold.
-                cfg = replace(cfg, teacher=",".join(str(Path(t) / run_dir.name) if Path(t).is_dir() and not (Path(t) / "config.json").exists() else t for t in base.teacher.split(",")))
+                cfg = replace(cfg, teacher=",".join(fold_teacher(t, run_dir.name) for t in base.teacher.split(",")))
             t0 = time.time()
             done = (run_dir / "config.json").exists() and json.loads((run_dir / "config.json").read_text()).get("finished")
             if not done:  # a finished fold is kept: an interrupted CV run resumes where it stopped

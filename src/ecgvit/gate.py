@@ -122,7 +122,7 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
         hi = hi[t:b, l:r]
     else:
         hi = _max_channel(a[t:b, l:r])
-    ink = _ink_mask(np.ascontiguousarray(hi)).astype(np.float32)
+    ink = _ink_mask(hi).astype(np.float32)
     sh, sw = ink.shape
     # Rows of traces: a trace spends most of its time on its baseline, so each printed row is a
     # sharp peak of the per-row ink profile.

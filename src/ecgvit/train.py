@@ -532,6 +532,14 @@ def check_teacher(teacher: str) -> str:
     raise ValueError(f"teacher {teacher!r}: neither a trained run folder nor a model name{hint}")
 
 
+def fold_teacher(teacher: str, fold_run: str) -> str:
+    """A CV fold's teacher: a teacher's CV folder stands for its run on the same repeat and fold
+    (`fold_run`, e.g. r0_fold2; train() checks it never saw this fold's pages); a run folder or
+    a model name (trained inside the fold) is used as given."""
+    p = Path(teacher)
+    return str(p / fold_run) if p.is_dir() and not (p / "config.json").exists() else teacher
+
+
 def train_teacher(teacher: str, data: str | Path, run_dir: Path, cfg: TrainConfig, preprocess: PreprocessConfig, progress: bool, cache_root: str | Path | None, index_cfg: Any) -> str:
     """A teacher's run folder: `teacher` itself when it is one, else (a model name) that model
     trained with this run's recipe, pages and split into RUN/teacher-NAME (kept and reused;

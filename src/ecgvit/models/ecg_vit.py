@@ -258,11 +258,9 @@ class RowViT(nn.Module):
             self.train(was_training)
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 if __name__ == "__main__":  # smoke test
+    from ecgvit.models import count_params, prepare_batch
+
     m = RowViT()
-    x = 1.0 - torch.randint(0, 256, (2, 1, 192, 320)).float() / 255.0  # as ecgvit.models.prepare_batch
+    x = prepare_batch(torch.randint(0, 256, (2, 192, 320), dtype=torch.uint8))
     print(m(x).shape, m.forward_features(x).shape, count_params(m), m.attention_rollout(x).shape)
