@@ -99,3 +99,20 @@ def test_default_model_exports_at_its_real_size(tmp_path):
     run = make_run(tmp_path / "default", model=DEFAULT_MODEL, size=None)
     report = export_onnx(run)
     assert report["max_abs_logit_diff"] <= 1e-4
+
+
+def test_onnx_input_is_bit_identical_to_prepare_batch():
+    # The ONNX path builds its input with NumPy (ecgvit.data.preprocess.model_input), training
+    # and export with torch (prepare_batch): they must agree to the bit, or predictions move.
+    from ecgvit.data.preprocess import model_input
+    from ecgvit.models import prepare_batch
+
+    rng = np.random.default_rng(0)
+    for shape in [(3, 192, 320), (2, 48, 64, 3), (1, 1, 256)]:
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        a.flat[:256] = np.arange(256, dtype=np.uint8)  # every grey level
+        x, y = model_input(a), prepare_batch(a).numpy()
+        assert x.shape == y.shape and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
+        assert np.array_equal(x.view(np.uint32), y.view(np.uint32))
+    with pytest.raises(ValueError, match="uint8"):
+        model_input(np.zeros((2, 8, 8), np.float32))

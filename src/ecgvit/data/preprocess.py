@@ -81,6 +81,22 @@ def load_page_array(path: str | Path, cfg: PreprocessConfig = PreprocessConfig()
 DECODER_VERSION = "-d2"
 
 
+def model_input(arrays: np.ndarray) -> np.ndarray:
+    """uint8 pages (N, H, W) or (N, H, W, 3) -> float32 (N, C, H, W), ink high, paper ~0.
+
+    The NumPy twin of `ecgvit.models.prepare_batch` (the same IEEE operations, so the same
+    bits; a test checks it), for the ONNX Runtime path: a torch operation there would wake
+    torch's thread pool, whose threads then spin on cores the decode threads need."""
+    a = np.asarray(arrays)
+    if a.dtype != np.uint8 or a.ndim not in (3, 4):
+        raise ValueError(f"expected uint8 pages (N, H, W) or (N, H, W, C), got {a.dtype} {a.shape}")
+    x = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2)
+    x = x.astype(np.float32)
+    np.divide(x, np.float32(255.0), out=x)
+    np.subtract(np.float32(1.0), x, out=x)
+    return np.ascontiguousarray(x)
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("ECGVIT_CACHE")
     if env:
