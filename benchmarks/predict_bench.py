@@ -10,8 +10,10 @@ Compares PyTorch eager with ONNX Runtime for the default model (ecgvit-tiny; res
 is not registered, said so in the output) and for the `vit-seed` architecture (the starting
 notebook's ViT). Weights are random unless --run is given: speed does not depend on them.
 
-Throughput: all pages through `Predictor.predict` (JPEG draft decode in a thread pool running
-ahead of batched inference). Latency: one page at a time, file to label (decode + crop +
+Throughput: all pages through `Predictor.predict` as `ecgvit predict` runs them (--processes 0:
+with ONNX and 8+ batches, one worker process per core decodes and infers whole batches; else
+JPEG draft decode in a thread pool running ahead of batched inference), timed on a second call
+(the first, printed as "first call", includes starting the worker processes). Latency: one page at a time, file to label (decode + crop +
 resize + inference), p50 / p95 over --latency-n pages after a warm-up.
 """
 
@@ -73,18 +75,22 @@ def default_model() -> tuple[str, str]:
     return "resnet18", f"(default {DEFAULT_MODEL!r} not registered yet: measured resnet18 instead)"
 
 
-def bench_one(run: Path, files: list[str], backend: str, threads: int, batch_size: int, workers: int, latency_n: int) -> dict:
+def bench_one(run: Path, files: list[str], backend: str, threads: int, batch_size: int, workers: int, latency_n: int, processes: int = 0) -> dict:
     from ecgvit.predict import Predictor
 
-    pred = Predictor(run, backend=backend, threads=threads, workers=workers, batch_size=batch_size)
-    # Warm-up on the whole list: allocator, oneDNN / ORT kernels, decoder tables.
+    pred = Predictor(run, backend=backend, threads=threads, workers=workers, batch_size=batch_size, processes=processes)
+    # Warm-up on the whole list: allocator, oneDNN / ORT kernels, decoder tables, and the
+    # worker processes' start (kept for the timed call, as in a long `ecgvit predict` run).
     t0 = time.perf_counter()
     pred.predict(files)
     cold = len(files) / (time.perf_counter() - t0)
     t0, c0 = time.perf_counter(), time.process_time()
     rows = pred.predict(files)
     secs = time.perf_counter() - t0
-    cpu = time.process_time() - c0  # CPU seconds of this process's threads (not of decode processes)
+    # CPU seconds of this process's threads; unknown when worker processes did the work.
+    cpu = None if pred._pool is not None else time.process_time() - c0
+    used_processes = pred._pool[1] if pred._pool is not None else 1
+    pred.close()
     # Every page answered (a fitted gate may call some low_confidence; none may be unreadable).
     assert all(r["status"] in ("ok", "low_confidence") for r in rows), [r for r in rows if r["status"] not in ("ok", "low_confidence")][:2]
     lat = []
@@ -107,7 +113,8 @@ def bench_one(run: Path, files: list[str], backend: str, threads: int, batch_siz
         "images": len(files),
         "images_per_s": len(files) / secs,
         "cold_images_per_s": cold,
-        "cpu_ms_per_image": cpu / len(files) * 1000,
+        "cpu_ms_per_image": None if cpu is None else cpu / len(files) * 1000,
+        "processes": used_processes,
         "p50_ms": float(np.percentile(lat, 50)),
         "p95_ms": float(np.percentile(lat, 95)),
         "decode_ms": float(np.median(dec)),
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="registered model to measure (default: the default model)")
     ap.add_argument("--run", default=None, help="a trained run folder instead of random weights")
     ap.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
+    ap.add_argument("--processes", type=int, default=0, help="worker processes for the batch run (0: auto, as `ecgvit predict`; 1: threads only)")
     ap.add_argument("--workers", type=int, default=0, help="decoding threads (0: min(4, cores))")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--latency-n", type=int, default=32)
@@ -193,18 +201,28 @@ def main(argv: list[str] | None = None) -> int:
                 onnx_ok = False
             subset = files if key == "main" else files[: a.seed_pages]
             lat_n = a.latency_n if key == "main" else max(4, min(a.latency_n, a.seed_pages) // 2)
-            for backend in ("torch", "onnx") if onnx_ok else ("torch",):
+            modes = [("torch", a.batch_size, 1)] + ([("onnx", a.batch_size, a.processes)] if onnx_ok else [])
+            if key == "seed" and onnx_ok and (os.cpu_count() or 1) > 1 and a.processes != 1:
+                # The same chance for the seed: its pages split over one process per core (its
+                # few pages would never reach the automatic threshold).
+                n = os.cpu_count() or 1
+                modes.append(("onnx", max(1, len(subset) // n), n))
+            for backend, bs, procs in modes:
                 r_dir = run if backend == "torch" else onnx_dir
-                r = bench_one(r_dir, subset, backend, threads, a.batch_size, a.workers, lat_n)
+                r = bench_one(r_dir, subset, backend, threads, bs, a.workers, lat_n, processes=procs)
                 r["which"] = key
                 results.append(r)
-                print(f"  {r['model']:<14}{r['backend']:<7}{r['images_per_s']:>8.1f} img/s (first call {r['cold_images_per_s']:.1f})   p50 {r['p50_ms']:>7.1f} ms   p95 {r['p95_ms']:>7.1f} ms", flush=True)
+                how = f"{r['processes']} processes" if r["processes"] > 1 else "threads"
+                print(f"  {r['model']:<14}{r['backend']:<7}{how:<12}{r['images_per_s']:>8.1f} img/s (first call {r['cold_images_per_s']:.1f})   p50 {r['p50_ms']:>7.1f} ms   p95 {r['p95_ms']:>7.1f} ms", flush=True)
 
         print()
-        print(f"{'model':<15}{'backend':<8}{'input':>12}{'images/s':>10}{'CPU ms/img':>12}{'p50 ms':>9}{'p95 ms':>9}{'decode ms':>11}{'infer ms':>10}")
+        print(f"{'model':<15}{'backend':<8}{'batch run':>12}{'input':>12}{'images/s':>10}{'CPU ms/img':>12}{'p50 ms':>9}{'p95 ms':>9}{'decode ms':>11}{'infer ms':>10}")
         for r in results:
-            print(f"{r['model']:<15}{r['backend']:<8}{r['input']:>12}{r['images_per_s']:>10.1f}{r['cpu_ms_per_image']:>12.1f}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['decode_ms']:>11.1f}{r['infer1_ms']:>10.1f}")
-        print("(decode ms: one page, file to model input; infer ms: one page, batch of 1; CPU ms/img: process CPU time per page in the batch run)")
+            cpu = "-" if r["cpu_ms_per_image"] is None else f"{r['cpu_ms_per_image']:.1f}"
+            how = f"{r['processes']} procs" if r["processes"] > 1 else "threads"
+            print(f"{r['model']:<15}{r['backend']:<8}{how:>12}{r['input']:>12}{r['images_per_s']:>10.1f}{cpu:>12}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['decode_ms']:>11.1f}{r['infer1_ms']:>10.1f}")
+        print("(decode ms: one page, file to model input; infer ms: one page, batch of 1; CPU ms/img: process CPU time per page in the\n"
+              " batch run, '-' when worker processes did it; first call: includes starting the worker processes)")
         best = {k: max((r for r in results if r["which"] == k), key=lambda r: r["images_per_s"]) for k in {r["which"] for r in results}}
         main_r = best["main"]
         print()

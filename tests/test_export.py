@@ -116,3 +116,38 @@ def test_onnx_input_is_bit_identical_to_prepare_batch():
         assert np.array_equal(x.view(np.uint32), y.view(np.uint32))
     with pytest.raises(ValueError, match="uint8"):
         model_input(np.zeros((2, 8, 8), np.float32))
+
+
+def test_worker_processes_give_the_same_rows_in_order(onnx_run, synth_pages, tmp_path):
+    run, _ = onnx_run
+    bad = tmp_path / "not_a_page.jpg"
+    bad.write_bytes(b"this is not a JPEG")
+    items = [str(p) for p in synth_pages] + [str(bad)] + [str(p) for p in synth_pages[::-1]]
+    ref = Predictor(run, batch_size=2).predict(items)
+    pred = Predictor(run, batch_size=2, processes=2)
+    try:
+        rows = pred.predict(items)
+        assert pred._pool is not None and pred._pool[1] == 2  # whole batches ran in 2 processes
+        assert rows == ref  # same rows, same order, the bad file in its place
+        assert [r["path"] for r in rows] == items and rows[len(synth_pages)]["status"] == "bad"
+        assert pred.predict(items[:3]) == ref[:3]  # the pool is kept and reused
+        arrays = [pred.load(p).array for p in synth_pages]
+        pred.close()
+        assert pred._pool is None
+        pred.predict(arrays)  # not files: decode threads, no pool started
+        assert pred._pool is None
+    finally:
+        pred.close()
+    with pytest.raises(ValueError, match="processes=-1"):
+        Predictor(run, processes=-1)
+
+
+def test_cli_predict_processes_flag(onnx_run, synth_pages, tmp_path, capsys):
+    run, _ = onnx_run
+    outs = {}
+    for n in (1, 2):
+        out = tmp_path / f"p{n}.csv"
+        assert main(["predict", str(run), *map(str, synth_pages), "--batch-size", "1", "--processes", str(n), "--out", str(out), "--quiet"]) == 0
+        outs[n] = out.read_text()
+    capsys.readouterr()
+    assert outs[1] == outs[2] and outs[1].count("\n") == len(synth_pages) + 1

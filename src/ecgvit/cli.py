@@ -324,6 +324,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: half the cores, the rest decode; measured best on 2 cores)")
     p.add_argument("--workers", type=int, default=0, help="decoding threads running ahead of inference (0: min(4, cores))")
+    p.add_argument("--processes", type=int, default=0, help="worker processes, each decoding and inferring whole batches (0: one per core from 8 batches of files up, with an ONNX model; 1: threads only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(_parser=p, func=_cmd_predict)
 
@@ -337,7 +338,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     # Decoding runs in `workers` threads beside inference: on 2 cores one inference thread gave
     # 15% more pages/s than two (benchmarks/predict_bench.py --threads 1 vs 2).
     threads = a.threads or max(1, (os.cpu_count() or 2) // 2)
-    rows, summary = predict_files(model, paths, out=a.out, explain_dir=a.explain, onnx=a.onnx, backend=a.backend, batch_size=a.batch_size, threads=threads, workers=a.workers, progress=not a.quiet)
+    rows, summary = predict_files(model, paths, out=a.out, explain_dir=a.explain, onnx=a.onnx, backend=a.backend, batch_size=a.batch_size, threads=threads, workers=a.workers, processes=a.processes, progress=not a.quiet)
     print(format_table(rows, summary))
     if a.out:
         print(f"predictions: {a.out}")

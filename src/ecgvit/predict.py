@@ -241,6 +241,14 @@ class Predictor:
         run's weights, else PyTorch), "torch" or "onnx".
     threads: intra-op threads for PyTorch / ONNX Runtime (0: library default).
     workers: decoding threads that run ahead of inference (0: min(4, cores)).
+    processes: for lists of files with an ONNX model, worker processes that each run the
+        whole pipeline (decode, crop, gate measures, inference on one thread) on whole
+        batches: ~8 % more pages/s than threads on 2 cores. 1 (default): never, decode
+        threads feed one inference; 0: auto, one per core from PROCESS_MIN_BATCHES batches
+        up (what `ecgvit predict` uses); N: N processes. Results are identical either way.
+        The pool starts once (~0.5 s), is kept for later calls and ends with `close()` or
+        at exit. Workers are spawned, so they import your script's main module: a script
+        that uses processes needs the usual `if __name__ == "__main__":` guard.
     """
 
     def __init__(
@@ -252,31 +260,37 @@ class Predictor:
         threads: int = 0,
         batch_size: int = 16,
         workers: int = 0,
+        processes: int = 1,
         max_pixels: int = 100_000_000,
         min_side: int = MIN_SIDE,
     ):
-        from ecgvit.evaluate import LoadedRun
-
         if backend not in ("auto", "torch", "onnx"):
             raise ValueError(f"backend={backend!r}: expected 'auto', 'torch' or 'onnx'")
         self.threads = int(threads)
         self.batch_size = max(1, int(batch_size))
         self.workers = int(workers) or min(4, os.cpu_count() or 1)
+        if int(processes) < 0:
+            raise ValueError(f"processes={processes}: expected 0 (auto), 1 (none) or more")
+        self.processes = int(processes)
+        self._pool: Any = None  # (ProcessPoolExecutor, its size, batch size)
         self.max_pixels = max_pixels
         self.min_side = min_side
         self.run: Path | None = None
-        self._loaded: LoadedRun | None = None
+        self._loaded: Any = None  # ecgvit.evaluate.LoadedRun once the PyTorch weights are loaded
         self._ort = None
         self._lock = threading.Lock()
         self._explain_lock = threading.Lock()
         self._explain_model = None
-        if self.threads > 0:
-            import torch
 
-            torch.set_num_threads(self.threads)
-
-        if isinstance(model, LoadedRun):
+        # A LoadedRun exists only once ecgvit.evaluate (and torch) is imported: an ONNX-only
+        # predictor, e.g. in a worker process, never pays for importing torch.
+        evaluate = sys.modules.get("ecgvit.evaluate")
+        if evaluate is not None and isinstance(model, evaluate.LoadedRun):
             self._loaded = model
+            if self.threads > 0:
+                import torch
+
+                torch.set_num_threads(self.threads)
             self.run = Path(model.path)
             self.meta = model.meta
         elif model is not None and str(model).lower().endswith(".onnx") and not Path(model).is_dir():
@@ -327,6 +341,10 @@ class Predictor:
         if self._loaded is None:
             if self.run is None:
                 raise ValueError("this needs the PyTorch weights: pass the RUN folder, not only the .onnx file")
+            if self.threads > 0:  # set here: an ONNX-only predictor never imports torch
+                import torch
+
+                torch.set_num_threads(self.threads)
             self._loaded = load_run(self.run)
         return self._loaded
 
@@ -444,10 +462,15 @@ class Predictor:
         return rows
 
     def iter_batches(self, items: Iterable[Any], batch_size: int | None = None, workers: int | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Yield result rows batch by batch, in input order; decoding runs ahead in threads."""
+        """Yield result rows batch by batch, in input order; decoding runs ahead in threads,
+        or (long lists of files, ONNX) whole batches run in worker processes."""
         bs = max(1, batch_size or self.batch_size)
         nw = max(1, workers or self.workers)
         items = list(items)
+        nproc = self._process_count(items, bs)
+        if nproc > 1:
+            yield from self._iter_batches_processes(items, bs, nproc)
+            return
         names = [str(it) if isinstance(it, (str, Path)) else f"<input {i}>" for i, it in enumerate(items)]
         rows: list[dict[str, Any] | None] = []
         ok: list[tuple[int, Loaded]] = []
@@ -510,6 +533,67 @@ class Predictor:
                     fut.cancel()
                 ex.shutdown(wait=False, cancel_futures=True)
 
+    # -- worker processes
+
+    def _process_count(self, items: list[Any], bs: int) -> int:
+        """How many worker processes a call gets (1: none; see `processes`)."""
+        if self._ort is None or self.processes == 1:
+            return 1
+        if not all(isinstance(it, (str, Path)) for it in items):
+            return 1  # bytes, images and arrays would have to be pickled across; threads it is
+        if self.processes > 1:
+            return self.processes
+        cores = os.cpu_count() or 1
+        return cores if cores > 1 and len(items) >= PROCESS_MIN_BATCHES * bs else 1
+
+    def _worker_args(self, bs: int) -> tuple[Any, ...]:
+        return (str(self.run) if self.run is not None else None, str(self.onnx_path), bs, self.max_pixels, self.min_side)
+
+    def _process_pool(self, n: int, bs: int) -> Any:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with self._lock:
+            if self._pool is not None and self._pool[1:] != (n, bs):
+                self.close()
+            if self._pool is None:
+                # spawn, not fork: this process may hold ONNX Runtime / OpenMP thread pools,
+                # which a forked child would inherit in an undefined state.
+                ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=self._worker_args(bs))
+                self._pool = (ex, n, bs)
+            return self._pool[0]
+
+    def _iter_batches_processes(self, items: list[Any], bs: int, n: int) -> Iterator[list[dict[str, Any]]]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        ex = self._process_pool(n, bs)
+        chunks = [[str(p) for p in items[i : i + bs]] for i in range(0, len(items), bs)]
+        pending: deque = deque()
+        it = iter(chunks)
+        try:
+            for c in it:  # keep 2 batches per process in flight: enough to never idle, little to cancel
+                pending.append(ex.submit(_worker_batch, c))
+                if len(pending) >= 2 * n:
+                    break
+            while pending:
+                rows = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(ex.submit(_worker_batch, nxt))
+                yield rows
+        except BrokenProcessPool:
+            self._pool = None
+            raise RuntimeError("a prediction worker process died (out of memory?); the rows written so far are complete: rerun the rest with processes=1 / --processes 1") from None
+        finally:
+            for f in pending:  # an interrupted run stops its queued batches
+                f.cancel()
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (they are also stopped when Python exits)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool[0].shutdown(wait=True, cancel_futures=True)
+
     def predict(self, items: Any, batch_size: int | None = None) -> list[dict[str, Any]]:
         """Label one input or a list of them (paths, PIL images, uint8 arrays, bytes).
 
@@ -558,6 +642,23 @@ class Predictor:
             img.save(out, format="PNG")
             info["heatmap"] = str(out)
         return img, info
+
+
+# Worker processes: each holds one Predictor (one inference thread, no decode threads; cores
+# are shared by the processes instead, which measured ~9 % more pages/s than threads on 2 cores,
+# the GIL-held parts of cropping and gating no longer waiting for each other).
+PROCESS_MIN_BATCHES = 8
+_WORKER: "Predictor | None" = None
+
+
+def _worker_init(run: str | None, onnx: str, bs: int, max_pixels: int, min_side: int) -> None:
+    global _WORKER
+    _WORKER = Predictor(run, onnx=onnx, backend="onnx", threads=1, workers=1, processes=1, batch_size=bs, max_pixels=max_pixels, min_side=min_side)
+
+
+def _worker_batch(paths: list[str]) -> list[dict[str, Any]]:
+    assert _WORKER is not None, "worker not initialised"
+    return [r for b in _WORKER.iter_batches(paths, batch_size=len(paths), workers=1) for r in b]
 
 
 def _display_size(full: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -724,13 +825,16 @@ def predict_files(
     batch_size: int = 16,
     threads: int = 0,
     workers: int = 0,
+    processes: int = 1,
     progress: bool = True,
     predictor: Predictor | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The `ecgvit predict` pipeline: expand inputs, predict in batches, write as it goes."""
+    """The `ecgvit predict` pipeline: expand inputs, predict in batches, write as it goes.
+
+    processes: see `Predictor` (the CLI passes 0, auto)."""
     if not paths:
         raise ValueError("no images given: ecgvit predict RUN PATH... (files, folders or globs)")
-    pred = predictor or Predictor(model, onnx=onnx, backend=backend, threads=threads, batch_size=batch_size, workers=workers)
+    pred = predictor or Predictor(model, onnx=onnx, backend=backend, threads=threads, batch_size=batch_size, workers=workers, processes=processes)
     if explain_dir is not None:
         pred._load_torch()  # fail now, not after the first batch, when only an .onnx was given
     files, bad = expand_inputs(paths)
@@ -770,6 +874,8 @@ def predict_files(
         summary["complete"] = complete
         if writer:
             writer.close(summary, complete=complete)
+        if predictor is None:
+            pred.close()
     return rows, summary
 
 
