@@ -6,7 +6,7 @@ Trains the default recipe, distilled from a CNN teacher (`--teacher`, trained fi
 same recipe on the same pages), on every distinct page of the data folder (no validation part: the
 epoch count comes from grouped CV, see MODEL_CARD.md), copies model.safetensors and a
 config.json (with machine-specific paths removed) into the package, then fits the out-of-scope
-gate there (`ecgvit calibrate`): thresholds from the training pages, the temperature from the
+gate there (`ecgvit calibrate`) and exports model.onnx beside it (`ecgvit export`): thresholds from the training pages, the temperature from the
 out-of-fold predictions of a 5-fold CV of the same recipe (--oof; `benchmarks/khan_cv.py`
 writes it), since a model trained on every page has no held-out pages of its own.
 """
@@ -73,6 +73,13 @@ def main() -> None:
     if oof is None:
         print(f"warning: {a.oof} not found: the gate's temperature stays 1 (run benchmarks/khan_cv.py first)")
     print(format_calibration(calibrate(dest, data=a.data, oof=oof)))
+    # Shipped beside the weights, so `ecgvit predict` runs ONNX Runtime out of the box (it checks
+    # the file was exported from these very weights, else it falls back to PyTorch and says so).
+    from ecgvit.export import export_onnx
+
+    rep = export_onnx(dest)
+    onnx_mb = (dest / "model.onnx").stat().st_size / 1e6
+    print(f"exported {dest / 'model.onnx'} ({onnx_mb:.1f} MB, opset {rep['opset']}, parity {rep['max_abs_logit_diff']:.1e})")
 
 
 if __name__ == "__main__":

@@ -41,3 +41,20 @@ def test_bundled_predictions_are_deterministic(tmp_path):
     np.testing.assert_array_equal(p1.argmax(1), p2.argmax(1))
     np.testing.assert_allclose(p1, p2, atol=1e-6)
     assert p1.shape == (4, 4) and np.allclose(p1.sum(1), 1, atol=1e-5)
+
+
+def test_bundled_model_runs_on_its_shipped_onnx(tmp_path):
+    # The package ships model.onnx beside the weights, so `ecgvit predict` runs ONNX Runtime
+    # out of the box; it must come from these very weights and answer as PyTorch does.
+    from ecgvit.predict import Predictor
+    from ecgvit.synth import generate
+
+    generate(tmp_path / "pages", per_class=1, seed=11, progress=False)
+    paths = sorted(str(p) for p in (tmp_path / "pages").rglob("*.jpg"))
+    fast = Predictor(bundled_run())
+    assert fast.backend == "onnx" and fast.gate is not None
+    ref = Predictor(bundled_run(), backend="torch")
+    for a, b in zip(fast.predict(paths), ref.predict(paths)):
+        assert (a["status"], a["label"]) == (b["status"], b["label"])
+        for k, v in b["probabilities"].items():
+            assert a["probabilities"][k] == pytest.approx(v, abs=1e-5)
