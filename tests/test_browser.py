@@ -59,7 +59,7 @@ def server(tiny_run):
 
 @pytest.fixture(scope="module")
 def gated_server():
-    from ecgvit.models.bundled import bundled_run
+    from ecgvit.bundled import bundled_run
 
     run = bundled_run()
     if run is None:

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ecgvit.models.bundled import bundled_run
+from ecgvit.bundled import bundled_run
 
 pytestmark = pytest.mark.skipif(bundled_run() is None, reason="no bundled model in this checkout (scripts/train_bundled.py makes it)")
 
@@ -58,3 +58,23 @@ def test_bundled_model_runs_on_its_shipped_onnx(tmp_path):
         assert (a["status"], a["label"]) == (b["status"], b["label"])
         for k, v in b["probabilities"].items():
             assert a["probabilities"][k] == pytest.approx(v, abs=1e-5)
+
+
+def test_predict_with_the_shipped_onnx_never_imports_torch(tmp_path):
+    # Importing torch costs ~1.2 s: `ecgvit predict page.jpg` (and every worker process) with an
+    # ONNX model must not pay it. Checked in a fresh interpreter.
+    import subprocess
+    import sys
+
+    from ecgvit.synth import generate
+
+    generate(tmp_path / "pages", per_class=1, seed=5, progress=False)
+    page = str(sorted((tmp_path / "pages").rglob("*.jpg"))[0])
+    code = (
+        "import sys\nfrom ecgvit.cli import main\n"
+        f"assert main(['predict', {page!r}, '--quiet']) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "1 inputs: 1" in r.stdout

@@ -133,7 +133,7 @@ def test_low_confidence_and_feature_distance_decisions():
 
 
 def test_bundled_model_ships_a_gate():
-    from ecgvit.models.bundled import bundled_run
+    from ecgvit.bundled import bundled_run
 
     run = bundled_run()
     if run is None:

@@ -151,7 +151,7 @@ def test_interrupted_run_keeps_finished_batches(tiny_run, synth_pages, tmp_path,
 
 
 def test_cli_without_a_model_uses_the_bundled_one_or_says_so(synth_pages, synth_dir, capsys, monkeypatch):
-    import ecgvit.models.bundled as bundled
+    import ecgvit.bundled as bundled
 
     if bundled.bundled_run() is not None:
         # `ecgvit predict page.jpg` answers with the model shipped in the package.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ecgvit.train import TrainConfig
+    from ecgvit.config import TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -147,7 +147,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_models(a: argparse.Namespace) -> int:
     from ecgvit.models import count_gflops, count_params, create_model, get_spec, list_models
-    from ecgvit.train import DEFAULT_MODEL
+    from ecgvit.config import DEFAULT_MODEL
 
     nw = max(len(n) for n in list_models()) + 2
     print(f"{'name':<{nw}}{'params':>10}{'GFLOPs':>9}{'input (HxWxC)':>16}  description")
@@ -158,7 +158,7 @@ def _cmd_models(a: argparse.Namespace) -> int:
         size = f"{spec.img_size[0]}x{spec.img_size[1]}x{spec.in_chans}"
         star = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name:<{nw}}{count_params(m) / 1e6:>9.2f}M{g:>9.2f}{size:>16}  {spec.description}{star}")
-    from ecgvit.models.bundled import bundled_run, bundled_version
+    from ecgvit.bundled import bundled_run, bundled_version
 
     b = bundled_run()
     print(f"\nbundled model: {bundled_version() + ' at ' + str(b) if b else 'none in this install (scripts/train_bundled.py makes it)'}")
@@ -166,7 +166,7 @@ def _cmd_models(a: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from ecgvit.train import DEFAULT_MODEL, TrainConfig
+    from ecgvit.config import DEFAULT_MODEL, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model (grouped validation, early stopping, resumable, torchrun-ready)")
@@ -259,7 +259,7 @@ def _add_distill_args(p: argparse.ArgumentParser, d: TrainConfig, teacher_note: 
 
 
 def _add_cv(sub: argparse._SubParsersAction) -> None:
-    from ecgvit.train import DEFAULT_MODEL, TrainConfig
+    from ecgvit.config import DEFAULT_MODEL, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("cv", help="repeated grouped stratified k-fold cross-validation")
@@ -413,7 +413,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     from ecgvit.serve import serve
 
     if a.run is None:
-        from ecgvit.models.bundled import bundled_run
+        from ecgvit.bundled import bundled_run
 
         a.run = bundled_run()
         if a.run is None:

@@ -805,7 +805,7 @@ def split_model_and_paths(inputs: Sequence[str], onnx: str | None = None) -> tup
         return inputs[0], inputs[1:]
     if onnx is None:
         # No model named: the one shipped inside the package, when this install has it.
-        from ecgvit.models.bundled import bundled_run
+        from ecgvit.bundled import bundled_run
 
         bundled = bundled_run()
         if bundled is None:

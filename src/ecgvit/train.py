@@ -38,66 +38,9 @@ from torch import nn
 from ecgvit import __version__
 from ecgvit.config import PreprocessConfig, from_dict, save_json, to_dict
 
-DEFAULT_MODEL = "ecgvit-tiny"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    model: str = DEFAULT_MODEL
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: int = 3
-    label_smoothing: float = 0.1
-    balance: str = "sampler"  # "sampler": class-balanced sampling; "weights": weighted loss; "none"
-    augment: str = "ecg"  # "ecg": small affine, blur, contrast, noise; "none"
-    val_fraction: float = 0.15  # grouped hold-out when no split file is given; 0: train on all, keep the last epoch
-    patience: int = 12  # epochs without a better validation macro-F1 before stopping; 0: never stop early
-    # "best": keep the epoch with the best validation macro-F1; "last": keep the last epoch. CV uses
-    # "last" with patience 0, because picking an epoch on the fold being scored would flatter it.
-    keep: str = "best"
-    seed: int = 0
-    threads: int = 0  # torch intra-op threads; 0 = all cores
-    split: str | None = None
-    fold: int | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    init_weights: str | None = None  # a local .safetensors file to start from (never a hub download)
-    # Pretraining on synthetic pages (`ecgvit synth`) before the real ones: pages per class and
-    # epochs (0 pages: off). Done once per (model, preprocessing, these settings) and cached.
-    pretrain_per_class: int = 250
-    pretrain_epochs: int = 20
-    pretrain_seed: int = 100
-    # Fit the out-of-scope gate and temperature (ecgvit.gate.calibrate) when training ends, so a
-    # new run refuses what it cannot read from the start. CV folds skip it.
-    gate: bool = True
-    # Knowledge distillation from a trained run (e.g. a CNN baseline) with the same classes and
-    # preprocessing: loss = (1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T), the
-    # teacher seeing the same augmented batch. A teacher is a trained run folder, or a
-    # registered model name: that model is then trained first with this recipe on the same
-    # pages (into RUN/teacher-NAME). Several, comma-separated, teach together (probabilities
-    # averaged). In CV, a CV folder of the teacher (its r{repeat}_fold{k} run is used for each
-    # fold). A teacher must not have trained on this run's validation pages (checked).
-    teacher: str | None = None
-    distill_weight: float = 0.5
-    distill_temperature: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.balance not in ("sampler", "weights", "none"):
-            raise ValueError(f"balance={self.balance!r}: expected 'sampler', 'weights' or 'none'")
-        if self.keep not in ("best", "last"):
-            raise ValueError(f"keep={self.keep!r}: expected 'best' or 'last'")
-        if self.augment not in ("ecg", "none"):
-            raise ValueError(f"augment={self.augment!r}: expected 'ecg' or 'none'")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}: both must be >= 1")
-        if not 0.0 <= self.val_fraction < 0.5:
-            raise ValueError(f"val_fraction={self.val_fraction}: expected 0 <= f < 0.5 (0: no validation part)")
-        if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
-            raise ValueError(f"distill_weight={self.distill_weight}, distill_temperature={self.distill_temperature}: need 0 <= weight <= 1 and temperature > 0")
-        if (self.split is None) != (self.fold is None):
-            raise ValueError("--split and --fold go together: name the split file and the fold to validate on")
-
+# The training config lives in ecgvit.config (no torch there: the CLI builds its options from it
+# without importing torch); re-exported here, where it is used.
+from ecgvit.config import DEFAULT_MODEL, TrainConfig  # noqa: E402,F401
 
 # --- data -----------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The model shipped inside the package, so `ecgvit predict page.jpg` answers without training.
 
-Made by scripts/train_bundled.py from the Khan & Hussain pages (see MODEL_CARD.md).
+Made by scripts/train_bundled.py from the Khan & Hussain pages (see MODEL_CARD.md). Kept out of
+ecgvit.models, which imports torch: `ecgvit predict` with the shipped ONNX model never needs it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ BUNDLED_NAME = "ecgvit-tiny-khan"
 
 
 def bundled_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "weights" / BUNDLED_NAME
+    return Path(__file__).resolve().parent / "weights" / BUNDLED_NAME
 
 
 def bundled_run() -> Path | None:
