@@ -246,7 +246,7 @@ class Predictor:
         batches: ~8 % more pages/s than threads on 2 cores. 1 (default): never, decode
         threads feed one inference; 0: auto, one per core from PROCESS_MIN_BATCHES batches
         up (what `ecgvit predict` uses); N: N processes. Results are identical either way.
-        The pool starts once (~0.5 s), is kept for later calls and ends with `close()` or
+        The pool starts once (~1 s), is kept for later calls and ends with `close()` or
         at exit. Workers are spawned, so they import your script's main module: a script
         that uses processes needs the usual `if __name__ == "__main__":` guard.
     """
