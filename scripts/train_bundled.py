@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ecgvit.config import save_json
-from ecgvit.models.bundled import BUNDLED_NAME, bundled_dir
+from ecgvit.bundled import BUNDLED_NAME, bundled_dir
 from ecgvit.train import TrainConfig, train
 
 # A CNN trained the same way, distilled into the ViT: 5-fold CV macro-F1 0.875 and 0.865 in two

@@ -492,8 +492,9 @@ class Predictor:
             ex = None
         else:
             spec = self._spec()
-            # Threads, not processes: measured on 2 cores, decode processes gave no more pages/s
-            # (72.5 vs 74: the cores are simply busy) and cost ~1 s to start.
+            # Decode threads feeding one inference. Processes that only decode gave no more
+            # pages/s (72.5 vs 74 on 2 cores, PyTorch then); processes that run whole batches,
+            # inference included, do (~8-12 %): that is `processes`, above.
             ex = ThreadPoolExecutor(max_workers=nw, thread_name_prefix="ecgvit-decode")
             window = max(2 * bs, 2 * nw)
             pending: deque = deque()
