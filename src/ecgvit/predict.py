@@ -243,7 +243,7 @@ class Predictor:
     workers: decoding threads that run ahead of inference (0: min(4, cores)).
     processes: for lists of files with an ONNX model, worker processes that each run the
         whole pipeline (decode, crop, gate measures, inference on one thread) on whole
-        batches: ~8 % more pages/s than threads on 2 cores. 1 (default): never, decode
+        batches: ~8-12 % more pages/s than threads on 2 cores. 1 (default): never, decode
         threads feed one inference; 0: auto, one per core from PROCESS_MIN_BATCHES batches
         up (what `ecgvit predict` uses); N: N processes. Results are identical either way.
         The pool starts once (~1 s), is kept for later calls and ends with `close()` or
@@ -646,7 +646,7 @@ class Predictor:
 
 
 # Worker processes: each holds one Predictor (one inference thread, no decode threads; cores
-# are shared by the processes instead, which measured ~9 % more pages/s than threads on 2 cores,
+# are shared by the processes instead, which measured ~8-12 % more pages/s than threads on 2 cores,
 # the GIL-held parts of cropping and gating no longer waiting for each other).
 PROCESS_MIN_BATCHES = 8
 _WORKER: "Predictor | None" = None
