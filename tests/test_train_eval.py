@@ -184,6 +184,20 @@ def test_grouped_cross_validation(synth_dir, cache_root, tmp_path):
     oof = list(csv.DictReader(open(tmp_path / "cv" / "oof.csv")))
     assert len({r["path"] for r in oof}) == 24
     assert (tmp_path / "cv" / "cv.json").exists() and (tmp_path / "cv" / "folds.csv").exists()
+    over = {"epochs": 1, "batch_size": 8, "warmup_epochs": 1, "threads": 2, "pretrain_per_class": 0}
+    # Rerun into the same folder: finished folds are reused only when trained the same way.
+    again = cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, train_overrides=over, preprocess=TINY, cache_root=cache_root, progress=False)
+    assert [f["macro_f1"] for f in again["per_fold"]] == [f["macro_f1"] for f in s["per_fold"]]
+    split_before = (tmp_path / "cv" / "splits_r0.csv").read_bytes()
+    with pytest.raises(ValueError, match="another split"):  # seed 1 would also assign other folds
+        cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, train_overrides={**over, "seed": 1}, preprocess=TINY, cache_root=cache_root, progress=False)
+    with pytest.raises(ValueError, match="other settings.*seed=0, asked 1"):  # same folds, other training seed
+        cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, train_overrides={**over, "seed": 1}, preprocess=TINY, cache_root=cache_root, progress=False, split_seed=0)
+    assert (tmp_path / "cv" / "splits_r0.csv").read_bytes() == split_before  # refused calls change nothing
+    # Another training seed on the same folds (split_seed kept): identical fold assignment.
+    other = cross_validate(synth_dir, tmp_path / "cv_s1", model=MODEL, folds=2, train_overrides={**over, "seed": 1}, preprocess=TINY, cache_root=cache_root, progress=False, split_seed=0)
+    assert other["split_seed"] == 0 and other["train"]["seed"] == 1
+    assert (tmp_path / "cv_s1" / "splits_r0.csv").read_bytes() == (tmp_path / "cv" / "splits_r0.csv").read_bytes()
 
 
 def test_training_on_every_page_keeps_the_last_epoch(synth_dir, cache_root, tmp_path):

@@ -273,7 +273,8 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help="synthetic pretraining pages per class (0: off); done once, shared by all folds")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help=f"epochs of synthetic pretraining (default {d.pretrain_epochs})")
     _add_distill_args(p, d, "; for CV, the teacher's CV folder: each fold distils its own fold's run")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="training seed (repeat r uses seed + r)")
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the fold assignment (default: --seed); keep it and change --seed to retrain on the same folds with other random draws")
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
@@ -285,7 +286,7 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     from ecgvit.models import get_spec
 
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
-    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class, "pretrain_epochs": a.pretrain_epochs, "teacher": a.teacher, "distill_weight": a.distill_weight, "distill_temperature": a.distill_temperature}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet)
+    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class, "pretrain_epochs": a.pretrain_epochs, "teacher": a.teacher, "distill_weight": a.distill_weight, "distill_temperature": a.distill_temperature}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet, split_seed=a.split_seed)
     print(format_cv(s))
     print(f"cv: {Path(a.out) / 'cv.json'}")
     return 0

@@ -15,6 +15,7 @@ import csv
 import html
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgvit.config import save_json
+from ecgvit.config import save_json, to_dict
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -360,6 +361,15 @@ balanced accuracy {m['balanced_accuracy']:.3f}, ECE {m['ece']:.3f}. Intervals: {
 # --- cross-validation -----------------------------------------------------------------------
 
 
+def _same_setting(a: Any, b: Any) -> bool:
+    """Two recorded settings agree; paths (a teacher's run, initial weights) by the file they name."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str):
+        return all(os.path.exists(x) for x in a.split(",") + b.split(",")) and [os.path.realpath(x) for x in a.split(",")] == [os.path.realpath(x) for x in b.split(",")]
+    return False
+
+
 def cross_validate(
     data: str | Path,
     out: str | Path,
@@ -370,8 +380,14 @@ def cross_validate(
     preprocess=None,
     cache_root: str | Path | None = None,
     progress: bool = True,
+    split_seed: int | None = None,
 ) -> dict[str, Any]:
-    """Repeated grouped stratified k-fold: one training per (repeat, fold), scored on its fold."""
+    """Repeated grouped stratified k-fold: one training per (repeat, fold), scored on its fold.
+
+    Repeat r assigns folds with seed split_seed + r and trains with seed + r (the training
+    seed is TrainConfig.seed, from train_overrides). split_seed defaults to that seed; giving
+    the same split_seed with another seed retrains on the very same folds with other random
+    draws, which is how two recipes (or one recipe twice) are compared fairly."""
     from ecgvit.config import SplitConfig
     from ecgvit.data.index import index_dataset
     from ecgvit.data.manifest import read_manifest, write_manifest
@@ -393,7 +409,15 @@ def cross_validate(
     t_all = time.time()
     for r in range(repeats):
         split_file = out / f"splits_r{r}.csv"
-        make_splits(manifest, SplitConfig(folds=folds, seed=base.seed + r), out=split_file)
+        fresh = out / f"splits_r{r}.new.csv"
+        make_splits(manifest, SplitConfig(folds=folds, seed=(base.seed if split_seed is None else split_seed) + r), out=fresh)
+        started = any((out / f"r{r}_fold{k}" / "pages.csv").exists() for k in range(folds))
+        if started and split_file.exists() and split_file.read_bytes() != fresh.read_bytes():
+            fresh.unlink()
+            fresh.with_suffix(".json").unlink(missing_ok=True)
+            raise ValueError(f"{out} holds folds of another split ({split_file}; other --split-seed, --folds or data): give another --out")
+        os.replace(fresh, split_file)
+        os.replace(fresh.with_suffix(".json"), split_file.with_suffix(".json"))
         for k in range(folds):
             run_dir = out / f"r{r}_fold{k}"
             # Fixed epochs, last epoch kept: nothing is chosen by looking at the fold being scored.
@@ -401,7 +425,16 @@ def cross_validate(
             if base.teacher:
                 cfg = replace(cfg, teacher=",".join(fold_teacher(t, run_dir.name) for t in base.teacher.split(",")))
             t0 = time.time()
-            done = (run_dir / "config.json").exists() and json.loads((run_dir / "config.json").read_text()).get("finished")
+            saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+            done = bool(saved.get("finished"))
+            if done:  # reused only if it was trained the way this call asks
+                want = to_dict(cfg)
+                # The split file's content was checked above, whatever its path; threads change no result.
+                differ = sorted(k for k, v in saved.get("train", {}).items() if k in want and k not in ("split", "threads") and not _same_setting(want[k], v))
+                if differ:
+                    was = saved["train"]
+                    what = ", ".join(f"{k}={was[k]!r}, asked {want[k]!r}" for k in differ)
+                    raise ValueError(f"{run_dir} was trained with other settings ({what}): give another --out")
             if not done:  # a finished fold is kept: an interrupted CV run resumes where it stopped
                 train(manifest, run_dir, cfg, preprocess=preprocess, resume=(run_dir / "resume.pt").exists(), progress=progress, cache_root=cache_root)
             secs = time.time() - t0
@@ -428,7 +461,7 @@ def cross_validate(
         w.writerow(["repeat", "fold", "path", "label", *[f"p_{c}" for c in classes]])
         for r, k, p, yi, pr in oof:
             w.writerow([r, k, p, classes[yi], *[f"{v:.5f}" for v in pr]])
-    summary: dict[str, Any] = {"folds": folds, "repeats": repeats, "model": base.model, "train": {k: v for k, v in vars(base).items()}, "seconds": round(time.time() - t_all, 1)}
+    summary: dict[str, Any] = {"folds": folds, "repeats": repeats, "split_seed": base.seed if split_seed is None else split_seed, "model": base.model, "train": {k: v for k, v in vars(base).items()}, "seconds": round(time.time() - t_all, 1)}
     for key in ("accuracy", "macro_f1", "balanced_accuracy", "ece"):
         vals = np.array([row[key] for row in fold_rows])
         summary[key] = {"mean": float(vals.mean()), "sd": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
