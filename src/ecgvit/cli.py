@@ -323,7 +323,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", default=None, help="run this exported model with ONNX Runtime (default: RUN/model.onnx when it matches the weights)")
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0: half the cores, the rest decode; measured best on 2 cores)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads of the thread path (0: half the cores, the rest decode; measured best on 2 cores); each worker process uses one")
     p.add_argument("--workers", type=int, default=0, help="decoding threads running ahead of inference (0: min(4, cores))")
     p.add_argument("--processes", type=int, default=0, help="worker processes, each decoding and inferring whole batches (0: one per core from 8 batches of files up, with an ONNX model; 1: threads only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
