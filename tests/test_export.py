@@ -102,8 +102,8 @@ def test_default_model_exports_at_its_real_size(tmp_path):
 
 
 def test_onnx_input_is_bit_identical_to_prepare_batch():
-    # The ONNX path builds its input with NumPy (ecgvit.data.preprocess.model_input), training
-    # and export with torch (prepare_batch): they must agree to the bit, or predictions move.
+    # The ONNX path feeds model_input's NumPy array, training and export prepare_batch's tensor
+    # (built on it): they must agree to the bit, or predictions move between backends.
     from ecgvit.data.preprocess import model_input
     from ecgvit.models import prepare_batch
 

@@ -336,8 +336,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     model, paths = split_model_and_paths(a.inputs, onnx=a.onnx)
     import os
 
-    # Decoding runs in `workers` threads beside inference: on 2 cores one inference thread gave
-    # 15% more pages/s than two (benchmarks/predict_bench.py --threads 1 vs 2).
+    # Decoding runs in `workers` threads beside inference (or in worker processes, one inference
+    # thread each): one inference thread leaves the other core to decoding. Once the ONNX input
+    # stopped going through torch, one and two threads measured the same pages/s on 2 cores.
     threads = a.threads or max(1, (os.cpu_count() or 2) // 2)
     rows, summary = predict_files(model, paths, out=a.out, explain_dir=a.explain, onnx=a.onnx, backend=a.backend, batch_size=a.batch_size, threads=threads, workers=a.workers, processes=a.processes, progress=not a.quiet)
     print(format_table(rows, summary))

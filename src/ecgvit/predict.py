@@ -287,10 +287,7 @@ class Predictor:
         evaluate = sys.modules.get("ecgvit.evaluate")
         if evaluate is not None and isinstance(model, evaluate.LoadedRun):
             self._loaded = model
-            if self.threads > 0:
-                import torch
-
-                torch.set_num_threads(self.threads)
+            self._set_torch_threads()
             self.run = Path(model.path)
             self.meta = model.meta
         elif model is not None and str(model).lower().endswith(".onnx") and not Path(model).is_dir():
@@ -341,12 +338,16 @@ class Predictor:
         if self._loaded is None:
             if self.run is None:
                 raise ValueError("this needs the PyTorch weights: pass the RUN folder, not only the .onnx file")
-            if self.threads > 0:  # set here: an ONNX-only predictor never imports torch
-                import torch
-
-                torch.set_num_threads(self.threads)
+            self._set_torch_threads()
             self._loaded = load_run(self.run)
         return self._loaded
+
+    def _set_torch_threads(self) -> None:
+        """Applied when PyTorch weights arrive, not before: an ONNX-only predictor never imports torch."""
+        if self.threads > 0:
+            import torch
+
+            torch.set_num_threads(self.threads)
 
     def _open_onnx(self, path: Path) -> None:
         import onnxruntime as ort
@@ -417,7 +418,7 @@ class Predictor:
 
         from ecgvit.models import WithFeatures, prepare_batch
 
-        x = prepare_batch(np.ascontiguousarray(arrays))
+        x = prepare_batch(arrays)
 
         model = self.torch_model
         with torch.inference_mode():

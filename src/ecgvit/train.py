@@ -36,11 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgvit import __version__
-from ecgvit.config import PreprocessConfig, from_dict, save_json, to_dict
-
-# The training config lives in ecgvit.config (no torch there: the CLI builds its options from it
-# without importing torch); re-exported here, where it is used.
-from ecgvit.config import DEFAULT_MODEL, TrainConfig  # noqa: E402,F401
+# TrainConfig and DEFAULT_MODEL live in ecgvit.config (no torch there: the CLI builds its
+# options from them without importing torch); importable from here too, where they are used.
+from ecgvit.config import DEFAULT_MODEL, PreprocessConfig, TrainConfig, from_dict, save_json, to_dict  # noqa: F401
 
 # --- data -----------------------------------------------------------------------------------
 

@@ -84,9 +84,9 @@ DECODER_VERSION = "-d2"
 def model_input(arrays: np.ndarray) -> np.ndarray:
     """uint8 pages (N, H, W) or (N, H, W, 3) -> float32 (N, C, H, W), ink high, paper ~0.
 
-    The NumPy twin of `ecgvit.models.prepare_batch` (the same IEEE operations, so the same
-    bits; a test checks it), for the ONNX Runtime path: a torch operation there would wake
-    torch's thread pool, whose threads then spin on cores the decode threads need."""
+    The one place the model input is computed (`ecgvit.models.prepare_batch` wraps it as a
+    tensor). NumPy, not torch: on the ONNX Runtime path a torch operation would wake torch's
+    thread pool, whose threads then spin on cores the decode threads need."""
     a = np.asarray(arrays)
     if a.dtype != np.uint8 or a.ndim not in (3, 4):
         raise ValueError(f"expected uint8 pages (N, H, W) or (N, H, W, C), got {a.dtype} {a.shape}")

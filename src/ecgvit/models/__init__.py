@@ -174,15 +174,14 @@ def prepare_batch(arrays: "np.ndarray | torch.Tensor") -> torch.Tensor:
     """uint8 pages (N, H, W) or (N, H, W, 3) -> float (N, C, H, W) with ink high, paper ~0.
 
     Inverting makes the zero padding of augmentation and of convolutions look like paper.
+    The arithmetic is `ecgvit.data.preprocess.model_input`'s (NumPy, which the ONNX path uses
+    without torch), so training, export and both prediction backends see the same bits.
     """
-    import numpy as np  # noqa: F401
+    from ecgvit.data.preprocess import model_input
 
-    t = torch.as_tensor(arrays)
-    if t.ndim == 3:
-        t = t.unsqueeze(1)
-    else:
-        t = t.permute(0, 3, 1, 2)
-    return 1.0 - t.float().div_(255.0)
+    if isinstance(arrays, torch.Tensor):
+        arrays = arrays.cpu().numpy()
+    return torch.from_numpy(model_input(arrays))
 
 
 class WithFeatures(nn.Module):
