@@ -45,6 +45,26 @@ def test_parity_on_real_pages_any_batch(onnx_run, synth_pages):
         assert np.abs(got - ref).max() <= 1e-4
 
 
+def test_onnx_runs_in_chunks_with_the_logits_of_one_call(onnx_run, synth_pages, monkeypatch):
+    """Predictor feeds ONNX Runtime ORT_CHUNK pages at a time (faster: the activations stay in
+    cache); any batch length, a partial last chunk included, gives what one call gives."""
+    import ecgvit.predict as predict_mod
+    from ecgvit.data.preprocess import model_input
+
+    run, _ = onnx_run
+    pred = Predictor(run, backend="onnx")
+    pages = np.stack([pred.load(p).array for p in synth_pages])
+    arrays = np.concatenate([pages, pages[::-1], pages[:3]])  # 11 pages
+    whole = pred._ort.run(None, {pred._ort_input: model_input(arrays)})
+    for chunk in (1, 4, predict_mod.ORT_CHUNK):
+        monkeypatch.setattr(predict_mod, "ORT_CHUNK", chunk)
+        logits, feats = pred.infer_logits(arrays, features=True)
+        assert logits.shape == whole[0].shape and feats.shape == whole[1].shape
+        assert np.abs(logits - whole[0]).max() <= 1e-5 and np.abs(feats - whole[1]).max() <= 1e-5
+        only, none = pred.infer_logits(arrays)
+        assert none is None and np.array_equal(only, logits)
+
+
 def test_predict_uses_onnx_alone_and_beside_the_run(onnx_run, synth_pages):
     run, _ = onnx_run
     auto = Predictor(run)

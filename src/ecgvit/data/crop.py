@@ -194,7 +194,11 @@ def _grid_box(level: np.ndarray, edge_map: np.ndarray, k: int, min_area_fraction
     closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (kc, kc)))
     # Remove specks (coloured text, logos) that are not part of a large grid.
     closed = cv2.morphologyEx(closed, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (kc, kc)))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    # 16-bit labels when they cannot overflow (8-connected components need a background pixel
+    # between them, so at most one per 2x2 cell): ~1/3 faster, the same components.
+    cells = ((closed.shape[0] + 1) // 2) * ((closed.shape[1] + 1) // 2)
+    ltype = cv2.CV_16U if cells < 65535 else cv2.CV_32S
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8, ltype=ltype)
     if n <= 1:
         return "no grid region"
     best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
