@@ -72,7 +72,9 @@ def test_predict_with_the_shipped_onnx_never_imports_torch(tmp_path):
     page = str(sorted((tmp_path / "pages").rglob("*.jpg"))[0])
     code = (
         "import sys\nfrom ecgvit.cli import main\n"
-        f"assert main(['predict', {page!r}, '--quiet']) == 0\n"
+        # 0: answered with confidence; 1: answered, but not confidently. Either run read the
+        # page; which one depends on the shipped weights, not on what is tested here.
+        f"assert main(['predict', {page!r}, '--quiet']) in (0, 1)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -132,6 +132,19 @@ def test_low_confidence_and_feature_distance_decisions():
     assert "6x2" in gate.structure_reason(six)
 
 
+def test_reasons_never_print_a_value_equal_to_its_limit():
+    # A top probability of 0.789 against a threshold of 0.7916 must not read "0.79 < 0.79".
+    gate = Gate(GateConfig(periodicity_min=11.6, ink_min=0.001, rows_min=3, rows_max=5, confidence_threshold=0.7916))
+    p = 0.789
+    logits = np.log(np.array([[p, 1 - p]]))
+    v = gate.assess([PageStructure(True, 100.0, 4, 0.02, 0.03, 10.0)], logits, None)
+    assert v[0]["status"] == "low_confidence"
+    assert "top probability 0.789 < 0.792" in v[0]["reason"]
+    faint = PageStructure(True, 11.5, 4, 0.02, 0.03, 10.0)
+    assert "grid regularity 11.5 < 11.6" in gate.structure_reason(faint)
+    assert "grid regularity 3 < 12" in gate.structure_reason(PageStructure(True, 3.0, 4, 0.02, 0.03, 10.0))
+
+
 def test_bundled_model_ships_a_gate():
     from ecgvit.bundled import bundled_run
 

@@ -163,6 +163,16 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
     )
 
 
+def _apart(value: float, limit: float, digits: int) -> tuple[str, str]:
+    """`value` and `limit` printed with `digits` decimals, or more where that would print them
+    alike (a reason must not read "0.79 < 0.79")."""
+    for d in range(digits, digits + 6):
+        a, b = f"{value:.{d}f}", f"{limit:.{d}f}"
+        if a != b:
+            return a, b
+    return a, b
+
+
 def _slabs(n: int, k: int) -> list[tuple[int, int]]:
     edges = np.linspace(0, n, k + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
@@ -292,7 +302,8 @@ class Gate:
         if out_of_range and s.trace_rows in _LAYOUT_NAMES:
             return self._layout_reason(s.trace_rows)
         if s.grid_periodicity < c.periodicity_min:
-            return f"no regular ECG grid found (grid regularity {s.grid_periodicity:.0f} < {c.periodicity_min:.0f})"
+            got, limit = _apart(s.grid_periodicity, c.periodicity_min, 0)
+            return f"no regular ECG grid found (grid regularity {got} < {limit})"
         if s.trace_rows == 0 or s.ink_fraction < c.ink_min:
             return "grid without traces (blank grid)"
         if out_of_range:
@@ -319,9 +330,11 @@ class Gate:
             reason = self.structure_reason(st) if st is not None else None
             status = "out_of_scope" if reason else "ok"
             if status == "ok" and np.isfinite(dist[i]) and dist[i] > c.distance_max:
-                status, reason = "out_of_scope", f"unlike the pages this model was trained on (feature distance {dist[i]:.1f} > {c.distance_max:.1f})"
+                got, limit = _apart(dist[i], c.distance_max, 1)
+                status, reason = "out_of_scope", f"unlike the pages this model was trained on (feature distance {got} > {limit})"
             if status == "ok" and conf < c.confidence_threshold:
-                status, reason = "low_confidence", f"model unsure: top probability {conf:.2f} < {c.confidence_threshold:.2f}"
+                got, limit = _apart(conf, c.confidence_threshold, 2)
+                status, reason = "low_confidence", f"model unsure: top probability {got} < {limit}"
             out.append({
                 "status": status,
                 "reason": reason or "",
