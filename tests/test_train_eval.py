@@ -250,10 +250,14 @@ def test_a_teacher_that_saw_the_validation_pages_is_refused(synth_dir, cache_roo
 
 def test_a_teacher_named_by_model_is_trained_first_on_the_same_pages(synth_dir, cache_root, tmp_path):
     run = tmp_path / "student"
-    train(synth_dir, run, quick_cfg(epochs=1, teacher="mobilenetv4_conv_small"), preprocess=TINY, progress=False, cache_root=cache_root)
+    train(synth_dir, run, quick_cfg(epochs=2, teacher="mobilenetv4_conv_small", teacher_epochs=1), preprocess=TINY, progress=False, cache_root=cache_root)
     teacher = run / "teacher-mobilenetv4_conv_small"
     t_meta = json.loads((teacher / "config.json").read_text())
     assert t_meta["finished"] and t_meta["train"]["model"] == "mobilenetv4_conv_small"
+    # The teacher trains for its own epoch count (the shipped recipe: 40 for the CNN, 60 for the ViT).
+    assert t_meta["train"]["epochs"] == 1 and json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+    with pytest.raises(ValueError, match="teacher_epochs=0"):
+        quick_cfg(teacher="mobilenetv4_conv_small", teacher_epochs=0)
     parts = lambda r: sorted((row["md5"], row["part"]) for row in csv.DictReader(open(r / "pages.csv")))  # noqa: E731
     assert parts(teacher) == parts(run)  # same pages, same validation part
     with pytest.raises(ValueError, match="did you mean"):

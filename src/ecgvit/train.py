@@ -492,7 +492,7 @@ def train_teacher(teacher: str, data: str | Path, run_dir: Path, cfg: TrainConfi
     if not (meta_file.exists() and json.loads(meta_file.read_text()).get("finished")):
         if progress:
             print(f"training the teacher {teacher} first ({out})", flush=True)
-        t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None)
+        t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None, epochs=cfg.teacher_epochs or cfg.epochs, teacher_epochs=None)
         train(data, out, t_cfg, preprocess=preprocess, resume=(out / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=index_cfg)
     return str(out)
 
