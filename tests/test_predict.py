@@ -154,8 +154,9 @@ def test_cli_without_a_model_uses_the_bundled_one_or_says_so(synth_pages, synth_
     import ecgvit.bundled as bundled
 
     if bundled.bundled_run() is not None:
-        # `ecgvit predict page.jpg` answers with the model shipped in the package.
-        assert main(["predict", str(synth_pages[0]), "--quiet"]) == 0
+        # `ecgvit predict page.jpg` answers with the model shipped in the package (exit 0 when
+        # the answer is confident, 1 when it is labelled but low-confidence: the weights decide).
+        assert main(["predict", str(synth_pages[0]), "--quiet"]) in (0, 1)
         assert "1 labelled" in capsys.readouterr().out
     monkeypatch.setattr(bundled, "bundled_run", lambda: None)
     assert main(["predict", str(synth_pages[0])]) == 2
