@@ -18,7 +18,7 @@ import pytest
 
 from ecgvit.config import PreprocessConfig
 from ecgvit.evaluate import _confusion, _scores_from_confusion, compute_metrics, cross_validate, evaluate, load_run
-from ecgvit.train import DEFAULT_MODEL, TrainConfig, predict_proba, train
+from ecgvit.train import DEFAULT_MODEL, TrainConfig, predict_proba, train, train_teacher
 
 # Tiny inputs keep every training in these tests to seconds on 2 cores.
 TINY = PreprocessConfig(height=64, width=128)
@@ -258,6 +258,11 @@ def test_a_teacher_named_by_model_is_trained_first_on_the_same_pages(synth_dir, 
     assert t_meta["train"]["epochs"] == 1 and json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
     with pytest.raises(ValueError, match="teacher_epochs=0"):
         quick_cfg(teacher="mobilenetv4_conv_small", teacher_epochs=0)
+    # Kept and reused while it was trained the same way; refused, not silently reused, otherwise.
+    same = quick_cfg(epochs=2, teacher="mobilenetv4_conv_small", teacher_epochs=1)
+    assert train_teacher("mobilenetv4_conv_small", synth_dir, run, same, TINY, False, cache_root, None) == str(teacher)
+    with pytest.raises(ValueError, match="other settings"):
+        train_teacher("mobilenetv4_conv_small", synth_dir, run, quick_cfg(epochs=2, teacher="mobilenetv4_conv_small", teacher_epochs=3), TINY, False, cache_root, None)
     parts = lambda r: sorted((row["md5"], row["part"]) for row in csv.DictReader(open(r / "pages.csv")))  # noqa: E731
     assert parts(teacher) == parts(run)  # same pages, same validation part
     with pytest.raises(ValueError, match="did you mean"):

@@ -483,17 +483,26 @@ def fold_teacher(teacher: str, fold_run: str) -> str:
 
 def train_teacher(teacher: str, data: str | Path, run_dir: Path, cfg: TrainConfig, preprocess: PreprocessConfig, progress: bool, cache_root: str | Path | None, index_cfg: Any) -> str:
     """A teacher's run folder: `teacher` itself when it is one, else (a model name) that model
-    trained with this run's recipe, pages and split into RUN/teacher-NAME (kept and reused;
-    resumed after an interruption)."""
+    trained with this run's recipe (for `teacher_epochs`), pages and split into RUN/teacher-NAME
+    (kept and reused while it was trained with the same settings; resumed after an interruption)."""
     if check_teacher(teacher) == "run":
         return teacher
     out = run_dir / f"teacher-{teacher}"
+    t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None, epochs=cfg.teacher_epochs or cfg.epochs, teacher_epochs=None)
     meta_file = out / "config.json"
-    if not (meta_file.exists() and json.loads(meta_file.read_text()).get("finished")):
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    was, want = meta.get("train", {}), to_dict(t_cfg)
+    # Settings a run recorded (one made before a setting existed is compared on the rest); threads change no result.
+    differ = sorted(k for k in want if k in was and k != "threads" and was[k] != want[k])
+    if differ:
+        what = ", ".join(f"{k}={was[k]!r}, asked {want[k]!r}" for k in differ)
+        raise ValueError(f"{out} was trained with other settings ({what}): remove it or give another --out")
+    if not meta.get("finished"):
         if progress:
             print(f"training the teacher {teacher} first ({out})", flush=True)
-        t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None, epochs=cfg.teacher_epochs or cfg.epochs, teacher_epochs=None)
         train(data, out, t_cfg, preprocess=preprocess, resume=(out / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=index_cfg)
+    elif progress:
+        print(f"teacher {teacher}: reusing {out}", flush=True)
     return str(out)
 
 
