@@ -170,7 +170,7 @@ class LoadedRun:
 
 def load_run(run: str | Path) -> LoadedRun:
     """A trained model from RUN/ (config.json + model.safetensors), in eval mode."""
-    from ecgvit.models import create_model, load_weights
+    from ecgvit.models import create_model, get_spec, load_weights
 
     run = Path(run)
     cfg_file = run / "config.json"
@@ -180,6 +180,10 @@ def load_run(run: str | Path) -> LoadedRun:
     m = meta["model"]
     model = create_model(m["name"], num_classes=len(meta["classes"]), img_size=tuple(m["img_size"]), in_chans=m["in_chans"], **m.get("kwargs", {}))
     load_weights(model, run / "model.safetensors")
+    if get_spec(m["name"]).channels_last:  # as it trained: the faster layout for its convolutions
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)
     model.eval()
     return LoadedRun(model, meta, run)
 

@@ -304,6 +304,8 @@ def train(
     if init is None and cfg.pretrain_per_class > 0 and not resume:
         init = synth_pretrained_weights(cfg, preprocess, pages.classes, d, cache_root, progress)
     model = create_model(cfg.model, num_classes=n_cls, img_size=(preprocess.height, preprocess.width), in_chans=preprocess.channels, weights=init, **cfg.model_kwargs).to(d.device)
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos" not in n and "token" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos" not in n and "token" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)

@@ -31,6 +31,10 @@ class ModelSpec:
     description: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     trainable_here: bool = True  # False: too costly to train on a 2-core CPU (forward only)
+    # Train (and teach) in channels-last memory layout: PyTorch's oneDNN convolutions run the
+    # timm CNNs 1.3-1.8x faster so here (mobilenetv4_conv_small: training step 651 vs 977 ms,
+    # forward 118 vs 212 ms, batch 32, 2 threads). The ViT's thin stem gains nothing.
+    channels_last: bool = False
 
     def preprocess(self, **overrides: Any) -> PreprocessConfig:
         h, w = self.img_size
@@ -149,7 +153,7 @@ for _arch, _desc in (
 ):
     # The default ViT's input (192x320 grey grid crop): a baseline compares architectures, not
     # resolutions, and at 256x448 resnet18 trains at ~6 img/s here (a 5-fold CV would take hours).
-    register_model(ModelSpec(_arch, _timm(_arch), (192, 320), 1, _desc))
+    register_model(ModelSpec(_arch, _timm(_arch), (192, 320), 1, _desc, channels_last=True))
 
 def _rowvit(num_classes: int, img_size: tuple[int, int], in_chans: int, **kw: Any) -> nn.Module:
     from ecgvit.models.ecg_vit import RowViT
