@@ -267,3 +267,20 @@ def test_a_teacher_named_by_model_is_trained_first_on_the_same_pages(synth_dir, 
     assert parts(teacher) == parts(run)  # same pages, same validation part
     with pytest.raises(ValueError, match="did you mean"):
         train(synth_dir, tmp_path / "s2", quick_cfg(teacher="mobilenetv4_conv_smal"), preprocess=TINY, progress=False, cache_root=cache_root)
+
+
+def test_pretrain_key_ignores_settings_that_do_not_shape_pretraining():
+    """Every CV fold, the final model and a distilled run share one cached synthetic pretraining;
+    what does shape it (the model, the pretraining size) gives another key."""
+    from dataclasses import replace
+
+    from ecgvit.models import get_spec
+    from ecgvit.train import TrainConfig, pretrain_key
+
+    base = TrainConfig()
+    pre = get_spec(base.model).preprocess()
+    same = [replace(base, epochs=7, teacher="mobilenetv4_conv_small", teacher_epochs=3, gate=False, seed=5, fold=1, split="s.csv", distill_weight=0.3)]
+    assert {pretrain_key(c, pre) for c in same} == {pretrain_key(base, pre)}
+    assert pretrain_key(replace(base, pretrain_per_class=10), pre) != pretrain_key(base, pre)
+    other = replace(base, model="mobilenetv4_conv_small")
+    assert pretrain_key(other, get_spec(other.model).preprocess()) != pretrain_key(base, pre)

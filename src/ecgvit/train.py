@@ -20,6 +20,7 @@ nccl on GPU); rank 0 alone logs and writes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -532,6 +533,18 @@ def load_teacher(path: str, classes: list[str], preprocess: PreprocessConfig, va
     return lr.model.to(device).eval()
 
 
+# Settings that do not shape the synthetic pretraining (it runs without a split, teacher, gate or
+# the real run's epochs), so runs differing only in them share one cached pretraining: every CV
+# fold, the final model, with and without a teacher.
+_NOT_PRETRAINING = ("split", "fold", "init_weights", "epochs", "patience", "keep", "threads", "seed", "val_fraction", "teacher", "teacher_epochs", "distill_weight", "distill_temperature", "gate")
+
+
+def pretrain_key(cfg: TrainConfig, preprocess: PreprocessConfig) -> str:
+    """The cache key of `cfg`'s synthetic pretraining: a digest of the settings that shape it."""
+    shaping = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_PRETRAINING}
+    return hashlib.sha1(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:8] + preprocess.key()[:8]
+
+
 def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, classes: list[str], d: Dist, cache_root: str | Path | None, progress: bool) -> str | None:
     """Weights of `cfg.model` pretrained on synthetic pages of the four Khan classes, cached.
 
@@ -539,7 +552,6 @@ def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, cla
     thousands of generated pages with the same layout and the textbook signs of each class
     teach it where to look, and fine-tuning on the real pages does the rest.
     """
-    import hashlib
 
     from ecgvit.config import KHAN_CLASSES, IndexConfig
     from ecgvit.data.preprocess import default_cache_dir
@@ -550,9 +562,7 @@ def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, cla
         return None
     # Only what shapes the pretrained weights is in the key: every fold of a CV, and the final
     # model trained on all pages, share one pretraining.
-    shaping = {k: v for k, v in to_dict(cfg).items() if k not in ("split", "fold", "init_weights", "epochs", "patience", "keep", "threads", "seed", "val_fraction", "teacher", "distill_weight", "distill_temperature")}
-    key = hashlib.sha1(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:8] + preprocess.key()[:8]
-    root = Path(cache_root or default_cache_dir()) / "pretrain" / key
+    root = Path(cache_root or default_cache_dir()) / "pretrain" / pretrain_key(cfg, preprocess)
     run = root / "run"
     weights = run / "model.safetensors"
     done = (run / "config.json").exists() and json.loads((run / "config.json").read_text()).get("finished")
@@ -570,7 +580,7 @@ def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, cla
             generate(pages, per_class=cfg.pretrain_per_class, seed=cfg.pretrain_seed, workers=os.cpu_count() or 1, progress=progress)
             (pages / "complete").write_text("ok\n")
         _barrier(d)
-        pre_cfg = replace(cfg, split=None, fold=None, init_weights=None, pretrain_per_class=0, epochs=cfg.pretrain_epochs, val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0, keep="last", patience=0, seed=cfg.pretrain_seed, teacher=None)
+        pre_cfg = replace(cfg, split=None, fold=None, init_weights=None, pretrain_per_class=0, epochs=cfg.pretrain_epochs, val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0, keep="last", patience=0, seed=cfg.pretrain_seed, teacher=None, gate=False)
         train(pages, run, pre_cfg, preprocess=preprocess, resume=(run / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=IndexConfig(near_dup_bits=0))
         _barrier(d)
     return str(weights)
