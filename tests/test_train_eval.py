@@ -237,6 +237,22 @@ def test_distillation_from_a_teacher_run(trained_run, synth_dir, cache_root, tmp
     assert twice == taught
 
 
+def test_cached_distillation_targets_are_the_teachers_view_of_the_clean_page(trained_run, synth_dir, cache_root, tmp_path):
+    # Without augmentation the batch the teacher would score online is the clean page itself, so
+    # cached targets must train the student exactly as online ones; with it, they differ.
+    losses = {}
+    for targets in ("online", "cached"):
+        for aug in ("none", "ecg"):
+            cfg = quick_cfg(teacher=str(trained_run), distill_weight=0.7, distill_targets=targets, augment=aug)
+            run = tmp_path / f"{targets}-{aug}"
+            train(synth_dir, run, cfg, preprocess=TINY, progress=False, cache_root=cache_root)
+            losses[targets, aug] = [float(r["train_loss"]) for r in csv.DictReader(open(run / "metrics.csv"))]
+    assert losses["cached", "none"] == pytest.approx(losses["online", "none"], rel=1e-4)
+    assert losses["cached", "ecg"] != pytest.approx(losses["online", "ecg"], rel=1e-4)
+    with pytest.raises(ValueError, match="distill_targets"):
+        quick_cfg(distill_targets="offline")
+
+
 def test_a_teacher_that_saw_the_validation_pages_is_refused(synth_dir, cache_root, tmp_path):
     everything = tmp_path / "teacher_all"
     train(synth_dir, everything, quick_cfg(val_fraction=0.0, epochs=1), preprocess=TINY, progress=False, cache_root=cache_root)

@@ -213,7 +213,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         balance=a.balance, augment=a.augment, val_fraction=a.val_fraction, seed=a.seed, threads=a.threads, split=a.split, fold=a.fold,
         init_weights=a.weights,
         pretrain_per_class=a.pretrain_per_class, pretrain_epochs=a.pretrain_epochs, gate=not a.no_gate,
-        teacher=a.teacher, distill_weight=a.distill_weight, distill_temperature=a.distill_temperature, teacher_epochs=a.teacher_epochs,
+        teacher=a.teacher, distill_weight=a.distill_weight, distill_temperature=a.distill_temperature, teacher_epochs=a.teacher_epochs, distill_targets=a.distill_targets,
     )
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
     pre = get_spec(a.model).preprocess(**over)
@@ -256,6 +256,7 @@ def _add_distill_args(p: argparse.ArgumentParser, d: TrainConfig, teacher_note: 
     p.add_argument("--teacher", default=None, help=f"distil from this trained run or model name, or several comma-separated (same classes and preprocessing, e.g. a CNN baseline; a model name is trained first){teacher_note}")
     p.add_argument("--distill-weight", type=float, default=d.distill_weight, help=f"weight of the distillation loss (default {d.distill_weight})")
     p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help=f"softmax temperature of the distillation loss (default {d.distill_temperature})")
+    p.add_argument("--distill-targets", choices=["online", "cached"], default=d.distill_targets, help="online: the teacher scores every augmented batch; cached: each clean page once, before training (faster)")
     p.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs, help="epochs of a teacher named by model (default: the same as --epochs; the shipped recipe: 40)")
 
 
@@ -287,7 +288,7 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     from ecgvit.models import get_spec
 
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
-    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class, "pretrain_epochs": a.pretrain_epochs, "teacher": a.teacher, "distill_weight": a.distill_weight, "distill_temperature": a.distill_temperature, "teacher_epochs": a.teacher_epochs}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet, split_seed=a.split_seed)
+    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class, "pretrain_epochs": a.pretrain_epochs, "teacher": a.teacher, "distill_weight": a.distill_weight, "distill_temperature": a.distill_temperature, "teacher_epochs": a.teacher_epochs, "distill_targets": a.distill_targets}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet, split_seed=a.split_seed)
     print(format_cv(s))
     print(f"cv: {Path(a.out) / 'cv.json'}")
     return 0

@@ -138,6 +138,11 @@ class TrainConfig:
     # Epochs of a teacher given by model name (trained first); None: the same as `epochs`. The
     # shipped recipe's CNN teacher trains for 40 while the ViT trains for 60 (MODEL_CARD.md).
     teacher_epochs: int | None = None
+    # "online": the teacher scores every augmented batch the student sees (~2 s a ViT epoch
+    # here); "cached": it scores each clean training page once before the first epoch (~1 s),
+    # and those tempered probabilities are the targets every epoch. The augmentation is mild
+    # (ecgvit.train.augment_batch), so the two targets differ little.
+    distill_targets: str = "online"
 
     def __post_init__(self) -> None:
         if self.balance not in ("sampler", "weights", "none"):
@@ -152,6 +157,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction={self.val_fraction}: expected 0 <= f < 0.5 (0: no validation part)")
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight={self.distill_weight}, distill_temperature={self.distill_temperature}: need 0 <= weight <= 1 and temperature > 0")
+        if self.distill_targets not in ("online", "cached"):
+            raise ValueError(f"distill_targets={self.distill_targets!r}: expected 'online' or 'cached'")
         if self.teacher_epochs is not None and self.teacher_epochs < 1:
             raise ValueError(f"teacher_epochs={self.teacher_epochs}: must be >= 1 (or None: the same as epochs)")
         if (self.split is None) != (self.fold is None):

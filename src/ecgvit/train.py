@@ -328,6 +328,9 @@ def train(
     teacher_runs = [train_teacher(t, data, run_dir, cfg, preprocess, progress, cache_root, index_cfg) for t in cfg.teacher.split(",")] if cfg.teacher else []
     with torch.random.fork_rng(devices=[]):  # building a teacher must not move the student's random stream
         teachers = [load_teacher(t, pages.classes, preprocess, val_set.md5s, d.device) for t in teacher_runs]
+    cached_targets = None
+    if teachers and cfg.distill_targets == "cached":  # once, on the clean training pages
+        cached_targets = torch.stack([teacher_probs(t, x_train, cfg.distill_temperature, d.device) for t in teachers]).mean(0)
 
     start_epoch, best_f1, best_epoch, stale = 0, -1.0, -1, 0
     if resume:
@@ -387,8 +390,11 @@ def train(
             loss = loss_fn(logits, yb)
             if teachers:
                 tau = cfg.distill_temperature
-                with torch.no_grad():  # the teachers' tempered probabilities, averaged
-                    t_prob = torch.stack([F.softmax(t(xb) / tau, 1) for t in teachers]).mean(0)
+                if cached_targets is not None:
+                    t_prob = cached_targets[idx].to(d.device)
+                else:
+                    with torch.no_grad():  # the teachers' tempered probabilities, averaged
+                        t_prob = torch.stack([F.softmax(t(xb) / tau, 1) for t in teachers]).mean(0)
                 kd = F.kl_div(F.log_softmax(logits / tau, 1), t_prob, reduction="batchmean") * tau * tau
                 loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kd
             opt.zero_grad(set_to_none=True)
@@ -491,7 +497,7 @@ def train_teacher(teacher: str, data: str | Path, run_dir: Path, cfg: TrainConfi
     if check_teacher(teacher) == "run":
         return teacher
     out = run_dir / f"teacher-{teacher}"
-    t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None, epochs=cfg.teacher_epochs or cfg.epochs, teacher_epochs=None)
+    t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None, epochs=cfg.teacher_epochs or cfg.epochs, teacher_epochs=None, distill_targets="online")
     meta_file = out / "config.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     was, want = meta.get("train", {}), to_dict(t_cfg)
@@ -536,7 +542,7 @@ def load_teacher(path: str, classes: list[str], preprocess: PreprocessConfig, va
 # Settings that do not shape the synthetic pretraining (it runs without a split, teacher, gate or
 # the real run's epochs), so runs differing only in them share one cached pretraining: every CV
 # fold, the final model, with and without a teacher.
-_NOT_PRETRAINING = ("split", "fold", "init_weights", "epochs", "patience", "keep", "threads", "seed", "val_fraction", "teacher", "teacher_epochs", "distill_weight", "distill_temperature", "gate")
+_NOT_PRETRAINING = ("split", "fold", "init_weights", "epochs", "patience", "keep", "threads", "seed", "val_fraction", "teacher", "teacher_epochs", "distill_weight", "distill_temperature", "distill_targets", "gate")
 
 
 def pretrain_key(cfg: TrainConfig, preprocess: PreprocessConfig) -> str:
@@ -584,6 +590,16 @@ def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, cla
         train(pages, run, pre_cfg, preprocess=preprocess, resume=(run / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=IndexConfig(near_dup_bits=0))
         _barrier(d)
     return str(weights)
+
+
+@torch.no_grad()
+def teacher_probs(model: nn.Module, arrays: np.ndarray, tau: float, device: torch.device | str = "cpu", batch_size: int = 64) -> torch.Tensor:
+    """A teacher's probabilities at temperature `tau` for uint8 pages (N, H, W[, 3]), on the CPU."""
+    from ecgvit.models import prepare_batch
+
+    model.eval()
+    out = [F.softmax(model(prepare_batch(arrays[i : i + batch_size]).to(device)) / tau, 1).cpu() for i in range(0, len(arrays), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 @torch.no_grad()
