@@ -29,8 +29,7 @@ from ecgvit.models import get_spec
 a = json.loads(sys.argv[1])
 torch.set_num_threads(a["threads"])
 over = {"epochs": a["epochs"]} if a["epochs"] else {}
-if a["teacher"]:
-    over["teacher"] = a["teacher"]
+over["teacher"] = a["teacher"] or None  # NAME alone is trained alone, whatever its default teacher
 s = cross_validate(a["data"], a["out"], model=a["model"], folds=a["folds"], repeats=a["repeats"], train_overrides=over,
                    preprocess=get_spec(a["model"]).preprocess(), progress=False)
 s["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

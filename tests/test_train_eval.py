@@ -40,7 +40,7 @@ def cache_root(tmp_path_factory) -> Path:
 
 
 def quick_cfg(**kw) -> TrainConfig:
-    base = dict(model=MODEL, epochs=2, batch_size=8, warmup_epochs=1, val_fraction=0.34, patience=0, threads=2, pretrain_per_class=0)
+    base = dict(model=MODEL, epochs=2, batch_size=8, warmup_epochs=1, val_fraction=0.34, patience=0, threads=2, pretrain_per_class=0, teacher=None)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -178,13 +178,13 @@ def test_torchrun_two_cpu_processes(synth_dir, cache_root, tmp_path):
 
 @pytest.mark.slow
 def test_grouped_cross_validation(synth_dir, cache_root, tmp_path):
-    s = cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, repeats=1, train_overrides={"epochs": 1, "batch_size": 8, "warmup_epochs": 1, "threads": 2, "pretrain_per_class": 0}, preprocess=TINY, cache_root=cache_root, progress=False)
+    s = cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, repeats=1, train_overrides={"epochs": 1, "batch_size": 8, "warmup_epochs": 1, "threads": 2, "pretrain_per_class": 0, "teacher": None}, preprocess=TINY, cache_root=cache_root, progress=False)
     assert len(s["per_fold"]) == 2
     assert s["pooled_repeat0"]["n"] == 24  # every page scored exactly once out of fold
     oof = list(csv.DictReader(open(tmp_path / "cv" / "oof.csv")))
     assert len({r["path"] for r in oof}) == 24
     assert (tmp_path / "cv" / "cv.json").exists() and (tmp_path / "cv" / "folds.csv").exists()
-    over = {"epochs": 1, "batch_size": 8, "warmup_epochs": 1, "threads": 2, "pretrain_per_class": 0}
+    over = {"epochs": 1, "batch_size": 8, "warmup_epochs": 1, "threads": 2, "pretrain_per_class": 0, "teacher": None}
     # Rerun into the same folder: finished folds are reused only when trained the same way.
     again = cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, train_overrides=over, preprocess=TINY, cache_root=cache_root, progress=False)
     assert [f["macro_f1"] for f in again["per_fold"]] == [f["macro_f1"] for f in s["per_fold"]]
@@ -300,3 +300,17 @@ def test_pretrain_key_ignores_settings_that_do_not_shape_pretraining():
     assert pretrain_key(replace(base, pretrain_per_class=10), pre) != pretrain_key(base, pre)
     other = replace(base, model="mobilenetv4_conv_small")
     assert pretrain_key(other, get_spec(other.model).preprocess()) != pretrain_key(base, pre)
+
+
+def test_the_default_teacher_is_the_models_own():
+    """`ecgvit train` alone gives the measured best recipe: the ViT distilled from its CNN, the
+    teacher trained for two thirds of the student's epochs; a CNN trains alone; none is none."""
+    from ecgvit.train import resolve_teacher, teacher_epochs
+
+    assert TrainConfig().teacher == "auto"
+    assert resolve_teacher(TrainConfig(model="ecgvit-tiny")).teacher == "mobilenetv4_conv_small"
+    assert resolve_teacher(TrainConfig(model="resnet18")).teacher is None
+    assert resolve_teacher(TrainConfig(teacher="none")).teacher is None
+    assert resolve_teacher(TrainConfig(teacher="resnet18")).teacher == "resnet18"
+    assert teacher_epochs(TrainConfig(epochs=60)) == 40 and teacher_epochs(TrainConfig(epochs=1)) == 1
+    assert teacher_epochs(TrainConfig(epochs=60, teacher_epochs=7)) == 7

@@ -132,11 +132,14 @@ class TrainConfig:
     # pages (into RUN/teacher-NAME). Several, comma-separated, teach together (probabilities
     # averaged). In CV, a CV folder of the teacher (its r{repeat}_fold{k} run is used for each
     # fold). A teacher must not have trained on this run's validation pages (checked).
-    teacher: str | None = None
+    # "auto": the model's own default teacher (ModelSpec.default_teacher: the CNN
+    # mobilenetv4_conv_small for ecgvit-tiny, none for the CNNs), resolved when training starts
+    # and recorded as resolved; None (or "none" on the command line): no teacher.
+    teacher: str | None = "auto"
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
-    # Epochs of a teacher given by model name (trained first); None: the same as `epochs`. The
-    # shipped recipe's CNN teacher trains for 40 while the ViT trains for 60 (MODEL_CARD.md).
+    # Epochs of a teacher given by model name (trained first); None: two thirds of `epochs`
+    # (rounded), as measured: the CNN trains for 40 while the ViT trains for 60 (MODEL_CARD.md).
     teacher_epochs: int | None = None
     # "online": the teacher scores every augmented batch the student sees (~2 s a ViT epoch
     # here); "cached": it scores each clean training page once before the first epoch (~1 s),
@@ -160,7 +163,7 @@ class TrainConfig:
         if self.distill_targets not in ("online", "cached"):
             raise ValueError(f"distill_targets={self.distill_targets!r}: expected 'online' or 'cached'")
         if self.teacher_epochs is not None and self.teacher_epochs < 1:
-            raise ValueError(f"teacher_epochs={self.teacher_epochs}: must be >= 1 (or None: the same as epochs)")
+            raise ValueError(f"teacher_epochs={self.teacher_epochs}: must be >= 1 (or None: two thirds of epochs)")
         if (self.split is None) != (self.fold is None):
             raise ValueError("--split and --fold go together: name the split file and the fold to validate on")
 

@@ -396,7 +396,7 @@ def cross_validate(
     from ecgvit.data.index import index_dataset
     from ecgvit.data.manifest import read_manifest, write_manifest
     from ecgvit.data.split import make_splits
-    from ecgvit.train import TrainConfig, fold_teacher, load_pageset, predict_proba, train
+    from ecgvit.train import TrainConfig, fold_teacher, load_pageset, predict_proba, resolve_teacher, train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -406,7 +406,7 @@ def cross_validate(
         index_dataset(data, out=manifest, progress=progress)
     else:
         write_manifest(read_manifest(data), manifest)
-    base = TrainConfig(**({"model": model} if model else {}), **(train_overrides or {}))
+    base = resolve_teacher(TrainConfig(**({"model": model} if model else {}), **(train_overrides or {})))
     fold_rows: list[dict[str, Any]] = []
     oof: list[tuple[int, int, str, int, np.ndarray]] = []
     classes: list[str] = []

@@ -8,9 +8,9 @@ What happens, in order:
   2. train/validation: the named fold of a split file, or a grouped, stratified hold-out;
   3. pages are preprocessed through the on-disk cache and kept in memory as uint8;
   4. AdamW, linear warmup + cosine decay, label-smoothed cross-entropy, class-balanced sampling,
-     ECG-safe augmentation (no flips: a flipped ECG is another ECG); with --teacher, a KL term
-     to a teacher's tempered probabilities on the same batch (the teacher trained first when
-     it is named by model);
+     ECG-safe augmentation (no flips: a flipped ECG is another ECG); with a teacher (by
+     default the model's own, `ecgvit models`: a CNN for the ViT), a KL term to the teacher's
+     tempered probabilities on each page (the teacher trained first when it is named by model);
   5. after every epoch: validation macro-F1, a metrics.csv row, an atomic resume checkpoint, and
      model.safetensors + config.json whenever validation macro-F1 improves; early stopping.
 Under `torchrun --nproc_per_node=N` the same code runs DistributedDataParallel (gloo on CPU,
@@ -262,6 +262,7 @@ def train(
         preprocess = from_dict(PreprocessConfig, saved["preprocess"])
     elif d.main and (run_dir / "config.json").exists():
         raise FileExistsError(f"{run_dir} already holds a trained model: pass --resume to continue it, or another --out")
+    cfg = resolve_teacher(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     spec = get_spec(cfg.model)
@@ -467,6 +468,22 @@ def train(
     return {"run": str(run_dir), **summary}
 
 
+def resolve_teacher(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with teacher "auto" replaced by its model's default teacher, and "none" by None."""
+    from ecgvit.models import get_spec
+
+    if cfg.teacher == "auto":
+        return replace(cfg, teacher=get_spec(cfg.model).default_teacher)
+    if cfg.teacher is not None and cfg.teacher.strip().lower() in ("", "none"):
+        return replace(cfg, teacher=None)
+    return cfg
+
+
+def teacher_epochs(cfg: TrainConfig) -> int:
+    """Epochs of a teacher trained by name: `teacher_epochs`, else two thirds of `epochs`."""
+    return cfg.teacher_epochs or max(1, round(cfg.epochs * 2 / 3))
+
+
 def check_teacher(teacher: str) -> str:
     """"run" for a trained run folder, "model" for a registered model name; else a clear error."""
     from ecgvit.models import list_models
@@ -497,7 +514,7 @@ def train_teacher(teacher: str, data: str | Path, run_dir: Path, cfg: TrainConfi
     if check_teacher(teacher) == "run":
         return teacher
     out = run_dir / f"teacher-{teacher}"
-    t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None, epochs=cfg.teacher_epochs or cfg.epochs, teacher_epochs=None, distill_targets="online")
+    t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None, epochs=teacher_epochs(cfg), teacher_epochs=None, distill_targets="online")
     meta_file = out / "config.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     was, want = meta.get("train", {}), to_dict(t_cfg)
