@@ -303,13 +303,13 @@ def test_pretrain_key_ignores_settings_that_do_not_shape_pretraining():
 
 
 def test_the_default_teacher_is_the_models_own():
-    """`ecgvit train` alone gives the measured best recipe: the ViT distilled from its CNN, the
-    teacher trained for two thirds of the student's epochs; a CNN trains alone; none is none."""
+    """`--teacher auto` is the bundled recipe: the ViT distilled from its CNN, the teacher
+    trained for two thirds of the student's epochs; a CNN has none; the default is none."""
     from ecgvit.train import resolve_teacher, teacher_epochs
 
-    assert TrainConfig().teacher == "auto"
-    assert resolve_teacher(TrainConfig(model="ecgvit-tiny")).teacher == "mobilenetv4_conv_small"
-    assert resolve_teacher(TrainConfig(model="resnet18")).teacher is None
+    assert resolve_teacher(TrainConfig()).teacher is None
+    assert resolve_teacher(TrainConfig(model="ecgvit-tiny", teacher="auto")).teacher == "mobilenetv4_conv_small"
+    assert resolve_teacher(TrainConfig(model="resnet18", teacher="auto")).teacher is None
     assert resolve_teacher(TrainConfig(teacher="none")).teacher is None
     assert resolve_teacher(TrainConfig(teacher="resnet18")).teacher == "resnet18"
     assert teacher_epochs(TrainConfig(epochs=60)) == 40 and teacher_epochs(TrainConfig(epochs=1)) == 1

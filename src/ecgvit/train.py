@@ -8,9 +8,9 @@ What happens, in order:
   2. train/validation: the named fold of a split file, or a grouped, stratified hold-out;
   3. pages are preprocessed through the on-disk cache and kept in memory as uint8;
   4. AdamW, linear warmup + cosine decay, label-smoothed cross-entropy, class-balanced sampling,
-     ECG-safe augmentation (no flips: a flipped ECG is another ECG); with a teacher (by
-     default the model's own, `ecgvit models`: a CNN for the ViT), a KL term to the teacher's
-     tempered probabilities on each page (the teacher trained first when it is named by model);
+     ECG-safe augmentation (no flips: a flipped ECG is another ECG); with --teacher (auto: the
+     model's own, `ecgvit models`: a CNN for the ViT), a KL term to the teacher's tempered
+     probabilities on the same batch (the teacher trained first when it is named by model);
   5. after every epoch: validation macro-F1, a metrics.csv row, an atomic resume checkpoint, and
      model.safetensors + config.json whenever validation macro-F1 improves; early stopping.
 Under `torchrun --nproc_per_node=N` the same code runs DistributedDataParallel (gloo on CPU,

@@ -35,8 +35,7 @@ class ModelSpec:
     # timm CNNs 1.3-1.8x faster so here (mobilenetv4_conv_small: training step 651 vs 977 ms,
     # forward 118 vs 212 ms, batch 32, 2 threads). The ViT's thin stem gains nothing.
     channels_last: bool = False
-    # The teacher `ecgvit train` distils from by default (TrainConfig.teacher "auto"), trained
-    # first on the same pages; None: trained alone.
+    # The teacher `ecgvit train --teacher auto` distils from, trained first on the same pages.
     default_teacher: str | None = None
 
     def preprocess(self, **overrides: Any) -> PreprocessConfig:
