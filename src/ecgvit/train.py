@@ -331,7 +331,7 @@ def train(
         teachers = [load_teacher(t, pages.classes, preprocess, val_set.md5s, d.device) for t in teacher_runs]
     cached_targets = None
     if teachers and cfg.distill_targets == "cached":  # once, on the clean training pages
-        cached_targets = torch.stack([teacher_probs(t, x_train, cfg.distill_temperature, d.device) for t in teachers]).mean(0)
+        cached_targets = torch.as_tensor(np.mean([predict_proba(t, x_train, device=d.device, temperature=cfg.distill_temperature) for t in teachers], axis=0))
 
     start_epoch, best_f1, best_epoch, stale = 0, -1.0, -1, 0
     if resume:
@@ -610,24 +610,14 @@ def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, cla
 
 
 @torch.no_grad()
-def teacher_probs(model: nn.Module, arrays: np.ndarray, tau: float, device: torch.device | str = "cpu", batch_size: int = 64) -> torch.Tensor:
-    """A teacher's probabilities at temperature `tau` for uint8 pages (N, H, W[, 3]), on the CPU."""
-    from ecgvit.models import prepare_batch
-
-    model.eval()
-    out = [F.softmax(model(prepare_batch(arrays[i : i + batch_size]).to(device)) / tau, 1).cpu() for i in range(0, len(arrays), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, arrays: np.ndarray, batch_size: int = 64, device: torch.device | str = "cpu") -> np.ndarray:
-    """Softmax probabilities for uint8 page arrays (N, H, W[, 3])."""
+def predict_proba(model: nn.Module, arrays: np.ndarray, batch_size: int = 64, device: torch.device | str = "cpu", temperature: float = 1.0) -> np.ndarray:
+    """Softmax probabilities (of logits / temperature) for uint8 page arrays (N, H, W[, 3])."""
     from ecgvit.models import prepare_batch
 
     was = model.training
     model.eval()
     out = []
     for i in range(0, len(arrays), batch_size):
-        out.append(torch.softmax(model(prepare_batch(arrays[i : i + batch_size]).to(device)), dim=1).cpu())
+        out.append(torch.softmax(model(prepare_batch(arrays[i : i + batch_size]).to(device)) / temperature, dim=1).cpu())
     model.train(was)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
