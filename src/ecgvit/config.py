@@ -97,8 +97,9 @@ DEFAULT_MODEL = "ecgvit-tiny"
 class TrainConfig:
     model: str = DEFAULT_MODEL
     # 90: two same-fold CV runs of the ViT alone scored 0.889 and 0.881 macro-F1, against 0.868
-    # and 0.873 at 60 and 0.861 and 0.845 at 40, in 460-499 s per fold (MODEL_CARD.md). The
-    # bundled model is 60 epochs distilled from a 40-epoch CNN (`--teacher auto --epochs 60`).
+    # and 0.873 at 60 and 0.861 and 0.845 at 40 (a third: 0.892), in 457-499 s per fold
+    # (MODEL_CARD.md). The bundled model is 60 epochs distilled from a 40-epoch CNN
+    # (`--teacher auto --epochs 60`; 0.883 over three runs, level).
     epochs: int = 90
     batch_size: int = 32
     lr: float = 1e-3
