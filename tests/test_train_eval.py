@@ -140,7 +140,8 @@ def test_resume_after_kill_9_loses_nothing(synth_dir, cache_root, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "ECGVIT_CACHE": str(cache_root)}
     args = _cli("train", "--data", str(synth_dir), "--out", str(run), "--model", MODEL, "--epochs", "8", "--batch-size", "8",
-                "--height", "64", "--width", "128", "--val-fraction", "0.34", "--patience", "0", "--threads", "1", "--pretrain-per-class", "0", "--quiet")
+                "--height", "64", "--width", "128", "--val-fraction", "0.34", "--patience", "0", "--threads", "1", "--pretrain-per-class", "0",
+                "--average-last", "0.5", "--quiet")  # the weight average is part of what a resume restores
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     metrics = run / "metrics.csv"
@@ -205,6 +206,39 @@ def test_training_on_every_page_keeps_the_last_epoch(synth_dir, cache_root, tmp_
     assert r["epoch"] == 2 and r["val_macro_f1"] is None
     meta = json.loads((tmp_path / "all" / "config.json").read_text())
     assert meta["data"]["val_pages"] == 0 and meta["data"]["train_pages"] == 24
+
+
+def test_weight_averager_is_the_plain_mean_of_the_last_steps():
+    import torch
+
+    from ecgvit.train import weight_averager
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    avg = weight_averager(model, total_steps=10, last_fraction=0.4)  # steps 7..10 averaged
+    for step in range(1, 11):
+        with torch.no_grad():
+            for t in [*model.parameters(), model[1].running_mean]:
+                t.fill_(float(step))
+        avg.update(model, step=step)
+    for t in [*avg.module.parameters(), avg.module[1].running_mean]:
+        assert torch.allclose(t, torch.full_like(t, 8.5))  # mean of 7, 8, 9, 10
+    assert avg.update_after_step == 6
+
+
+def test_average_last_keeps_the_averaged_weights(synth_dir, cache_root, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    with pytest.raises(ValueError, match="average_last=1.0"):
+        quick_cfg(average_last=1.0)
+    run = tmp_path / "avg"
+    train(synth_dir, run, quick_cfg(epochs=3, average_last=0.5, keep="last"), preprocess=TINY, progress=False, cache_root=cache_root)
+    kept = load_file(run / "model.safetensors")
+    state = torch.load(run / "resume.pt", map_location="cpu", weights_only=False)
+    averaged = {k.removeprefix("module."): v for k, v in state["averager"].items()}
+    assert all(torch.equal(kept[k], averaged[k]) for k in kept)  # the average is what was kept...
+    assert any(not torch.equal(kept[k], state["model"][k]) for k in kept)  # ...not the last step's weights
+    assert json.loads((run / "config.json").read_text())["train"]["average_last"] == 0.5
 
 
 @pytest.mark.slow
@@ -295,7 +329,7 @@ def test_pretrain_key_ignores_settings_that_do_not_shape_pretraining():
 
     base = TrainConfig()
     pre = get_spec(base.model).preprocess()
-    same = [replace(base, epochs=7, teacher="mobilenetv4_conv_small", teacher_epochs=3, gate=False, seed=5, fold=1, split="s.csv", distill_weight=0.3)]
+    same = [replace(base, epochs=7, teacher="mobilenetv4_conv_small", teacher_epochs=3, gate=False, seed=5, fold=1, split="s.csv", distill_weight=0.3, average_last=0.5)]
     assert {pretrain_key(c, pre) for c in same} == {pretrain_key(base, pre)}
     assert pretrain_key(replace(base, pretrain_per_class=10), pre) != pretrain_key(base, pre)
     other = replace(base, model="mobilenetv4_conv_small")

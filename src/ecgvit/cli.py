@@ -192,6 +192,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help=f"synthetic pages per class to pretrain on first (default {d.pretrain_per_class}; 0: off; cached)")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
     _add_distill_args(p, d)
+    p.add_argument("--average-last", type=float, default=d.average_last, help=f"keep the plain average of the weights over this last fraction of training steps (stochastic weight averaging; default {d.average_last}; 0: the last step's weights)")
     p.add_argument("--no-gate", action="store_true", help="do not fit the out-of-scope gate at the end (fit it later with `ecgvit calibrate RUN`)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
     p.add_argument("--quiet", action="store_true")
@@ -214,7 +215,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         balance=a.balance, augment=a.augment, val_fraction=a.val_fraction, seed=a.seed, threads=a.threads, split=a.split, fold=a.fold,
         init_weights=a.weights,
         pretrain_per_class=a.pretrain_per_class, pretrain_epochs=a.pretrain_epochs, gate=not a.no_gate,
-        teacher=a.teacher, distill_weight=a.distill_weight, distill_temperature=a.distill_temperature, teacher_epochs=a.teacher_epochs, distill_targets=a.distill_targets,
+        teacher=a.teacher, distill_weight=a.distill_weight, distill_temperature=a.distill_temperature, teacher_epochs=a.teacher_epochs, distill_targets=a.distill_targets, average_last=a.average_last,
     )
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
     pre = get_spec(a.model).preprocess(**over)
@@ -276,6 +277,7 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help="synthetic pretraining pages per class (0: off); done once, shared by all folds")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help=f"epochs of synthetic pretraining (default {d.pretrain_epochs})")
     _add_distill_args(p, d, "; for CV, the teacher's CV folder: each fold distils its own fold's run")
+    p.add_argument("--average-last", type=float, default=d.average_last, help=f"keep the plain average of the weights over this last fraction of training steps (stochastic weight averaging; default {d.average_last}; 0: the last step's weights)")
     p.add_argument("--seed", type=int, default=d.seed, help="training seed (repeat r uses seed + r)")
     p.add_argument("--split-seed", type=int, default=None, help="seed of the fold assignment (default: --seed); keep it and change --seed to retrain on the same folds with other random draws")
     p.add_argument("--height", type=int, default=None)
@@ -289,7 +291,7 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     from ecgvit.models import get_spec
 
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
-    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class, "pretrain_epochs": a.pretrain_epochs, "teacher": a.teacher, "distill_weight": a.distill_weight, "distill_temperature": a.distill_temperature, "teacher_epochs": a.teacher_epochs, "distill_targets": a.distill_targets}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet, split_seed=a.split_seed)
+    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class, "pretrain_epochs": a.pretrain_epochs, "teacher": a.teacher, "distill_weight": a.distill_weight, "distill_temperature": a.distill_temperature, "teacher_epochs": a.teacher_epochs, "distill_targets": a.distill_targets, "average_last": a.average_last}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet, split_seed=a.split_seed)
     print(format_cv(s))
     print(f"cv: {Path(a.out) / 'cv.json'}")
     return 0

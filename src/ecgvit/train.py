@@ -320,6 +320,7 @@ def train(
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    averager = weight_averager(model, total, cfg.average_last) if cfg.average_last > 0 else None
     counts = np.bincount(train_set.labels, minlength=n_cls).astype(np.float64)
     if (counts == 0).any():
         missing = [pages.classes[i] for i in np.flatnonzero(counts == 0)]
@@ -338,6 +339,8 @@ def train(
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
+        if averager is not None:
+            averager.load_state_dict(saved["averager"])
         start_epoch, best_f1, best_epoch, stale = saved["epoch"] + 1, saved["best_f1"], saved["best_epoch"], saved["stale"]
     ddp_model: nn.Module = model
     if d.world > 1:
@@ -403,15 +406,19 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
+            if averager is not None:
+                averager.update(model, step=sched.last_epoch)
             tot_loss += loss.item() * len(idx)
             tot_ok += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
             bar.set_postfix(loss=f"{tot_loss / seen:.3f}")
 
         stop = False
+        # The model scored and kept: the weight average once it holds a step, else the weights now.
+        kept_model = averager.module if averager is not None and sched.last_epoch > averager.update_after_step else model
         if d.main:
             if len(y_val):
-                probs = predict_proba(model, x_val, device=d.device)
+                probs = predict_proba(kept_model, x_val, device=d.device)
                 val_pred = probs.argmax(1)
                 val_loss = float(F.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-8)), torch.as_tensor(y_val)))
                 val_acc = float((val_pred == y_val).mean())
@@ -425,13 +432,13 @@ def train(
             if improved:
                 best_f1, best_epoch, stale = (val_f1 if len(y_val) else -1.0), epoch + 1, 0
                 meta["best"] = {"epoch": best_epoch, "val_macro_f1": val_f1 if len(y_val) else None, "val_accuracy": val_acc if len(y_val) else None}
-                save_model(run_dir, model, meta)
+                save_model(run_dir, kept_model, meta)
             else:
                 stale += 1
             if progress:
                 print(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {tot_loss / seen:.3f}  val acc {val_acc:.3f}  val macro-F1 {val_f1:.3f}{'  *' if improved else ''}  ({secs:.0f}s)", flush=True)
             _atomic_torch_save(
-                {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "stale": stale, "train": to_dict(cfg), "preprocess": to_dict(preprocess)},
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "averager": averager.state_dict() if averager is not None else None, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "stale": stale, "train": to_dict(cfg), "preprocess": to_dict(preprocess)},
                 resume_file,
             )
             stop = bool(cfg.patience) and stale >= cfg.patience
@@ -466,6 +473,19 @@ def train(
         if d.owner:
             dist.destroy_process_group()
     return {"run": str(run_dir), **summary}
+
+
+def weight_averager(model: nn.Module, total_steps: int, last_fraction: float) -> nn.Module:
+    """A running plain average of `model`'s weights (and BatchNorm statistics) over the optimiser
+    steps of the last `last_fraction` of training: call `.update(model, step=k)` after step k.
+
+    timm's ModelEmaV3 with decay warm-up power 1 is exactly a running mean: at the first step it
+    copies the weights, at the (n+1)-th it gives them weight 1/(n+1).
+    """
+    from timm.utils import ModelEmaV3
+
+    start = int(round(total_steps * (1.0 - last_fraction)))
+    return ModelEmaV3(model, decay=1.0, update_after_step=start, use_warmup=True, warmup_gamma=1.0, warmup_power=1.0, foreach=False)
 
 
 def resolve_teacher(cfg: TrainConfig) -> TrainConfig:
@@ -559,7 +579,7 @@ def load_teacher(path: str, classes: list[str], preprocess: PreprocessConfig, va
 # Settings that do not shape the synthetic pretraining (it runs without a split, teacher, gate or
 # the real run's epochs), so runs differing only in them share one cached pretraining: every CV
 # fold, the final model, with and without a teacher.
-_NOT_PRETRAINING = ("split", "fold", "init_weights", "epochs", "patience", "keep", "threads", "seed", "val_fraction", "teacher", "teacher_epochs", "distill_weight", "distill_temperature", "distill_targets", "gate")
+_NOT_PRETRAINING = ("split", "fold", "init_weights", "epochs", "patience", "keep", "threads", "seed", "val_fraction", "teacher", "teacher_epochs", "distill_weight", "distill_temperature", "distill_targets", "gate", "average_last")
 
 
 def pretrain_key(cfg: TrainConfig, preprocess: PreprocessConfig) -> str:
@@ -603,7 +623,7 @@ def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, cla
             generate(pages, per_class=cfg.pretrain_per_class, seed=cfg.pretrain_seed, workers=os.cpu_count() or 1, progress=progress)
             (pages / "complete").write_text("ok\n")
         _barrier(d)
-        pre_cfg = replace(cfg, split=None, fold=None, init_weights=None, pretrain_per_class=0, epochs=cfg.pretrain_epochs, val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0, keep="last", patience=0, seed=cfg.pretrain_seed, teacher=None, gate=False)
+        pre_cfg = replace(cfg, split=None, fold=None, init_weights=None, pretrain_per_class=0, epochs=cfg.pretrain_epochs, val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0, keep="last", patience=0, seed=cfg.pretrain_seed, teacher=None, gate=False, average_last=0.0)
         train(pages, run, pre_cfg, preprocess=preprocess, resume=(run / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=IndexConfig(near_dup_bits=0))
         _barrier(d)
     return str(weights)
