@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgvit.config import save_json, to_dict
+from ecgvit.config import save_json, saved_train_settings, to_dict
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -434,9 +434,9 @@ def cross_validate(
             if done:  # reused only if it was trained the way this call asks
                 want = to_dict(cfg)
                 # The split file's content was checked above, whatever its path; threads change no result.
-                differ = sorted(k for k, v in saved.get("train", {}).items() if k in want and k not in ("split", "threads") and not _same_setting(want[k], v))
+                was = saved_train_settings(saved.get("train", {}))
+                differ = sorted(k for k, v in was.items() if k in want and k not in ("split", "threads") and not _same_setting(want[k], v))
                 if differ:
-                    was = saved["train"]
                     what = ", ".join(f"{k}={was[k]!r}, asked {want[k]!r}" for k in differ)
                     raise ValueError(f"{run_dir} was trained with other settings ({what}): give another --out")
             if not done:  # a finished fold is kept: an interrupted CV run resumes where it stopped

@@ -39,7 +39,7 @@ from torch import nn
 from ecgvit import __version__
 # TrainConfig and DEFAULT_MODEL live in ecgvit.config (no torch there: the CLI builds its
 # options from them without importing torch); importable from here too, where they are used.
-from ecgvit.config import DEFAULT_MODEL, PreprocessConfig, TrainConfig, from_dict, save_json, to_dict  # noqa: F401
+from ecgvit.config import DEFAULT_MODEL, PreprocessConfig, TrainConfig, from_dict, save_json, saved_train_settings, to_dict  # noqa: F401
 
 # --- data -----------------------------------------------------------------------------------
 
@@ -258,7 +258,7 @@ def train(
         if not resume_file.exists():
             raise FileNotFoundError(f"{resume_file}: nothing to resume (no resume checkpoint in {run_dir})")
         saved = torch.load(resume_file, map_location="cpu", weights_only=False)
-        cfg = from_dict(TrainConfig, saved["train"])  # the run goes on exactly as it started
+        cfg = from_dict(TrainConfig, saved_train_settings(saved["train"]))  # the run goes on exactly as it started
         preprocess = from_dict(PreprocessConfig, saved["preprocess"])
     elif d.main and (run_dir / "config.json").exists():
         raise FileExistsError(f"{run_dir} already holds a trained model: pass --resume to continue it, or another --out")
@@ -537,7 +537,7 @@ def train_teacher(teacher: str, data: str | Path, run_dir: Path, cfg: TrainConfi
     t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None, epochs=teacher_epochs(cfg), teacher_epochs=None, distill_targets="online")
     meta_file = out / "config.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    was, want = meta.get("train", {}), to_dict(t_cfg)
+    was, want = saved_train_settings(meta["train"]) if "train" in meta else {}, to_dict(t_cfg)
     # Settings a run recorded (one made before a setting existed is compared on the rest); threads change no result.
     differ = sorted(k for k in want if k in was and k != "threads" and was[k] != want[k])
     if differ:
