@@ -349,7 +349,7 @@ def test_pretrain_key_ignores_settings_that_do_not_shape_pretraining():
 
 
 def test_the_default_teacher_is_the_models_own():
-    """`--teacher auto` (with --epochs 60: the bundled recipe): the ViT distilled from its CNN, the teacher
+    """`--teacher auto` (with --epochs 60 --average-last 0: the bundled recipe): the ViT distilled from its CNN, the teacher
     trained for two thirds of the student's epochs; a CNN has none; the default is none."""
     from ecgvit.train import resolve_teacher, teacher_epochs
 

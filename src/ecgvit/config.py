@@ -106,10 +106,10 @@ def saved_train_settings(saved: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = DEFAULT_MODEL
-    # 90: two same-fold CV runs of the ViT alone scored 0.889 and 0.881 macro-F1, against 0.868
+    # 90: two same-fold CV runs of the ViT alone (last weights) scored 0.889 and 0.881, against 0.868
     # and 0.873 at 60 and 0.861 and 0.845 at 40 (a third: 0.892), in 457-499 s per fold
     # (MODEL_CARD.md). The bundled model is 60 epochs distilled from a 40-epoch CNN
-    # (`--teacher auto --epochs 60`; 0.883 over three runs, level).
+    # (`--teacher auto --epochs 60 --average-last 0`; 0.883 over three runs, level).
     epochs: int = 90
     batch_size: int = 32
     lr: float = 1e-3
@@ -146,7 +146,7 @@ class TrainConfig:
     # fold). A teacher must not have trained on this run's validation pages (checked).
     # "auto": the model's own default teacher (ModelSpec.default_teacher: the CNN
     # mobilenetv4_conv_small for ecgvit-tiny, none for the CNNs), resolved when training starts
-    # and recorded as resolved (with epochs=60: the bundled model's recipe). None ("none"): no
+    # and recorded as resolved (with epochs=60, average_last=0: the bundled model's recipe). None ("none"): no
     # teacher, the default: distilled at 60 epochs the ViT averaged 0.883 macro-F1 over three CV
     # runs, alone at 90 it averaged 0.887, in ~8 min per fold against ~12 with the teacher and
     # without the teacher's 2.06 GiB peak (MODEL_CARD.md).
