@@ -250,7 +250,7 @@ def test_a_run_saved_before_weight_averaging_existed_resumes_without_it(synth_di
     del state["train"]["average_last"], state["averager"]  # as written before the setting existed
     torch.save(state, run / "resume.pt")
     train(synth_dir, run, resume=True, progress=False, cache_root=cache_root)
-    assert json.loads((run / "config.json").read_text())["train"]["average_last"] == 0.0  # not today's default
+    assert json.loads((run / "config.json").read_text())["train"]["average_last"] == 0.0
 
 
 @pytest.mark.slow
@@ -341,7 +341,7 @@ def test_pretrain_key_ignores_settings_that_do_not_shape_pretraining():
 
     base = TrainConfig()
     pre = get_spec(base.model).preprocess()
-    same = [replace(base, epochs=7, teacher="mobilenetv4_conv_small", teacher_epochs=3, gate=False, seed=5, fold=1, split="s.csv", distill_weight=0.3, average_last=0.0)]
+    same = [replace(base, epochs=7, teacher="mobilenetv4_conv_small", teacher_epochs=3, gate=False, seed=5, fold=1, split="s.csv", distill_weight=0.3, average_last=0.5)]
     assert {pretrain_key(c, pre) for c in same} == {pretrain_key(base, pre)}
     assert pretrain_key(replace(base, pretrain_per_class=10), pre) != pretrain_key(base, pre)
     other = replace(base, model="mobilenetv4_conv_small")
