@@ -192,7 +192,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help=f"synthetic pages per class to pretrain on first (default {d.pretrain_per_class}; 0: off; cached)")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
     _add_distill_args(p, d)
-    p.add_argument("--average-last", type=float, default=d.average_last, help=f"keep the plain average of the weights over this last fraction of training steps (stochastic weight averaging; default {d.average_last}; 0: the last step's weights)")
+    _add_average_last_arg(p, d)
     p.add_argument("--no-gate", action="store_true", help="do not fit the out-of-scope gate at the end (fit it later with `ecgvit calibrate RUN`)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
     p.add_argument("--quiet", action="store_true")
@@ -253,6 +253,11 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_average_last_arg(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """--average-last (train and cv)."""
+    p.add_argument("--average-last", type=float, default=d.average_last, help=f"keep the plain average of the weights over this last fraction of training steps (stochastic weight averaging; default {d.average_last}; 0: the last step's weights)")
+
+
 def _add_distill_args(p: argparse.ArgumentParser, d: TrainConfig, teacher_note: str = "") -> None:
     """--teacher, --distill-weight, --distill-temperature (train and cv)."""
     p.add_argument("--teacher", default=d.teacher, help=f"distil from this trained run or model name, or several comma-separated (same classes and preprocessing; a model name is trained first); auto: the model's own default teacher (ecgvit-tiny: mobilenetv4_conv_small; with --epochs 60 --average-last 0, the bundled recipe; `ecgvit models`); default none{teacher_note}")
@@ -277,7 +282,7 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help="synthetic pretraining pages per class (0: off); done once, shared by all folds")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help=f"epochs of synthetic pretraining (default {d.pretrain_epochs})")
     _add_distill_args(p, d, "; for CV, the teacher's CV folder: each fold distils its own fold's run")
-    p.add_argument("--average-last", type=float, default=d.average_last, help=f"keep the plain average of the weights over this last fraction of training steps (stochastic weight averaging; default {d.average_last}; 0: the last step's weights)")
+    _add_average_last_arg(p, d)
     p.add_argument("--seed", type=int, default=d.seed, help="training seed (repeat r uses seed + r)")
     p.add_argument("--split-seed", type=int, default=None, help="seed of the fold assignment (default: --seed); keep it and change --seed to retrain on the same folds with other random draws")
     p.add_argument("--height", type=int, default=None)
