@@ -208,6 +208,24 @@ def test_training_on_every_page_keeps_the_last_epoch(synth_dir, cache_root, tmp_
     assert meta["data"]["val_pages"] == 0 and meta["data"]["train_pages"] == 24
 
 
+def test_vit_dropout_drops_like_torch_dropout():
+    import torch
+
+    from ecgvit.models.ecg_vit import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.25)
+    x = torch.ones(400_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.005  # each element kept with p 1 - 0.25
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.75))  # and scaled up
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient flows only through the kept elements
+    assert torch.equal(drop.eval()(x), x)  # identity in eval: exports are unchanged
+    assert not Dropout(1.0)(torch.ones(5)).any() and torch.equal(Dropout(0.0)(x), x)
+
+
 def test_weight_averager_is_the_plain_mean_of_the_last_steps():
     import torch
 

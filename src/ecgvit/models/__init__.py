@@ -33,7 +33,8 @@ class ModelSpec:
     trainable_here: bool = True  # False: too costly to train on a 2-core CPU (forward only)
     # Train (and teach) in channels-last memory layout: PyTorch's oneDNN convolutions run the
     # timm CNNs 1.3-1.8x faster so here (mobilenetv4_conv_small: training step 651 vs 977 ms,
-    # forward 118 vs 212 ms, batch 32, 2 threads). The ViT's thin stem gains nothing.
+    # forward 118 vs 212 ms, batch 32, 2 threads). ecgvit-tiny's thin stem gains less, ~5 % a
+    # training step (benchmarks/train_step_bench.py).
     channels_last: bool = False
     # The teacher `ecgvit train --teacher auto` distils from, trained first on the same pages.
     default_teacher: str | None = None
@@ -172,6 +173,7 @@ register_model(
         1,
         "the CPU ViT: conv stem, one token per (printed row, time step), 4 blocks x 128 dims",
         kwargs={"stem_chs": (16, 32, 64)},
+        channels_last=True,
         # The bundled model's teacher. Distilled from it for 60 epochs, the ViT averaged 0.883
         # macro-F1 over three 5-fold CV runs, against 0.871 alone at 60 and 0.887 alone at 90
         # (MODEL_CARD.md).

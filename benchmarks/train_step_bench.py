@@ -1,0 +1,119 @@
+"""Training-step and forward time of a model, against its own baseline layout in the same run.
+
+    python benchmarks/train_step_bench.py [--model ecgvit-tiny] [--batch 32] [--rounds 8] [--threads 2]
+
+Times one optimiser step (prepare_batch + ECG augmentation + forward + backward + AdamW, as
+`ecgvit train` runs it) and one eval forward on a batch of generated pages, for four
+variants of the same model: as `ecgvit train` builds it (channels-last when its ModelSpec says
+so; `ecgvit.models.ecg_vit.Dropout`, which draws dropout masks with `torch.rand`), and the
+baseline with neither (contiguous layout, `torch.nn.Dropout`, which draws with `bernoulli_`),
+plus each change alone. Variants are run in interleaved rounds and the median is reported, so
+a slow spell of the machine hits every variant alike; the ratio column is against the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def build(model: str, channels_last: bool, rand_dropout: bool, seed: int = 0) -> nn.Module:
+    from ecgvit.models import create_model, get_spec
+    from ecgvit.models.ecg_vit import Dropout
+
+    spec = get_spec(model)
+    torch.manual_seed(seed)
+    m = create_model(model, num_classes=4, img_size=spec.img_size, in_chans=spec.in_chans, **spec.kwargs)
+    for mod in list(m.modules()):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, nn.Dropout) and not rand_dropout:
+                setattr(mod, name, nn.Dropout(child.p))  # the baseline: torch's own dropout
+            elif type(child) is nn.Dropout and rand_dropout:
+                setattr(mod, name, Dropout(child.p))
+    return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+def pages(model: str, n: int, seed: int = 0) -> np.ndarray:
+    """Generated pages, preprocessed as training sees them (uint8 crops)."""
+    import tempfile
+    from pathlib import Path
+
+    from ecgvit.data.preprocess import load_page_array
+    from ecgvit.models import get_spec
+    from ecgvit.synth import generate
+
+    spec = get_spec(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(tmp, per_class=max(1, n // 4), seed=seed, progress=False)
+        files = sorted(Path(tmp).rglob("*.jpg"))
+        arrays = np.stack([load_page_array(f, spec.preprocess()).array for f in files])
+    reps = int(np.ceil(n / len(arrays)))
+    return np.concatenate([arrays] * reps)[:n]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="ecgvit-tiny")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per variant per round")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from ecgvit.models import get_spec, prepare_batch
+    from ecgvit.train import augment_batch
+
+    x8 = pages(args.model, args.batch)
+    y = torch.arange(args.batch) % 4
+    gen = torch.Generator().manual_seed(0)
+    default_cl = get_spec(args.model).channels_last
+    variants = {
+        "baseline (contiguous, nn.Dropout)": (False, False),
+        "channels-last only": (True, False),
+        "rand dropout only": (False, True),
+        "both": (True, True),
+    }
+    models = {k: build(args.model, *v) for k, v in variants.items()}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
+
+    def step(k: str) -> None:
+        m = models[k].train()
+        xb = augment_batch(prepare_batch(x8), gen)
+        loss = nn.functional.cross_entropy(m(xb), y)
+        opts[k].zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opts[k].step()
+
+    @torch.no_grad()
+    def forward(k: str) -> None:
+        models[k].eval()(prepare_batch(x8))
+
+    times: dict[str, dict[str, list[float]]] = {k: {"step": [], "forward": []} for k in variants}
+    for k in variants:  # warm-up
+        step(k)
+        forward(k)
+    for _ in range(args.rounds):
+        for k in variants:
+            for what, fn in (("step", step), ("forward", forward)):
+                t = time.perf_counter()
+                for _ in range(args.steps):
+                    fn(k)
+                times[k][what].append((time.perf_counter() - t) / args.steps * 1000)
+
+    base = {w: float(np.median(times["baseline (contiguous, nn.Dropout)"][w])) for w in ("step", "forward")}
+    print(f"{args.model}, batch {args.batch}, {args.threads} threads, median of {args.rounds} rounds x {args.steps} steps "
+          f"(`ecgvit train` uses: channels-last {'yes' if default_cl else 'no'}, rand dropout yes)")
+    print(f"{'variant':36s} {'train step ms':>14s} {'ratio':>6s} {'forward ms':>11s} {'ratio':>6s}")
+    for k in variants:
+        s, f = float(np.median(times[k]["step"])), float(np.median(times[k]["forward"]))
+        print(f"{k:36s} {s:14.1f} {s / base['step']:6.2f} {f:11.1f} {f / base['forward']:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
