@@ -7,6 +7,7 @@ import csv
 import io
 import json
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -166,3 +167,20 @@ def test_explain_cli_on_an_out_of_scope_page_says_so(gated_run, tmp_path, capsys
     assert main(["explain", str(run), str(page), "--out", str(tmp_path / "h.png")]) == 0
     out = capsys.readouterr().out
     assert "out of scope: single lead" in out and (tmp_path / "h.png").exists()
+
+
+def test_structure_ink_measures_are_the_float_means_bit_for_bit():
+    """page_structure counts ink in integers (cv2) for speed: the values must be exactly the
+    float32 means it computed before, so fitted gates keep their meaning."""
+    from ecgvit.gate import _row_means
+
+    rng = np.random.default_rng(3)
+    for h, w in ((1, 1), (7, 3), (312, 133), (305, 532)):
+        for p in (0.0, 0.013, 0.5, 1.0):
+            mask = rng.random((h, w + 5)) < p
+            view = mask[:, 2 : 2 + w]  # a column slice, as page_structure takes
+            want = view.astype(np.float32).mean(axis=1)
+            got = _row_means(view.view(np.uint8))
+            assert got.dtype == np.float32 and np.array_equal(got, want)
+            frac = float(np.float32(cv2.countNonZero(view.view(np.uint8)) / view.size))
+            assert frac == float(view.astype(np.float32).mean())

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import lru_cache
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -122,7 +123,7 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
         hi = hi[t:b, l:r]
     else:
         hi = _max_channel(a[t:b, l:r])
-    ink = _ink_mask(hi).astype(np.float32)
+    ink = _ink_mask(hi).view(np.uint8)  # 0/1, no copy
     sh, sw = ink.shape
     # Rows of traces: a trace spends most of its time on its baseline, so each printed row is a
     # sharp peak of the per-row ink profile.
@@ -132,7 +133,7 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
     # would smear the baselines of a whole-width profile into one another.
     counts = []
     slabs = _slabs(sw, 4)
-    prof = np.stack([ink[:, x0:x1].mean(axis=1) for x0, x1 in slabs], axis=1)  # (sh, 4): one blur for all
+    prof = np.stack([_row_means(ink[:, x0:x1]) for x0, x1 in slabs], axis=1)  # (sh, 4): one blur for all
     prof = cv2.GaussianBlur(prof, (1, 0), sigmaX=0.1, sigmaY=max(1.0, sh / 150))
     for j in range(prof.shape[1]):
         pj = prof[:, j]
@@ -157,7 +158,7 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
         grid_found=bool(crop.detected),
         grid_periodicity=per,
         trace_rows=rows,
-        ink_fraction=float(ink.mean()),
+        ink_fraction=float(np.float32(cv2.countNonZero(ink) / ink.size)),  # = float(ink.astype(np.float32).mean())
         page_ink_fraction=page_ink,
         page_tint=page_tint,
     )
@@ -173,6 +174,21 @@ def _apart(value: float, limit: float, digits: int) -> tuple[str, str]:
     return a, b
 
 
+def _row_means(mask01: np.ndarray) -> np.ndarray:
+    """Per-row mean of a 0/1 uint8 mask as float32, bit for bit what `mask.astype(np.float32)
+    .mean(axis=1)` gives (numpy divides the exact float32 count in float64, then rounds to
+    float32), from integer counts: ~7x faster than converting the mask to float first."""
+    counts = cv2.reduce(mask01, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
+    return (counts / mask01.shape[1]).astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def _hann(n: int) -> np.ndarray:
+    w = np.hanning(n)[:, None]
+    w.flags.writeable = False
+    return w
+
+
 def _slabs(n: int, k: int) -> list[tuple[int, int]]:
     edges = np.linspace(0, n, k + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
@@ -183,7 +199,7 @@ def _profile_period(profiles: list[np.ndarray], n: int, period_range: tuple[floa
     profiles of length n (their power spectra are summed)."""
     cols = np.stack([np.asarray(p, np.float32) for p in profiles], axis=1)  # (n, k): one blur, one FFT
     cols = cols - cv2.GaussianBlur(cols, (1, 0), sigmaX=0.1, sigmaY=n / 40)
-    spec = (np.abs(np.fft.rfft(cols * np.hanning(n)[:, None], axis=0)) ** 2).sum(axis=1)
+    spec = (np.abs(np.fft.rfft(cols * _hann(n), axis=0)) ** 2).sum(axis=1)
     f = np.arange(len(spec))
     if period_range is None:
         lo, hi = _GRID_PERIODS

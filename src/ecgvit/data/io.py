@@ -120,22 +120,22 @@ def open_page(
         raise BadImageError(path, "not a regular file")
     if st.st_size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
+    data = None
     try:
         with open(path, "rb") as f:
             head = f.read(1024)
+            if draft_size is not None and head[:3] == b"\xff\xd8\xff" and st.st_size <= _FAST_JPEG_MAX_BYTES:
+                # A JPEG decoded at a draft scale: read the bytes once, in the same open, so
+                # the fast decoder below can use them (PIL only parses the header from them).
+                f.seek(0)
+                data = f.read()
     except OSError as exc:
         raise BadImageError(path, f"unreadable file ({exc.strerror or exc})") from None
     kw = dict(max_pixels=max_pixels, min_side=min_side, draft_size=draft_size, page=page)
     if is_pdf(head):
         return decode_pdf(str(path), name, **kw)
     try:
-        if draft_size is not None and head[:3] == b"\xff\xd8\xff" and st.st_size <= _FAST_JPEG_MAX_BYTES:
-            # A JPEG decoded at a draft scale: read the bytes once, so the fast decoder below
-            # can use them (PIL only parses the header from the same buffer).
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise BadImageError(path, f"unreadable file ({exc.strerror or exc})") from None
+        if data is not None:
             return decode_checked(lambda: Image.open(io.BytesIO(data)), name, data=data, **kw)
         return decode_checked(lambda: Image.open(path), name, **kw)
     except BadImageError as exc:
