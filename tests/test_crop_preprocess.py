@@ -170,3 +170,31 @@ def test_lightly_distorted_photos_still_crop_to_the_grid():
         # The drawn grid spans ~95% x 78% of the page and leaves the header out.
         inside += t > 0.1 * h and 0.6 < (b - t) / h < 0.9
     assert whole <= 1 and inside >= 5, (whole, inside)
+
+
+def test_order_stats_are_np_partitions_values():
+    """Crop detection's percentiles come from a radix select on float32 maps: the same values
+    np.partition gives, for ties, zeros, NaN, negatives (which take np.partition) and sizes."""
+    from ecgvit.data.crop import _order_stats, _percentiles
+
+    rng = np.random.default_rng(5)
+    arrays = [
+        rng.random(54_000).astype(np.float32) * 40,
+        (rng.random(7_000) ** 8).astype(np.float32),  # many values within a few bins
+        np.round(rng.random(999) * 3).astype(np.float32),  # heavy ties
+        np.zeros(10, np.float32),
+        np.array([3.0], np.float32),
+        np.r_[rng.random(500), [np.nan, np.inf, 0.0]].astype(np.float32),
+        (rng.random(800) - 0.5).astype(np.float32),  # negatives: np.partition's path
+        np.r_[np.ones(20), [-0.0]].astype(np.float32),
+        rng.random(300),  # float64: np.partition's path
+    ]
+    for v in arrays:
+        n = v.size
+        idx = sorted({min(n - 1, int(np.floor((n - 1) * q / 100)) + d) for q in (0, 50, 75, 90, 100) for d in (0, 1)})
+        want = np.partition(v, idx)[idx]
+        got = _order_stats(v, idx)
+        got = np.array([got[i] for i in idx], v.dtype)
+        assert np.array_equal(want, got, equal_nan=True)
+        if not np.isnan(v).any():
+            assert np.allclose(_percentiles(v, (75, 90)), np.percentile(v, (75, 90)), rtol=0, atol=1e-6)

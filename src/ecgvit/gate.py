@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 from functools import lru_cache
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -75,7 +75,8 @@ class PageStructure:
     page_tint: float  # 90th percentile of the grid-colour tint on the whole page
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Every field is a scalar: no deep copy needed (dataclasses.asdict was ~2 us a field).
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _max_channel(rgb: np.ndarray) -> np.ndarray:
@@ -300,7 +301,9 @@ class Gate:
             return np.full(len(feats) if feats is not None else 0, np.nan)
         f = np.asarray(feats, np.float64)
         d = f[:, None, :] - self.means[None]  # (N, K, D)
-        m = np.einsum("nkd,de,nke->nk", d, self.precision, d)
+        # (d P) . d as a matrix product: a plain einsum over n, k, d, e runs one scalar loop
+        # (~4 ms for a batch of 32 here, a few % of a page's cost); this is ~0.1 ms.
+        m = np.einsum("nke,nke->nk", d @ self.precision, d)
         return np.sqrt(np.maximum(m.min(axis=1), 0.0))
 
     def structure_reason(self, s: PageStructure) -> str | None:
