@@ -138,6 +138,15 @@ def test_onnx_input_is_bit_identical_to_prepare_batch():
         model_input(np.zeros((2, 8, 8), np.float32))
 
 
+def _library_threads(_: int) -> tuple[int, int]:
+    import cv2
+    from threadpoolctl import threadpool_info
+
+    # BLAS only: unpickling this function imports this test module, and with it torch's OpenMP,
+    # which a real worker never loads.
+    return cv2.getNumThreads(), max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
+
+
 def test_worker_processes_give_the_same_rows_in_order(onnx_run, synth_pages, tmp_path):
     run, _ = onnx_run
     bad = tmp_path / "not_a_page.jpg"
@@ -151,6 +160,8 @@ def test_worker_processes_give_the_same_rows_in_order(onnx_run, synth_pages, tmp
         assert rows == ref  # same rows, same order, the bad file in its place
         assert [r["path"] for r in rows] == items and rows[len(synth_pages)]["status"] == "bad"
         assert pred.predict(items[:3]) == ref[:3]  # the pool is kept and reused
+        # The processes are the parallelism: each runs OpenCV and BLAS on one thread.
+        assert set(pred._pool[0].map(_library_threads, range(4))) == {(1, 1)}
         arrays = [pred.load(p).array for p in synth_pages]
         pred.close()
         assert pred._pool is None
