@@ -137,19 +137,23 @@ def _percentiles(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     return out
 
 
-def _order_stats(v: np.ndarray, idx: list[int]) -> dict[int, float] | np.ndarray:
-    """The values of rank `idx` (0-based) in `v`: what np.partition(v, idx) puts there.
+def _order_stats(v: np.ndarray, idx: list[int]) -> dict[int, float]:
+    """{rank: value} for the ranks `idx` (0-based) of `v`: what np.partition(v, idx) puts there.
 
     A float32 map of non-negative values (the tint maps here) is selected by radix: such floats
     order like their bit patterns, so a histogram of the top 16 bits tells which few hundred
     values hold each rank, and only those are partitioned (~2x faster than partitioning all
     50 000, the same values). Anything else takes np.partition."""
+    def by_partition() -> dict[int, float]:
+        part = np.partition(v, idx)
+        return {r: part[r] for r in idx}
+
     if v.dtype != np.float32:
-        return np.partition(v, idx)
+        return by_partition()
     top = (v.view(np.uint32) >> 16).astype(np.uint16)
     cum = np.cumsum(np.bincount(top, minlength=1 << 16))
     if cum[0x7FFF] != v.size:  # a sign bit set (a negative value or -0.0): bits do not order it
-        return np.partition(v, idx)
+        return by_partition()
     by_bin: dict[int, list[int]] = {}
     for r in idx:
         by_bin.setdefault(int(np.searchsorted(cum, r, side="right")), []).append(r)
