@@ -135,6 +135,19 @@ def test_cache_second_pass_decodes_nothing(tmp_path, monkeypatch):
     assert PageCache(PreprocessConfig(height=40, width=64), tmp_path / "cache").dir != PageCache(cfg, tmp_path / "cache").dir
 
 
+def test_cache_filled_by_worker_processes_matches_inline(tmp_path):
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"p{i}.jpg"
+        drawn_page(seed=10 + i).save(p, quality=85)
+        paths.append(p)
+    cfg = PreprocessConfig(height=48, width=64)
+    inline = load_arrays(paths, cfg=cfg, cache_root=tmp_path / "inline", workers=1)
+    # Two spawned processes (one OpenCV thread each) fill the cache with the same bytes.
+    pooled = load_arrays(paths, cfg=cfg, cache_root=tmp_path / "pooled", workers=2)
+    np.testing.assert_array_equal(inline, pooled)
+
+
 def test_damaged_cache_entry_is_recomputed(tmp_path):
     p = tmp_path / "p.jpg"
     drawn_page().save(p)
