@@ -2,14 +2,15 @@
 
     python scripts/train_bundled.py --data ../shared/data/khan [--seed 0] [--epochs N] [--teacher NAME|none] [--teacher-epochs N]
 
-Trains the default recipe, distilled from a CNN teacher (`--teacher`, trained first with the
-same recipe on the same pages, for --teacher-epochs: as the CV teacher that measured the recipe
-was), on every distinct page of the data folder (no validation part: the
-epoch count comes from grouped CV, see MODEL_CARD.md), copies model.safetensors and a
-config.json (with machine-specific paths removed) into the package, then fits the out-of-scope
-gate there (`ecgvit calibrate`) and exports model.onnx beside it (`ecgvit export`): thresholds from the training pages, the temperature from the
-out-of-fold predictions of a 5-fold CV of the same recipe (--oof; `benchmarks/khan_cv.py`
-writes it), since a model trained on every page has no held-out pages of its own.
+Trains the default recipe (the ViT alone at its spec's input, 90 epochs; `--teacher NAME`
+distils from a CNN trained first with the same recipe on the same pages, for --teacher-epochs)
+on every distinct page of the data folder (no validation part: the epoch count comes from
+grouped CV, see MODEL_CARD.md), copies model.safetensors and a config.json (with
+machine-specific paths removed) into the package, then fits the out-of-scope gate there
+(`ecgvit calibrate`) and exports model.onnx beside it (`ecgvit export`): thresholds from the
+training pages, the temperature from the out-of-fold predictions of a 5-fold CV of the same
+recipe (--oof; `ecgvit cv` writes oof.csv), since a model trained on every page has no
+held-out pages of its own.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ from ecgvit.bundled import BUNDLED_NAME, bundled_dir
 from ecgvit.models import get_spec
 from ecgvit.train import TrainConfig, train, train_teacher
 
-# A CNN trained the same way (40 epochs), distilled into the ViT for 60 epochs: 5-fold CV
-# macro-F1 0.902, 0.879 and 0.868 in three runs (MODEL_CARD.md), against 0.868 and 0.873 for the
-# ViT alone at 60 epochs, 0.889, 0.881 and 0.892 alone at 90 (`--teacher none --epochs 90`: level on
-# average, so the shipped model was not retrained) and 0.875 and 0.865 distilled for 40.
-BUNDLED_TEACHER = "mobilenetv4_conv_small"
-BUNDLED_EPOCHS = 60  # what the shipped model was trained with (its config.json records it)
-# The teacher's own epochs: the CV that measured the distilled recipe distilled from CNN folds
-# trained for 40 (runs/khan_cv/mobilenetv4_conv_small), whatever the student's epochs.
+# The ViT alone at its spec's 288x320 input for 90 epochs (`ecgvit train`'s default): 5-fold CV
+# macro-F1 0.936 and SEED1 on the same folds (MODEL_CARD.md), against 0.902, 0.879 and 0.868 for the
+# model shipped before (192x320, distilled from mobilenetv4_conv_small for 60 epochs).
+BUNDLED_TEACHER = None
+BUNDLED_EPOCHS = 90  # what the shipped model was trained with (its config.json records it)
+# A teacher's own epochs when one is named: the CV that measured distillation (at 192x320)
+# distilled from CNN folds trained for 40 (runs/khan_cv/mobilenetv4_conv_small).
 TEACHER_EPOCHS = 40
+# The out-of-fold predictions of the CV of the shipped recipe, for the gate's temperature:
+# `ecgvit cv --data ../shared/data/khan --folds 5 --seed 0 --split-seed 0 --out runs/cv_h288`.
+BUNDLED_OOF = "runs/cv_h288/oof.csv"
 
 
 def main() -> None:
@@ -44,9 +47,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=BUNDLED_EPOCHS, help=f"default {BUNDLED_EPOCHS}: the shipped model's, as in the CV of the recipe (MODEL_CARD.md)")
     ap.add_argument("--out", default="runs/bundled")
-    ap.add_argument("--teacher", default=BUNDLED_TEACHER, help=f"model distilled into the ViT, trained first on the same pages (default {BUNDLED_TEACHER}; none: no teacher)")
+    ap.add_argument("--teacher", default=BUNDLED_TEACHER or "none", help="model distilled into the ViT, trained first on the same pages (default none: the ViT alone, as shipped)")
     ap.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS, help=f"epochs of the teacher (default {TEACHER_EPOCHS}, as in the CV of the recipe); trained once into OUT-teacher-eE-sS/teacher-NAME and reused while its settings match")
-    ap.add_argument("--oof", default=None, help="out-of-fold predictions of the same recipe, for the temperature (default: benchmarks/khan_cv.py's for this recipe)")
+    ap.add_argument("--oof", default=None, help=f"out-of-fold predictions of the same recipe, for the temperature (default: {BUNDLED_OOF} without a teacher, else benchmarks/khan_cv.py's for that recipe)")
     ap.add_argument("--no-install", action="store_true", help="train only; do not copy into the package")
     a = ap.parse_args()
     if not Path(a.data).exists():
@@ -56,8 +59,8 @@ def main() -> None:
         shutil.rmtree(out)
     t = time.time()
     teacher = None if a.teacher in ("", "none") else a.teacher
-    a.oof = a.oof or f"runs/khan_cv/ecgvit-tiny{'@' + teacher if teacher else ''}/oof.csv"
-    # No weight averaging: the shipped model predates it (the CV that measured this recipe had none).
+    a.oof = a.oof or (f"runs/khan_cv/ecgvit-tiny@{teacher}/oof.csv" if teacher else BUNDLED_OOF)
+    # No weight averaging: the CV that measured this recipe had none.
     cfg = TrainConfig(epochs=a.epochs, seed=a.seed, val_fraction=0.0, patience=0, gate=False, teacher=teacher, teacher_epochs=a.teacher_epochs, average_last=0.0)
     if teacher:
         # Trained (or reused) beside OUT rather than inside it: OUT is cleared on every run, the
@@ -86,7 +89,7 @@ def main() -> None:
 
     oof = a.oof if Path(a.oof).exists() else None
     if oof is None:
-        print(f"warning: {a.oof} not found: the gate's temperature stays 1 (run benchmarks/khan_cv.py first)")
+        print(f"warning: {a.oof} not found: the gate's temperature stays 1 (run the CV of this recipe first: see BUNDLED_OOF)")
     print(format_calibration(calibrate(dest, data=a.data, oof=oof)))
     # Shipped beside the weights, so `ecgvit predict` runs ONNX Runtime out of the box (it checks
     # the file was exported from these very weights, else it falls back to PyTorch and says so).

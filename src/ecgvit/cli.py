@@ -260,7 +260,7 @@ def _add_average_last_arg(p: argparse.ArgumentParser, d: TrainConfig) -> None:
 
 def _add_distill_args(p: argparse.ArgumentParser, d: TrainConfig, teacher_note: str = "") -> None:
     """--teacher, --distill-weight, --distill-temperature (train and cv)."""
-    p.add_argument("--teacher", default=d.teacher, help=f"distil from this trained run or model name, or several comma-separated (same classes and preprocessing; a model name is trained first); auto: the model's own default teacher (ecgvit-tiny: mobilenetv4_conv_small; with --epochs 60 --average-last 0, the bundled recipe; `ecgvit models`); default none{teacher_note}")
+    p.add_argument("--teacher", default=d.teacher, help=f"distil from this trained run or model name, or several comma-separated (same classes and preprocessing; a model name is trained first); auto: the model's own default teacher (ecgvit-tiny: mobilenetv4_conv_small; `ecgvit models`); default none: the ViT alone, the bundled recipe{teacher_note}")
     p.add_argument("--distill-weight", type=float, default=d.distill_weight, help=f"weight of the distillation loss (default {d.distill_weight})")
     p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help=f"softmax temperature of the distillation loss (default {d.distill_temperature})")
     p.add_argument("--distill-targets", choices=["online", "cached"], default=d.distill_targets, help="online: the teacher scores every augmented batch; cached: each clean page once, before training (faster)")

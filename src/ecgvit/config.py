@@ -108,8 +108,7 @@ class TrainConfig:
     model: str = DEFAULT_MODEL
     # 90: two same-fold CV runs of the ViT alone (last weights) scored 0.889 and 0.881, against 0.868
     # and 0.873 at 60 and 0.861 and 0.845 at 40 (a third: 0.892, a fourth: 0.870), in 457-499 s per fold
-    # (MODEL_CARD.md). The bundled model is 60 epochs distilled from a 40-epoch CNN
-    # (`--teacher auto --epochs 60 --average-last 0`; 0.883 over three runs, level).
+    # (MODEL_CARD.md), all at 192x320. The bundled model is this recipe at ecgvit-tiny's 288x320.
     epochs: int = 90
     batch_size: int = 32
     lr: float = 1e-3

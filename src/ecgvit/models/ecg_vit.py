@@ -20,7 +20,8 @@ Trained from scratch on a few hundred pages, a plain patch ViT stays at chance: 
 them. Layout-aware tokens (one token = a short time slice of one printed row) let attention
 work along time within a lead and across leads at the same instant, and the conv stem gives
 the locality/translation bias that thin 1-2 px traces need. The stem is kept thin so the
-whole model is ~0.26 GFLOP at 192x320 (0.61 M parameters with the defaults).
+whole model is ~0.26 GFLOP at 192x320 (0.61 M parameters with the defaults); ``ecgvit-tiny``
+builds it at 288x320 (0.31 GFLOP, 0.64 M: each token's band has 9 feature rows instead of 6).
 
 Input
 -----
