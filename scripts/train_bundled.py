@@ -29,7 +29,7 @@ from ecgvit.models import get_spec
 from ecgvit.train import TrainConfig, train, train_teacher
 
 # The ViT alone at its spec's 288x320 input for 90 epochs (`ecgvit train`'s default): 5-fold CV
-# macro-F1 0.936 and SEED1 on the same folds (MODEL_CARD.md), against 0.902, 0.879 and 0.868 for the
+# macro-F1 0.936 and 0.934 on the same folds (MODEL_CARD.md), against 0.902, 0.879 and 0.868 for the
 # model shipped before (192x320, distilled from mobilenetv4_conv_small for 60 epochs).
 BUNDLED_TEACHER = None
 BUNDLED_EPOCHS = 90  # what the shipped model was trained with (its config.json records it)

@@ -173,7 +173,7 @@ register_model(
         _rowvit,
         # 288 rows ~ the grid area's height in the 1/4-scale draft decode, so a 1 mm grid square
         # spans ~1.9 pixel rows (192: ~1.2). 5-fold CV macro-F1, ViT alone, 90 epochs, the same
-        # folds: 0.936 and SEED1 against 0.889 and 0.881 at 192x320 (MODEL_CARD.md).
+        # folds: 0.936 and 0.934 against 0.889 and 0.881 at 192x320 (MODEL_CARD.md).
         (288, 320),
         1,
         "the CPU ViT: conv stem, one token per (printed row, time step), 4 blocks x 128 dims",
