@@ -30,15 +30,15 @@ from ecgvit.train import TrainConfig, train, train_teacher
 
 # The ViT alone at its spec's 288x320 input for 90 epochs (`ecgvit train`'s default): 5-fold CV
 # macro-F1 0.936 and 0.934 on the same folds (MODEL_CARD.md), against 0.902, 0.879 and 0.868 for the
-# model shipped before (192x320, distilled from mobilenetv4_conv_small for 60 epochs).
-BUNDLED_TEACHER = None
+# model shipped before (192x320, distilled from mobilenetv4_conv_small for 60 epochs). So no
+# teacher by default.
 BUNDLED_EPOCHS = 90  # what the shipped model was trained with (its config.json records it)
 # A teacher's own epochs when one is named: the CV that measured distillation (at 192x320)
 # distilled from CNN folds trained for 40 (runs/khan_cv/mobilenetv4_conv_small).
 TEACHER_EPOCHS = 40
-# The out-of-fold predictions of the CV of the shipped recipe, for the gate's temperature:
-# `ecgvit cv --data ../shared/data/khan --folds 5 --seed 0 --split-seed 0 --out runs/cv_h288`.
+# The out-of-fold predictions of the CV of the shipped recipe, for the gate's temperature.
 BUNDLED_OOF = "runs/cv_h288/oof.csv"
+BUNDLED_OOF_COMMAND = "ecgvit cv --data ../shared/data/khan --folds 5 --seed 0 --split-seed 0 --out runs/cv_h288"
 
 
 def main() -> None:
@@ -47,8 +47,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=BUNDLED_EPOCHS, help=f"default {BUNDLED_EPOCHS}: the shipped model's, as in the CV of the recipe (MODEL_CARD.md)")
     ap.add_argument("--out", default="runs/bundled")
-    ap.add_argument("--teacher", default=BUNDLED_TEACHER or "none", help="model distilled into the ViT, trained first on the same pages (default none: the ViT alone, as shipped)")
-    ap.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS, help=f"epochs of the teacher (default {TEACHER_EPOCHS}, as in the CV of the recipe); trained once into OUT-teacher-eE-sS/teacher-NAME and reused while its settings match")
+    ap.add_argument("--teacher", default="none", help="model distilled into the ViT, trained first on the same pages (default none: the ViT alone, as shipped)")
+    ap.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS, help=f"epochs of the teacher (default {TEACHER_EPOCHS}, as in the CV that measured distillation); trained once into OUT-teacher-eE-sS/teacher-NAME and reused while its settings match")
     ap.add_argument("--oof", default=None, help=f"out-of-fold predictions of the same recipe, for the temperature (default: {BUNDLED_OOF} without a teacher, else benchmarks/khan_cv.py's for that recipe)")
     ap.add_argument("--no-install", action="store_true", help="train only; do not copy into the package")
     a = ap.parse_args()
@@ -89,7 +89,7 @@ def main() -> None:
 
     oof = a.oof if Path(a.oof).exists() else None
     if oof is None:
-        print(f"warning: {a.oof} not found: the gate's temperature stays 1 (run the CV of this recipe first: see BUNDLED_OOF)")
+        print(f"warning: {a.oof} not found: the gate's temperature stays 1 (make it first: `{BUNDLED_OOF_COMMAND if not teacher else 'python benchmarks/khan_cv.py'}`)")
     print(format_calibration(calibrate(dest, data=a.data, oof=oof)))
     # Shipped beside the weights, so `ecgvit predict` runs ONNX Runtime out of the box (it checks
     # the file was exported from these very weights, else it falls back to PyTorch and says so).
