@@ -1,14 +1,16 @@
-"""Training-step and forward time of a model, against its own baseline layout in the same run.
+"""Training-step and forward time of a model, against its own baseline set-up in the same run.
 
     python benchmarks/train_step_bench.py [--model ecgvit-tiny] [--batch 32] [--rounds 8] [--threads 2]
 
 Times one optimiser step (prepare_batch + ECG augmentation + forward + backward + AdamW, as
-`ecgvit train` runs it) and one eval forward on a batch of generated pages, for four
-variants of the same model: as `ecgvit train` builds it (channels-last when its ModelSpec says
-so; `ecgvit.models.ecg_vit.Dropout`, which draws dropout masks with `torch.rand`), and the
-baseline with neither (contiguous layout, `torch.nn.Dropout`, which draws with `bernoulli_`),
-plus each change alone. Variants are run in interleaved rounds and the median is reported, so
-a slow spell of the machine hits every variant alike; the ratio column is against the baseline.
+`ecgvit train` runs it) and one eval forward on a batch of generated pages, for variants of
+the same model and augmentation. `ecgvit train` uses all of: channels-last layout (when the
+ModelSpec says so), `ecgvit.models.ecg_vit.Dropout` (two 15-bit mask lanes per int32 draw)
+and `ecgvit.train.affine_grid` (two broadcast adds). The baseline has none of them: contiguous
+layout, `torch.nn.Dropout` (masks drawn with `bernoulli_`) and `F.affine_grid` (a batched
+matmul). "float-rand dropout" is the dropout `ecgvit train` used before, one `torch.rand` float
+per element. Variants run in interleaved rounds and the median is reported, so a slow spell of
+the machine hits every variant alike; the ratio column is against the baseline.
 """
 
 from __future__ import annotations
@@ -19,21 +21,35 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
-def build(model: str, channels_last: bool, rand_dropout: bool, seed: int = 0) -> nn.Module:
+class FloatRandDropout(nn.Dropout):
+    """The dropout `ecgvit train` used before the 15-bit lanes: one `torch.rand` per element."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return torch.where(torch.rand_like(x) >= self.p, x * (1.0 / (1.0 - self.p)), 0.0)
+
+
+def torch_affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    return F.affine_grid(theta, [theta.shape[0], 1, height, width], align_corners=False)
+
+
+def build(model: str, channels_last: bool, dropout: str, seed: int = 0) -> nn.Module:
+    """dropout: "torch" (nn.Dropout), "float-rand" (FloatRandDropout) or "lanes" (ecg_vit.Dropout)."""
     from ecgvit.models import create_model, get_spec
     from ecgvit.models.ecg_vit import Dropout
 
     spec = get_spec(model)
     torch.manual_seed(seed)
     m = create_model(model, num_classes=4, img_size=spec.img_size, in_chans=spec.in_chans, **spec.kwargs)
+    kind = {"torch": nn.Dropout, "float-rand": FloatRandDropout, "lanes": Dropout}[dropout]
     for mod in list(m.modules()):
         for name, child in list(mod.named_children()):
-            if isinstance(child, nn.Dropout) and not rand_dropout:
-                setattr(mod, name, nn.Dropout(child.p))  # the baseline: torch's own dropout
-            elif type(child) is nn.Dropout and rand_dropout:
-                setattr(mod, name, Dropout(child.p))
+            if isinstance(child, nn.Dropout):
+                setattr(mod, name, kind(child.p))
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
@@ -65,25 +81,31 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    import ecgvit.train as train_mod
     from ecgvit.models import get_spec, prepare_batch
-    from ecgvit.train import augment_batch
 
     x8 = pages(args.model, args.batch)
     y = torch.arange(args.batch) % 4
     gen = torch.Generator().manual_seed(0)
     default_cl = get_spec(args.model).channels_last
+    ours_grid = train_mod.affine_grid
+    # name: (channels-last, dropout, affine grid)
     variants = {
-        "baseline (contiguous, nn.Dropout)": (False, False),
-        "channels-last only": (True, False),
-        "rand dropout only": (False, True),
-        "both": (True, True),
+        "baseline": (False, "torch", torch_affine_grid),
+        "channels-last only": (True, "torch", torch_affine_grid),
+        "float-rand dropout only": (False, "float-rand", torch_affine_grid),
+        "lane dropout only": (False, "lanes", torch_affine_grid),
+        "broadcast affine grid only": (False, "torch", ours_grid),
+        "ecgvit train before (cl, float-rand)": (default_cl, "float-rand", torch_affine_grid),
+        "all three (ecgvit train)": (default_cl, "lanes", ours_grid),
     }
-    models = {k: build(args.model, *v) for k, v in variants.items()}
+    models = {k: build(args.model, cl, drop) for k, (cl, drop, _) in variants.items()}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
 
     def step(k: str) -> None:
         m = models[k].train()
-        xb = augment_batch(prepare_batch(x8), gen)
+        train_mod.affine_grid = variants[k][2]  # augment_batch looks it up at call time
+        xb = train_mod.augment_batch(prepare_batch(x8), gen)
         loss = nn.functional.cross_entropy(m(xb), y)
         opts[k].zero_grad(set_to_none=True)
         loss.backward()
@@ -106,13 +128,17 @@ def main() -> None:
                     fn(k)
                 times[k][what].append((time.perf_counter() - t) / args.steps * 1000)
 
-    base = {w: float(np.median(times["baseline (contiguous, nn.Dropout)"][w])) for w in ("step", "forward")}
+    base = {w: float(np.median(times["baseline"][w])) for w in ("step", "forward")}
     print(f"{args.model}, batch {args.batch}, {args.threads} threads, median of {args.rounds} rounds x {args.steps} steps "
-          f"(`ecgvit train` uses: channels-last {'yes' if default_cl else 'no'}, rand dropout yes)")
-    print(f"{'variant':36s} {'train step ms':>14s} {'ratio':>6s} {'forward ms':>11s} {'ratio':>6s}")
+          f"(channels-last in `ecgvit train`: {'yes' if default_cl else 'no'})")
+    print(f"{'variant':38s} {'train step ms':>14s} {'ratio':>6s} {'forward ms':>11s} {'ratio':>6s}")
     for k in variants:
         s, f = float(np.median(times[k]["step"])), float(np.median(times[k]["forward"]))
-        print(f"{k:36s} {s:14.1f} {s / base['step']:6.2f} {f:11.1f} {f / base['forward']:6.2f}")
+        print(f"{k:38s} {s:14.1f} {s / base['step']:6.2f} {f:11.1f} {f / base['forward']:6.2f}")
+    before = float(np.median(times["ecgvit train before (cl, float-rand)"]["step"]))
+    now = float(np.median(times["all three (ecgvit train)"]["step"]))
+    paired = np.median(np.array(times["all three (ecgvit train)"]["step"]) / np.array(times["ecgvit train before (cl, float-rand)"]["step"]))
+    print(f"ecgvit train now / before: {now / before:.3f} (median of per-round ratios {paired:.3f})")
 
 
 if __name__ == "__main__":

@@ -224,6 +224,23 @@ def test_vit_dropout_drops_like_torch_dropout():
     assert torch.equal(x.grad, y.detach())  # gradient flows only through the kept elements
     assert torch.equal(drop.eval()(x), x)  # identity in eval: exports are unchanged
     assert not Dropout(1.0)(torch.ones(5)).any() and torch.equal(Dropout(0.0)(x), x)
+    # Each int32 draw feeds two neighbouring elements: both lanes must drop at p (the high
+    # lane of a draw in [0, 2**31) has its sign bit clear, which a plain int16 view would keep).
+    kept = Dropout(0.1)(torch.ones(2, 300_001)) != 0
+    for lane in (kept.flatten()[0::2], kept.flatten()[1::2]):
+        assert abs(lane.float().mean().item() - 0.9) < 0.005
+
+
+def test_affine_grid_equals_torchs():
+    import torch
+    import torch.nn.functional as F
+
+    from ecgvit.train import affine_grid
+
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    for h, w in ((288, 320), (7, 5), (1, 1)):
+        ref = F.affine_grid(theta, [5, 1, h, w], align_corners=False)
+        assert torch.allclose(affine_grid(theta, h, w), ref, atol=1e-5)
 
 
 def test_weight_averager_is_the_plain_mean_of_the_last_steps():

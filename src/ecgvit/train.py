@@ -128,6 +128,24 @@ def split_from_file(pages: PageSet, split_path: str, fold: int) -> tuple[np.ndar
 # --- augmentation ---------------------------------------------------------------------------
 
 
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """`F.affine_grid(theta, (N, C, height, width), align_corners=False)`, equal to float rounding.
+
+    torch builds the grid as a batched matmul of every pixel's (x, y, 1) with theta, an inner
+    dimension of 3 that ran at ~1/3 of a training step's augmentation here. The map is affine,
+    so each output coordinate is a sum of a per-column and a per-row term: one broadcast add each.
+    """
+    n = theta.shape[0]
+    xs = (torch.arange(width, dtype=theta.dtype) * 2 + 1) / width - 1  # pixel centres in (-1, 1)
+    ys = (torch.arange(height, dtype=theta.dtype) * 2 + 1) / height - 1
+    grid = torch.empty(n, height, width, 2, dtype=theta.dtype)
+    for k in range(2):  # output x, then y: theta[:, k] . (x, y, 1)
+        per_col = theta[:, k, 0, None] * xs  # (N, W)
+        per_row = theta[:, k, 1, None] * ys + theta[:, k, 2, None]  # (N, H)
+        torch.add(per_col[:, None, :], per_row[:, :, None], out=grid[..., k])
+    return grid
+
+
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """ECG-safe augmentation of a batch (ink high, paper 0): the page may sit a little askew,
     scaled, blurred, fainter or noisier — never flipped (a flipped lead is another diagnosis)."""
@@ -141,7 +159,7 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     tx, ty = u(-0.03, 0.03), u(-0.03, 0.03)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([torch.stack([cos / sx, -sin / sx, tx], 1), torch.stack([sin / sy, cos / sy, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = affine_grid(theta, x.shape[-2], x.shape[-1])
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if torch.rand(1, generator=gen).item() < 0.3:  # one blur width per batch keeps it cheap
         sigma = float(u(0.4, 1.0, 1))
