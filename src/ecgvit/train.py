@@ -136,9 +136,9 @@ def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     so each output coordinate is a sum of a per-column and a per-row term: one broadcast add each.
     """
     n = theta.shape[0]
-    xs = (torch.arange(width, dtype=theta.dtype) * 2 + 1) / width - 1  # pixel centres in (-1, 1)
-    ys = (torch.arange(height, dtype=theta.dtype) * 2 + 1) / height - 1
-    grid = torch.empty(n, height, width, 2, dtype=theta.dtype)
+    xs = (torch.arange(width, dtype=theta.dtype, device=theta.device) * 2 + 1) / width - 1  # pixel centres in (-1, 1)
+    ys = (torch.arange(height, dtype=theta.dtype, device=theta.device) * 2 + 1) / height - 1
+    grid = torch.empty(n, height, width, 2, dtype=theta.dtype, device=theta.device)
     for k in range(2):  # output x, then y: theta[:, k] . (x, y, 1)
         per_col = theta[:, k, 0, None] * xs  # (N, W)
         per_row = theta[:, k, 1, None] * ys + theta[:, k, 2, None]  # (N, H)
