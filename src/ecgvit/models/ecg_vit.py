@@ -93,9 +93,9 @@ class Dropout(nn.Dropout):
     by 1 / (1 - p), as in torch, with p rounded to a multiple of 2**-15 (0.1 -> 0.100006).
 
     On the CPU, drawing the mask was ~12 % of a training step with `bernoulli_` (what
-    `nn.Dropout` uses) and about half that with one `torch.rand` float per element. One int32 draw holds
-    31 random bits (`random_` draws in [0, 2**31)), so it is split into two 15-bit lanes: half
-    the draws again. A subclass, so checkpoints and exports are unchanged (no parameters;
+    `nn.Dropout` uses) and about half that with one `torch.rand` float per element. One int32
+    draw holds 31 random bits (`random_` draws in [0, 2**31)), so it is split into two 15-bit
+    lanes: half the draws again. A subclass, so checkpoints and exports are unchanged (no parameters;
     identity in eval).
     """
 
