@@ -95,8 +95,8 @@ class Dropout(nn.Dropout):
     On the CPU, drawing the mask was ~12 % of a training step with `bernoulli_` (what
     `nn.Dropout` uses) and about half that with one `torch.rand` float per element. One int32
     draw holds 31 random bits (`random_` draws in [0, 2**31)), so it is split into two 15-bit
-    lanes: half the draws again. A subclass, so checkpoints and exports are unchanged (no parameters;
-    identity in eval).
+    lanes: half the draws again. A subclass, so checkpoints and exports are unchanged (no
+    parameters; identity in eval).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
