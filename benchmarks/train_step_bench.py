@@ -1,6 +1,7 @@
 """Training-step and forward time of a model, against its own baseline set-up in the same run.
 
     python benchmarks/train_step_bench.py [--model ecgvit-tiny] [--batch 32] [--rounds 8] [--threads 2]
+    python benchmarks/train_step_bench.py --compare ecgvit-tiny,ecgvit-tiny-p4
 
 Times one optimiser step (prepare_batch + ECG augmentation + forward + backward + AdamW, as
 `ecgvit train` runs it) and one eval forward on a batch of generated pages, for variants of
@@ -11,6 +12,10 @@ layout, `torch.nn.Dropout` (masks drawn with `bernoulli_`) and `F.affine_grid` (
 matmul). "float-rand dropout" is the dropout `ecgvit train` used before, one `torch.rand` float
 per element. Variants run in interleaved rounds and the median is reported, so a slow spell of
 the machine hits every variant alike; the ratio column is against the baseline.
+
+`--compare A,B,...` times registered models instead, each with the set-up `ecgvit train` gives
+it, in interleaved rounds; the ratio column is against the first (e.g. `ecgvit-tiny-p4`'s
+patchify stem against `ecgvit-tiny`'s 3x3 one).
 """
 
 from __future__ import annotations
@@ -78,34 +83,39 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4, help="timed steps per variant per round")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compare", default="", help="comma-separated registered models to time against the first, instead of --model's variants")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     import ecgvit.train as train_mod
     from ecgvit.models import get_spec, prepare_batch
 
-    x8 = pages(args.model, args.batch)
     y = torch.arange(args.batch) % 4
     gen = torch.Generator().manual_seed(0)
-    default_cl = get_spec(args.model).channels_last
     ours_grid = train_mod.affine_grid
-    # name: (channels-last, dropout, affine grid)
-    variants = {
-        "baseline": (False, "torch", torch_affine_grid),
-        "channels-last only": (True, "torch", torch_affine_grid),
-        "float-rand dropout only": (False, "float-rand", torch_affine_grid),
-        "lane dropout only": (False, "lanes", torch_affine_grid),
-        "broadcast affine grid only": (False, "torch", ours_grid),
-        "ecgvit train before (cl, float-rand)": (default_cl, "float-rand", torch_affine_grid),
-        "all three (ecgvit train)": (default_cl, "lanes", ours_grid),
-    }
-    models = {k: build(args.model, cl, drop) for k, (cl, drop, _) in variants.items()}
+    # name: (model, channels-last, dropout, affine grid)
+    if args.compare:
+        names = [n.strip() for n in args.compare.split(",") if n.strip()]
+        variants = {n: (n, get_spec(n).channels_last, "lanes", ours_grid) for n in names}
+    else:
+        default_cl = get_spec(args.model).channels_last
+        variants = {
+            "baseline": (args.model, False, "torch", torch_affine_grid),
+            "channels-last only": (args.model, True, "torch", torch_affine_grid),
+            "float-rand dropout only": (args.model, False, "float-rand", torch_affine_grid),
+            "lane dropout only": (args.model, False, "lanes", torch_affine_grid),
+            "broadcast affine grid only": (args.model, False, "torch", ours_grid),
+            "ecgvit train before (cl, float-rand)": (args.model, default_cl, "float-rand", torch_affine_grid),
+            "all three (ecgvit train)": (args.model, default_cl, "lanes", ours_grid),
+        }
+    inputs = {name: pages(name, args.batch) for name in {v[0] for v in variants.values()}}
+    models = {k: build(name, cl, drop) for k, (name, cl, drop, _) in variants.items()}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
 
     def step(k: str) -> None:
         m = models[k].train()
-        train_mod.affine_grid = variants[k][2]  # augment_batch looks it up at call time
-        xb = train_mod.augment_batch(prepare_batch(x8), gen)
+        train_mod.affine_grid = variants[k][3]  # augment_batch looks it up at call time
+        xb = train_mod.augment_batch(prepare_batch(inputs[variants[k][0]]), gen)
         loss = nn.functional.cross_entropy(m(xb), y)
         opts[k].zero_grad(set_to_none=True)
         loss.backward()
@@ -114,7 +124,7 @@ def main() -> None:
 
     @torch.no_grad()
     def forward(k: str) -> None:
-        models[k].eval()(prepare_batch(x8))
+        models[k].eval()(prepare_batch(inputs[variants[k][0]]))
 
     times: dict[str, dict[str, list[float]]] = {k: {"step": [], "forward": []} for k in variants}
     for k in variants:  # warm-up
@@ -128,13 +138,19 @@ def main() -> None:
                     fn(k)
                 times[k][what].append((time.perf_counter() - t) / args.steps * 1000)
 
-    base = {w: float(np.median(times["baseline"][w])) for w in ("step", "forward")}
-    print(f"{args.model}, batch {args.batch}, {args.threads} threads, median of {args.rounds} rounds x {args.steps} steps "
-          f"(channels-last in `ecgvit train`: {'yes' if default_cl else 'no'})")
+    first = next(iter(variants))  # "baseline", or the first model of --compare
+    base = {w: float(np.median(times[first][w])) for w in ("step", "forward")}
+    what = f"models against {first}" if args.compare else f"{args.model} (channels-last in `ecgvit train`: {'yes' if default_cl else 'no'})"
+    print(f"{what}, batch {args.batch}, {args.threads} threads, median of {args.rounds} rounds x {args.steps} steps")
     print(f"{'variant':38s} {'train step ms':>14s} {'ratio':>6s} {'forward ms':>11s} {'ratio':>6s}")
     for k in variants:
         s, f = float(np.median(times[k]["step"])), float(np.median(times[k]["forward"]))
         print(f"{k:38s} {s:14.1f} {s / base['step']:6.2f} {f:11.1f} {f / base['forward']:6.2f}")
+    if args.compare:
+        for k in list(variants)[1:]:
+            paired = np.median(np.array(times[k]["step"]) / np.array(times[first]["step"]))
+            print(f"{k} / {first}: train step {paired:.3f} (median of per-round ratios)")
+        return
     before = float(np.median(times["ecgvit train before (cl, float-rand)"]["step"]))
     now = float(np.median(times["all three (ecgvit train)"]["step"]))
     paired = np.median(np.array(times["all three (ecgvit train)"]["step"]) / np.array(times["ecgvit train before (cl, float-rand)"]["step"]))

@@ -395,3 +395,25 @@ def test_the_default_teacher_is_the_models_own():
     assert resolve_teacher(TrainConfig(teacher="resnet18")).teacher == "resnet18"
     assert teacher_epochs(TrainConfig(epochs=60)) == 40 and teacher_epochs(TrainConfig(epochs=1)) == 1
     assert teacher_epochs(TrainConfig(epochs=60, teacher_epochs=7)) == 7
+
+
+def test_patchify_variant_keeps_ecgvit_tinys_token_grid():
+    # ecgvit-tiny-p4 swaps the first 3x3 stride-2 stage for a 4x4 patchify conv and drops the
+    # 16-channel stage: the same stride 8, so the same 4 x 40 (row, time) tokens per page.
+    import torch
+
+    from ecgvit.models import create_model, get_spec
+
+    tokens = {}
+    for name in ("ecgvit-tiny", "ecgvit-tiny-p4"):
+        spec = get_spec(name)
+        m = create_model(name, num_classes=4).eval()  # the spec's own size and stem
+        x = torch.rand(2, 1, *spec.img_size)
+        with torch.no_grad():
+            tokens[name] = m.tokens(x).shape
+            assert m(x).shape == (2, 4)
+            assert m.attention_rollout(x).shape == (2, 4, 40)
+    assert tokens["ecgvit-tiny-p4"] == tokens["ecgvit-tiny"] == (2, 160, 128)
+    assert get_spec("ecgvit-tiny-p4").img_size == get_spec("ecgvit-tiny").img_size
+    with pytest.raises(ValueError, match="img_size"):
+        create_model("ecgvit-tiny-p4", num_classes=4, img_size=(288, 324))  # 324 % 8 != 0
