@@ -187,7 +187,7 @@ register_model(
 )
 
 # A cheaper stem, tried for the <= 10 min/fold target: the 16-channel 144x160 stage (memory-
-# bound: its GELU, BatchNorm and conv backward are ~a third of a step) becomes a 4x4 patchify
+# bound: its GELU, BatchNorm and conv passes lead the step's profile) becomes a 4x4 patchify
 # conv; the same stride 8 and tokens. ~0.81x the training step, ~0.75x the forward; 60 epochs
 # scored 5-fold CV macro-F1 0.881 against ecgvit-tiny's 0.911 on the same folds (MODEL_CARD.md).
 register_model(
