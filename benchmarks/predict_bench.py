@@ -16,7 +16,9 @@ JPEG draft decode in a thread pool running ahead of batched inference), timed on
 (the first, printed as "first call", includes starting the worker processes). Latency: one page at a time, file to label (decode + crop +
 resize + inference), p50 / p95 over --latency-n pages after a warm-up. Ratio: the fastest
 set-up of each model, timed again in --rounds alternating rounds (order swapped each round);
-the median of the per-round ratios is the number to quote.
+the median of the per-round ratios is the number to quote. Ceiling: the same pages through
+the stages before the model only (decode; + crop and resize; + the gate's page measures), in
+one worker process per core: no model can make the whole run faster than the last of these.
 """
 
 from __future__ import annotations
@@ -127,6 +129,63 @@ def bench_one(run: Path, files: list[str], backend: str, threads: int, batch_siz
     }
 
 
+# --- the ceiling: the pipeline without its model ---------------------------------------------
+
+FLOOR_STAGES = ("decode", "decode + crop + resize", "decode + crop + resize + gate measures")
+
+
+def _floor_init() -> None:
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    cv2.setNumThreads(1)  # as in `ecgvit predict`'s workers: the processes are the parallelism
+    threadpool_limits(1)
+
+
+def _floor_batch(job: tuple[int, list[str], object]) -> int:
+    """Run the first stages of prediction (no model) on a batch of files in a worker process."""
+    from ecgvit.data.io import DecodedPage, open_page
+    from ecgvit.data.preprocess import preprocess_array, preprocess_image
+    from ecgvit.predict import load_input
+
+    stage, files, spec = job
+    for f in files:
+        if stage == 2:
+            load_input(f, spec)
+            continue
+        page = open_page(f, max_pixels=spec.max_pixels, min_side=spec.min_side, draft_size=spec.draft, as_array=True)
+        if stage == 1:
+            preprocess_array(page.rgb, spec.preprocess) if isinstance(page, DecodedPage) else preprocess_image(page, spec.preprocess)
+    return len(files)
+
+
+def pipeline_floor(run: Path, files: list[str], batch_size: int, rounds: int = 3) -> dict[str, float]:
+    """Pages/s of the stages every page needs before any model runs (JPEG draft decode; crop
+    detection and resize; the out-of-scope gate's page measures), in one worker process per
+    core as `ecgvit predict` runs them: the most any model could reach with this preprocessing.
+    Best of `rounds` timed passes after a warm-up pass."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ecgvit.predict import Predictor
+
+    spec = Predictor(run, backend="torch")._spec()
+    n = os.cpu_count() or 1
+    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    out: dict[str, float] = {}
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_floor_init) as ex:
+        for stage, name in enumerate(FLOOR_STAGES):
+            best = 0.0
+            for i in range(rounds + 1):
+                t = time.perf_counter()
+                done = sum(ex.map(_floor_batch, [(stage, c, spec) for c in chunks]))
+                if i:  # the first pass warms the processes, decoders and lazy imports
+                    best = max(best, done / (time.perf_counter() - t))
+            out[name] = best
+    return out
+
+
 def interleaved_ratio(main_r: dict, seed_r: dict, files: list[str], rounds: int) -> dict:
     """Throughput of two set-ups timed in alternating rounds, and the ratio within each round.
 
@@ -174,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-pages", type=int, default=16, help="pages for vit-seed (slow: ~2 img/s)")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of the fastest set-up of each model for the ratio (0: one pass only)")
     ap.add_argument("--skip-seed", action="store_true")
+    ap.add_argument("--skip-floor", action="store_true", help="do not time the stages before the model (decode, crop, gate measures) on their own")
     ap.add_argument("--skip-onnx", action="store_true")
     ap.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
     ap.add_argument("--json", default=None, help="write the results here")
@@ -277,6 +337,19 @@ def main(argv: list[str] | None = None) -> int:
                 rs = inter["ratios"]
                 print(f"  interleaved, {a.rounds} rounds of each fastest set-up: {inter['ratio_median']:.1f}x median (rounds {min(rs):.1f}-{max(rs):.1f}x; "
                       f"{np.median(inter['main_images_per_s']):.1f} / {np.median(inter['seed_images_per_s']):.2f} img/s median)", flush=True)
+        floor = None
+        if not a.skip_floor:
+            floor = pipeline_floor(Path(main_r["setup"]["run"]), files, a.batch_size)
+            seed_ips = None
+            if inter is not None:
+                seed_ips = float(np.median(inter["seed_images_per_s"]))
+            elif "seed" in best:
+                seed_ips = best["seed"]["images_per_s"]
+            print(f"the same pages without a model ({os.cpu_count()} worker processes, best of 3 passes): the ceiling for any model"
+                  + (f"; x: against vit-seed's {seed_ips:.2f} img/s" if seed_ips else ""))
+            for name, ips in floor.items():
+                ms = (os.cpu_count() or 1) / ips * 1000
+                print(f"  {name:<42}{ips:>8.1f} img/s  ({ms:5.1f} ms a page on one core)" + (f"{ips / seed_ips:>8.1f}x" if seed_ips else ""))
         fast_lat = min(r["p50_ms"] for r in results if r["which"] == "main")
         try:
             print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes share them)")
@@ -286,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         if note:
             print(note)
         if a.json:
-            Path(a.json).write_text(json.dumps({"results": results, "interleaved": inter, "note": note, "threads": threads, "pages": len(files)}, indent=1))
+            Path(a.json).write_text(json.dumps({"results": results, "interleaved": inter, "floor_images_per_s": floor, "note": note, "threads": threads, "pages": len(files)}, indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

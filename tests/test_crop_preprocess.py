@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -211,3 +212,35 @@ def test_order_stats_are_np_partitions_values():
         assert np.array_equal(want, got, equal_nan=True)
         if not np.isnan(v).any():
             assert np.allclose(_percentiles(v, (75, 90)), np.percentile(v, (75, 90)), rtol=0, atol=1e-6)
+
+
+def test_pil_luma_is_pils_grey_conversion_for_every_colour():
+    # All 2**24 RGB colours at once: the float32 weighted sum must truncate to exactly PIL's
+    # fixed-point (19595 R + 38470 G + 7471 B + 32768) >> 16, ties included.
+    from ecgvit.data.preprocess import pil_luma
+
+    v = np.arange(1 << 24, dtype=np.uint32)
+    rgb = np.stack([(v >> 16) & 255, (v >> 8) & 255, v & 255], -1).astype(np.uint8).reshape(4096, 4096, 3)
+    want = np.asarray(Image.fromarray(rgb).convert("L"))
+    assert np.array_equal(pil_luma(rgb), want)
+    assert np.array_equal(pil_luma(rgb[100:300, 7:501]), want[100:300, 7:501])  # a crop view, as preprocessing passes
+
+
+@pytest.mark.parametrize("grayscale", [True, False])
+@pytest.mark.parametrize("crop", ["auto", "box", "none"])
+def test_preprocess_array_gives_the_pil_paths_bytes(grayscale, crop):
+    # Prediction preprocesses the decoder's array; training caches went through PIL images.
+    # The model must see the same bytes either way.
+    from ecgvit.data.preprocess import preprocess_array
+
+    page = drawn_page(size=(553, 393), box=(30, 95, 525, 380), seed=3)
+    cfg = PreprocessConfig(height=64, width=96, grayscale=grayscale, crop=crop)
+    a = preprocess_array(np.asarray(page), cfg)
+    ref = page.crop(a.crop.box) if a.crop is not None else page  # what the PIL path did
+    ref = np.asarray(ref.convert("L") if grayscale else ref)
+    ref = cv2.resize(ref, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(a.array, ref)
+    assert (a.crop is None) == (crop == "none")
+    assert np.array_equal(preprocess_image(page, cfg).array, a.array)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        preprocess_array(np.asarray(page.convert("L")), cfg)

@@ -378,17 +378,22 @@ def test_fast_jpeg_draft_gives_pils_pixels(tmp_path, size, subsampling, monkeypa
     f = tmp_path / "page.jpg"
     f.write_bytes(data)
     calls = []
-    real = eio._fast_jpeg_draft
-    monkeypatch.setattr(eio, "_fast_jpeg_draft", lambda *a: calls.append(1) or real(*a))
+    real = eio._fast_jpeg_draft_array
+    monkeypatch.setattr(eio, "_fast_jpeg_draft_array", lambda *a: calls.append(1) or real(*a))
     fast = open_page(f, draft_size=(540, 380))
     fast_upload = open_image_bytes(data, draft_size=(540, 380))
-    assert len(calls) == 2
+    as_array = open_page(f, draft_size=(540, 380), as_array=True)  # what prediction asks for
+    assert len(calls) == 3
     ref = Image.open(io.BytesIO(data))
     ref.draft("RGB", (540, 380))
     ref = ref.convert("RGB")
     assert fast.size == fast_upload.size == ref.size and fast.info["full_size"] == size
     assert np.array_equal(np.asarray(fast), np.asarray(ref)) and np.array_equal(np.asarray(fast_upload), np.asarray(ref))
-    monkeypatch.setattr(eio, "_fast_jpeg_draft", lambda *a: None)  # PIL's own path
+    assert isinstance(as_array, eio.DecodedPage) and as_array.size == ref.size and as_array.info == {"full_size": size, "source_mode": "RGB"}
+    assert np.array_equal(as_array.rgb, np.asarray(ref)) and not as_array.rgb.flags.writeable
+    assert np.array_equal(np.asarray(as_array.image()), np.asarray(ref)) and as_array.image().info["full_size"] == size
+    monkeypatch.setattr(eio, "_fast_jpeg_draft_array", lambda *a: None)  # PIL's own path
+    assert isinstance(open_page(f, draft_size=(540, 380), as_array=True), Image.Image)
     assert np.array_equal(np.asarray(open_page(f, draft_size=(540, 380))), np.asarray(ref))
 
 

@@ -41,6 +41,7 @@ from ecgvit.data.io import (
     MIN_SIDE,
     MULTIPAGE_SUFFIXES,
     BadImageError,
+    DecodedPage,
     count_pages,
     decode_checked,
     decode_pdf,
@@ -50,7 +51,7 @@ from ecgvit.data.io import (
     split_page,
     to_rgb,
 )
-from ecgvit.data.preprocess import PageArray, _draft_size, preprocess_image
+from ecgvit.data.preprocess import PageArray, _draft_size, preprocess_array, preprocess_image
 
 __all__ = ["Predictor", "NO_MODEL", "is_run_dir", "expand_inputs", "open_image_bytes", "predict_files", "ResultWriter", "weights_digest"]
 
@@ -84,12 +85,13 @@ def open_image_bytes(
     draft_size: tuple[int, int] | None = None,
     name: str = "<upload>",
     page: int | None = None,
-) -> Image.Image:
+    as_array: bool = False,
+) -> Image.Image | DecodedPage:
     """Decode an in-memory image like `open_page` does a file: RGB, or BadImageError with a reason.
 
     The format comes from the bytes (magic numbers), never from a file name. PDF bytes render
     one page (`page`, 1-based, default 1) at 200 dpi; `page` also picks a multi-page TIFF frame.
-    EXIF orientation is applied.
+    EXIF orientation is applied. as_array: as in `open_page`.
     """
     if not data:
         raise BadImageError(name, "empty file (0 bytes)")
@@ -97,7 +99,7 @@ def open_image_bytes(
     if is_pdf(data[:1024]):
         return decode_pdf(bytes(data), name, **kw)
     # data=: a JPEG upload takes the fast draft decode, as a JPEG file does.
-    return decode_checked(lambda: Image.open(io.BytesIO(data)), name, data=bytes(data), **kw)
+    return decode_checked(lambda: Image.open(io.BytesIO(data)), name, data=bytes(data), as_array=as_array, **kw)
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -172,26 +174,30 @@ class LoadSpec:
 def load_input(item: Any, spec: LoadSpec, keep_image: bool = False) -> "Loaded":
     """Decode + preprocess one input (path, bytes, PIL image or uint8 page array)."""
     cfg = spec.preprocess
+    page: Image.Image | DecodedPage
     if isinstance(item, (str, Path)):
-        img = open_page(item, max_pixels=spec.max_pixels, min_side=spec.min_side, draft_size=spec.draft)
+        page = open_page(item, max_pixels=spec.max_pixels, min_side=spec.min_side, draft_size=spec.draft, as_array=True)
     elif isinstance(item, (bytes, bytearray, memoryview)):
-        img = open_image_bytes(bytes(item), max_pixels=spec.max_pixels, min_side=spec.min_side, draft_size=spec.draft)
+        page = open_image_bytes(bytes(item), max_pixels=spec.max_pixels, min_side=spec.min_side, draft_size=spec.draft, as_array=True)
     elif isinstance(item, Image.Image):
-        img = to_rgb(item)
-        img.info.setdefault("full_size", img.size)
+        page = to_rgb(item)
+        page.info.setdefault("full_size", page.size)
     elif isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (3, 4)):
             raise BadImageError("<array>", f"expected a uint8 page (H, W) or (H, W, 3), got {item.dtype} {item.shape}")
-        img = to_rgb(Image.fromarray(item))
-        img.info["full_size"] = img.size
+        page = to_rgb(Image.fromarray(item))
+        page.info["full_size"] = page.size
     else:
         raise BadImageError(repr(type(item).__name__), "unsupported input type (give a path, bytes, PIL image or uint8 array)")
-    full = tuple(img.info.get("full_size", img.size))
-    # One array view of the page for crop detection and the structure measures (each PIL ->
-    # numpy conversion copies the page).
-    rgb = page_array(img) if img.mode == "RGB" else None
-    pa: PageArray = preprocess_image(img, cfg, rgb)
-    sx, sy = full[0] / img.size[0], full[1] / img.size[1]
+    full = tuple(page.info.get("full_size", page.size))
+    # One array view of the page for crop detection, cropping and the structure measures (each
+    # PIL -> numpy conversion copies the page); a fast-decoded JPEG never becomes a PIL image.
+    if isinstance(page, DecodedPage):
+        rgb: np.ndarray | None = page.rgb
+    else:
+        rgb = page_array(page) if page.mode == "RGB" else None
+    pa: PageArray = preprocess_array(rgb, cfg) if rgb is not None else preprocess_image(page, cfg)
+    sx, sy = full[0] / page.size[0], full[1] / page.size[1]
     if pa.crop is None:
         box = (0, 0, full[0], full[1])
         detected = None
@@ -204,9 +210,12 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False) -> "Loaded":
         from ecgvit.data.crop import find_trace_box
         from ecgvit.gate import page_structure
 
-        src = rgb if rgb is not None else img
+        src = rgb if rgb is not None else page
         structure = page_structure(src, pa.crop if pa.crop is not None else find_trace_box(src))
-    return Loaded(pa.array, box, (int(full[0]), int(full[1])), detected, img if keep_image else None, structure)
+    image = None
+    if keep_image:
+        image = page.image() if isinstance(page, DecodedPage) else page
+    return Loaded(pa.array, box, (int(full[0]), int(full[1])), detected, image, structure)
 
 
 def load_input_safe(item: Any, spec: LoadSpec) -> "Loaded | str":

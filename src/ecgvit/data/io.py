@@ -17,9 +17,12 @@ import threading
 import warnings
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # numpy is imported where it is used: `ecgvit --help` stays light
+    import numpy as np
 
 # Training data and the data indexer use images only; prediction also takes documents.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -90,7 +93,8 @@ def open_page(
     min_side: int = MIN_SIDE,
     draft_size: tuple[int, int] | None = None,
     page: int | None = None,
-) -> Image.Image:
+    as_array: bool = False,
+) -> Image.Image | DecodedPage:
     """Decode `path` into an RGB PIL image, or raise BadImageError.
 
     page: 1-based page of a PDF or frame of a multi-page TIFF; `path` may also end in
@@ -105,6 +109,10 @@ def open_page(
     The returned image's `info` carries "full_size" (width, height of the page, before any
     draft, after EXIF rotation) and "source_mode" (the file's PIL mode before conversion to
     RGB, e.g. "CMYK"; "PDF" for a rendered PDF page).
+
+    as_array: a JPEG that takes the fast draft decode comes back as a `DecodedPage` (its
+    pixels as an array, no PIL image made: ~0.5 ms a page for callers that work on arrays);
+    everything else is still a PIL image.
     """
     name = path
     if page is None:
@@ -136,7 +144,7 @@ def open_page(
         return decode_pdf(str(path), name, **kw)
     try:
         if data is not None:
-            return decode_checked(lambda: Image.open(io.BytesIO(data)), name, data=data, **kw)
+            return decode_checked(lambda: Image.open(io.BytesIO(data)), name, data=data, as_array=as_array, **kw)
         return decode_checked(lambda: Image.open(path), name, **kw)
     except BadImageError as exc:
         if path.suffix.lower() == ".pdf" and exc.reason.startswith("not an image"):
@@ -231,12 +239,14 @@ def decode_checked(
     draft_size: tuple[int, int] | None = None,
     page: int | None = None,
     data: bytes | None = None,
-) -> Image.Image:
+    as_array: bool = False,
+) -> Image.Image | DecodedPage:
     """Open (with `opener`), size-check, decode, apply EXIF orientation and convert to RGB;
     every failure a BadImageError. `page` (1-based) picks a frame of a multi-page TIFF.
 
     data: the file's bytes, when the caller has them: a JPEG draft decode then runs in OpenCV
-    (see `_fast_jpeg_draft`), which gives the same pixels as PIL's draft ~25 % faster.
+    (see `_fast_jpeg_draft`), which gives the same pixels as PIL's draft ~25 % faster; with
+    `as_array` that decode comes back as a `DecodedPage` (see `open_page`).
 
     Shared by files (`open_page`) and in-memory uploads (`ecgvit.predict.open_image_bytes`).
     """
@@ -272,11 +282,10 @@ def decode_checked(
     if min(w, h) < min_side:
         raise BadImageError(name, f"image too small: {w}x{h}, shorter side < {min_side} pixels")
     if data is not None and draft_size is not None and page is None:
-        fast = _fast_jpeg_draft(im, data, draft_size)
+        fast = _fast_jpeg_draft_array(im, data, draft_size)
         if fast is not None:
-            fast.info["full_size"] = (w, h)
-            fast.info["source_mode"] = source_mode
-            return fast
+            decoded = DecodedPage(fast, {"full_size": (w, h), "source_mode": source_mode})
+            return decoded if as_array else decoded.image()
     try:
         if draft_size is not None and im.format == "JPEG":
             im.draft("RGB", draft_size)
@@ -324,8 +333,44 @@ def page_array(img: Image.Image) -> "np.ndarray":
 _FAST_JPEG_MAX_BYTES = 64 << 20
 
 
+class DecodedPage:
+    """A page the fast JPEG draft decode made, as a read-only uint8 (H, W, 3) RGB array, with
+    the `info` an `open_page` image carries ("full_size", "source_mode").
+
+    Cropping, grey conversion and the gate's measures all work on arrays; making a PIL image
+    of the page only to hand its pixels back costs a copy into PIL's 4-bytes-a-pixel layout
+    (~0.5 ms of a ~17 ms page), so `image()` makes one only when asked (to draw on, say).
+    """
+
+    __slots__ = ("rgb", "info")
+    mode = "RGB"  # as a PIL page: callers may ask either kind
+
+    def __init__(self, rgb: np.ndarray, info: dict[str, Any]):
+        self.rgb = rgb
+        self.info = info
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as PIL gives it."""
+        return (int(self.rgb.shape[1]), int(self.rgb.shape[0]))
+
+    def image(self) -> Image.Image:
+        """The page as a PIL RGB image (a copy), with `info` and the array kept (`page_array`)."""
+        img = Image.fromarray(self.rgb)
+        img.info.update(self.info)
+        img.info[RGB_ARRAY_KEY] = self.rgb
+        return img
+
+
 def _fast_jpeg_draft(im: Image.Image, data: bytes, draft_size: tuple[int, int]) -> Image.Image | None:
-    """The RGB draft decode of a plain colour JPEG by OpenCV, or None to take PIL's path.
+    """`_fast_jpeg_draft_array` as a PIL RGB image (its array kept in `info`), or None."""
+    rgb = _fast_jpeg_draft_array(im, data, draft_size)
+    return None if rgb is None else DecodedPage(rgb, {}).image()
+
+
+def _fast_jpeg_draft_array(im: Image.Image, data: bytes, draft_size: tuple[int, int]) -> np.ndarray | None:
+    """The RGB draft decode of a plain colour JPEG by OpenCV (read-only uint8 array), or None
+    to take PIL's path.
 
     Both libraries decode with libjpeg-turbo at a 1/2, 1/4 or 1/8 DCT scale, so the pixels are
     the same (tests/test_inputs.py checks it); OpenCV's is faster (6.9 vs 8.8 ms for a
@@ -360,12 +405,9 @@ def _fast_jpeg_draft(im: Image.Image, data: bytes, draft_size: tuple[int, int]) 
     if bgr is None or bgr.ndim != 3 or (bgr.shape[1], bgr.shape[0]) != im.size:
         return None
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    img = Image.fromarray(rgb)
-    # The same pixels as an array (read-only), for callers that work on arrays: converting the
-    # PIL image back to numpy copies the whole page again (~0.3 ms of a ~17 ms page).
+    # Read-only: the same array may back a PIL image's `info` and a DecodedPage.
     rgb.flags.writeable = False
-    img.info[RGB_ARRAY_KEY] = rgb
-    return img
+    return rgb
 
 
 def _pdf_load_reason(exc: Exception) -> str:

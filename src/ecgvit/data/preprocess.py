@@ -22,7 +22,7 @@ from PIL import Image
 
 from ecgvit.config import PreprocessConfig, save_json, to_dict
 from ecgvit.data.crop import CropResult, find_trace_box
-from ecgvit.data.io import open_page
+from ecgvit.data.io import DecodedPage, open_page
 
 # Crop detection wants a page copy at least this big; smaller drafts blur the grid away.
 _DETECT_MIN = (540, 380)
@@ -53,13 +53,13 @@ def _draft_size(cfg: PreprocessConfig) -> tuple[int, int]:
 def preprocess_image(img: Image.Image, cfg: PreprocessConfig, rgb: np.ndarray | None = None) -> PageArray:
     """Crop and resize an already-decoded RGB page. rgb: `np.asarray(img)`, when the caller
     has it already (crop detection reads the pixels as an array)."""
+    if rgb is not None or img.mode == "RGB":
+        return preprocess_array(np.asarray(img) if rgb is None else rgb, cfg)
     crop: CropResult | None = None
     if cfg.crop == "auto":
-        crop = find_trace_box(img if rgb is None else rgb, fallback_box=cfg.fallback_box)
+        crop = find_trace_box(img, fallback_box=cfg.fallback_box)
     elif cfg.crop == "box":
-        l, t, r, b = cfg.fallback_box
-        w, h = img.size
-        crop = CropResult((round(l * w), round(t * h), round(r * w), round(b * h)), False, "configured box")
+        crop = _configured_box(img.size, cfg)
     if crop is not None:
         img = img.crop(crop.box)
     if cfg.grayscale:
@@ -70,10 +70,51 @@ def preprocess_image(img: Image.Image, cfg: PreprocessConfig, rgb: np.ndarray | 
     return PageArray(np.ascontiguousarray(a), crop)
 
 
+def preprocess_array(rgb: np.ndarray, cfg: PreprocessConfig) -> PageArray:
+    """`preprocess_image` of a uint8 (H, W, 3) RGB page array: the same bytes, without PIL."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected a uint8 RGB array (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    crop: CropResult | None = None
+    if cfg.crop == "auto":
+        crop = find_trace_box(rgb, fallback_box=cfg.fallback_box)
+    elif cfg.crop == "box":
+        crop = _configured_box((rgb.shape[1], rgb.shape[0]), cfg)
+    a = rgb
+    if crop is not None:
+        l, t, r, b = crop.box  # always inside the page: a slice is what PIL's crop copies
+        a = a[t:b, l:r]
+    if cfg.grayscale:
+        a = pil_luma(a)
+    a = cv2.resize(a, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
+    return PageArray(np.ascontiguousarray(a), crop)
+
+
+def _configured_box(size: tuple[int, int], cfg: PreprocessConfig) -> CropResult:
+    l, t, r, b = cfg.fallback_box
+    w, h = size
+    return CropResult((round(l * w), round(t * h), round(r * w), round(b * h)), False, "configured box")
+
+
+# PIL's RGB -> L weights (ITU-R 601-2 in 16-bit fixed point) as floats, plus its rounding half.
+_LUMA = np.array([[19595 / 65536, 38470 / 65536, 7471 / 65536, 0.5]], np.float32)
+
+
+def pil_luma(rgb: np.ndarray) -> np.ndarray:
+    """PIL's `convert("L")` of a uint8 RGB array, bit for bit, ~1.7x faster and with no PIL image.
+
+    PIL computes (19595 R + 38470 G + 7471 B + 32768) >> 16. Each weight is a multiple of
+    2**-16 and every partial sum stays below 2**24 such units, so float32 holds each product
+    and sum exactly, whatever the order; truncating to uint8 is then the shift (checked on all
+    2**24 colours in tests/test_crop_preprocess.py). OpenCV's own RGB2GRAY rounds differently."""
+    return cv2.transform(np.asarray(rgb, np.float32), _LUMA).astype(np.uint8)
+
+
 def load_page_array(path: str | Path, cfg: PreprocessConfig = PreprocessConfig()) -> PageArray:
     """Decode `path` and preprocess it; raises BadImageError for unusable files."""
-    img = open_page(path, draft_size=_draft_size(cfg) if cfg.draft else None)
-    return preprocess_image(img, cfg)
+    page = open_page(path, draft_size=_draft_size(cfg) if cfg.draft else None, as_array=True)
+    if isinstance(page, DecodedPage):
+        return preprocess_array(page.rgb, cfg)
+    return preprocess_image(page, cfg)
 
 
 # Part of the cache key beside the config: bump it when decoding changes what reaches the model
