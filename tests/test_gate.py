@@ -184,3 +184,35 @@ def test_structure_ink_measures_are_the_float_means_bit_for_bit():
             assert got.dtype == np.float32 and np.array_equal(got, want)
             frac = float(np.float32(cv2.countNonZero(view.view(np.uint8)) / view.size))
             assert frac == float(view.astype(np.float32).mean())
+
+
+def test_page_measures_taken_beside_the_model_give_the_same_answers(gated_run, tmp_path, monkeypatch):
+    # One page (`ecgvit predict page.jpg`, serve) takes the gate's page measures on a side
+    # thread while the model runs; a batch takes them while decoding. Same rows either way, and
+    # a measure that fails is that page's reason, not a crash.
+    from ecgvit import gate as egate
+    from ecgvit.synth import make_page
+
+    run, _ = gated_run
+    pred = Predictor(run, backend="torch")
+    pages = []
+    for i, cls in enumerate(["normal", "abnormal_heartbeat"]):
+        img, _, _ = make_page(cls, np.random.default_rng(200 + i))
+        pages.append(tmp_path / f"p{i}.png")
+        img.save(pages[-1])
+    pages.append(tmp_path / "neg.png")
+    Image.fromarray(make_negative("single_lead", np.random.default_rng(3))).save(pages[-1])
+    batch = pred.predict(pages)
+    assert [pred.predict(p)[0] for p in pages] == batch
+    ld = pred.load(pages[0])
+    assert ld.structure_pending
+    assert pred.answer(ld, str(pages[0])) == batch[0] and not ld.structure_pending
+    assert pred.load(pages[1]).structure.trace_rows == 4  # read directly: measured on demand
+
+    def broken(*a, **k):
+        raise RuntimeError("measure exploded")
+
+    monkeypatch.setattr(egate, "page_structure", broken)
+    (row,) = pred.predict(pages[0])
+    assert row["status"] == "bad" and "measure exploded" in row["reason"]
+    pred.close()
