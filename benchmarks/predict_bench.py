@@ -163,7 +163,7 @@ def pipeline_floor(run: Path, files: list[str], batch_size: int, rounds: int = 3
     """Pages/s of the stages every page needs before any model runs (JPEG draft decode; crop
     detection and resize; the out-of-scope gate's page measures), in one worker process per
     core as `ecgvit predict` runs them: the most any model could reach with this preprocessing.
-    Best of `rounds` timed passes after a warm-up pass."""
+    Best of `rounds` timed passes of each stage after a warm-up round."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -172,17 +172,20 @@ def pipeline_floor(run: Path, files: list[str], batch_size: int, rounds: int = 3
 
     spec = Predictor(run, backend="torch")._spec()
     n = os.cpu_count() or 1
-    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-    out: dict[str, float] = {}
+    # Batches as prediction's, but at least two per process: a short list still uses every core.
+    bs = max(1, min(batch_size, len(files) // (2 * n)))
+    chunks = [files[i : i + bs] for i in range(0, len(files), bs)]
+    out = {name: 0.0 for name in FLOOR_STAGES}
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_floor_init) as ex:
-        for stage, name in enumerate(FLOOR_STAGES):
-            best = 0.0
-            for i in range(rounds + 1):
+        for i in range(rounds + 1):
+            # Stages in turn within each round, the order rotated: a slow stretch of the shared
+            # machine then lands on every stage alike instead of on whichever ran during it.
+            for k in range(len(FLOOR_STAGES)):
+                stage = (k + i) % len(FLOOR_STAGES)
                 t = time.perf_counter()
                 done = sum(ex.map(_floor_batch, [(stage, c, spec) for c in chunks]))
-                if i:  # the first pass warms the processes, decoders and lazy imports
-                    best = max(best, done / (time.perf_counter() - t))
-            out[name] = best
+                if i:  # the first round warms the processes, decoders and lazy imports
+                    out[FLOOR_STAGES[stage]] = max(out[FLOOR_STAGES[stage]], done / (time.perf_counter() - t))
     return out
 
 
@@ -345,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed_ips = float(np.median(inter["seed_images_per_s"]))
             elif "seed" in best:
                 seed_ips = best["seed"]["images_per_s"]
-            print(f"the same pages without a model ({os.cpu_count()} worker processes, best of 3 passes): the ceiling for any model"
+            print(f"the same pages without a model ({os.cpu_count()} worker processes, best of 3 rounds): the ceiling for any model"
                   + (f"; x: against vit-seed's {seed_ips:.2f} img/s" if seed_ips else ""))
             for name, ips in floor.items():
                 ms = (os.cpu_count() or 1) / ips * 1000
