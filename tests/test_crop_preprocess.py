@@ -244,3 +244,14 @@ def test_preprocess_array_gives_the_pil_paths_bytes(grayscale, crop):
     assert np.array_equal(preprocess_image(page, cfg).array, a.array)
     with pytest.raises(ValueError, match="uint8 RGB"):
         preprocess_array(np.asarray(page.convert("L")), cfg)
+
+
+def test_column_means_are_numpys_bit_for_bit():
+    from ecgvit.data.crop import column_means
+
+    rng = np.random.default_rng(0)
+    for shape in [(2, 7), (300, 513), (41, 3)]:
+        a = (rng.random(shape, dtype=np.float32) * 255).astype(np.float32)
+        for view in (a, a[1:, 2:], a[::1, 1:-1], a[::2], a[:, ::2], np.asfortranarray(a)):
+            assert np.array_equal(column_means(view), view.mean(axis=0))
+    assert np.array_equal(column_means(np.arange(12.0).reshape(3, 4)), np.arange(12.0).reshape(3, 4).mean(axis=0))  # float64: numpy's own

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ecgvit.data.crop import CropResult, _column_means, tint_map
+from ecgvit.data.crop import CropResult, column_means, tint_map
 
 __all__ = [
     "STATUSES",
@@ -151,7 +151,7 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
     per = 0.0
     if sw >= 64 and sh >= 64:
         st = tint[t:b, l:r]
-        px, sx_ = _profile_period([_column_means(st[y0:y1]) for y0, y1 in _slabs(sh, 4)], sw)
+        px, sx_ = _profile_period([column_means(st[y0:y1]) for y0, y1 in _slabs(sh, 4)], sw)
         py, sy_ = _profile_period([st[:, x0:x1].mean(axis=1) for x0, x1 in _slabs(sw, 4)], sh, period_range=(sw / _GRID_PERIODS[1], sw / _GRID_PERIODS[0]))
         if px and py and min(abs(np.log(px / py) - np.log(m)) for m in (0.5, 1.0, 2.0)) < 0.08:
             per = float(min(sx_, sy_))

@@ -208,15 +208,17 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False, defer_struct
         l, t, r, b = pa.crop.box
         box = (round(l * sx), round(t * sy), round(r * sx), round(b * sy))
         detected = pa.crop.detected
-    measure = None
+    measure: Callable[[], Any] | None = None
     if spec.structure:
         from ecgvit.data.crop import find_trace_box
         from ecgvit.gate import page_structure
 
         src, crop = (rgb if rgb is not None else page), pa.crop
 
-        def measure() -> Any:
+        def measure_page() -> Any:
             return page_structure(src, crop if crop is not None else find_trace_box(src))
+
+        measure = measure_page
     image = None
     if keep_image:
         image = page.image() if isinstance(page, DecodedPage) else page
@@ -585,7 +587,7 @@ class Predictor:
             # run beside the model (see `_infer_measuring`); a failure there is this page's reason.
             results: Iterator[Loaded | str] = iter([self._load_safe(items[0], defer_structure=True)])
             ex = None
-        elif nw == 1:
+        elif nw == 1 or not items:
             results = (self._load_safe(it) for it in items)
             ex = None
         else:

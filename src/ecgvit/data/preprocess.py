@@ -51,8 +51,9 @@ def _draft_size(cfg: PreprocessConfig) -> tuple[int, int]:
 
 
 def preprocess_image(img: Image.Image, cfg: PreprocessConfig, rgb: np.ndarray | None = None) -> PageArray:
-    """Crop and resize an already-decoded RGB page. rgb: `np.asarray(img)`, when the caller
-    has it already (crop detection reads the pixels as an array)."""
+    """Crop and resize an already-decoded page. rgb: `np.asarray(img)`, when the caller has it
+    already. An RGB page goes through `preprocess_array` (the same bytes as PIL's crop and
+    grey conversion, faster); other modes through PIL."""
     if rgb is not None or img.mode == "RGB":
         return preprocess_array(np.asarray(img) if rgb is None else rgb, cfg)
     crop: CropResult | None = None
@@ -100,7 +101,8 @@ _LUMA = np.array([[19595 / 65536, 38470 / 65536, 7471 / 65536, 0.5]], np.float32
 
 
 def pil_luma(rgb: np.ndarray) -> np.ndarray:
-    """PIL's `convert("L")` of a uint8 RGB array, bit for bit, ~1.7x faster and with no PIL image.
+    """PIL's `convert("L")` of a uint8 RGB array, bit for bit, with no PIL image made (a crop of
+    a draft page: 0.31 ms against 0.53 for making a PIL image of it and converting that).
 
     PIL computes (19595 R + 38470 G + 7471 B + 32768) >> 16. Each weight is a multiple of
     2**-16 and every partial sum stays below 2**24 such units, so float32 holds each product
