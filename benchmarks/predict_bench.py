@@ -144,18 +144,17 @@ def _floor_init() -> None:
 
 def _floor_batch(job: tuple[int, list[str], object]) -> int:
     """Run the first stages of prediction (no model) on a batch of files in a worker process."""
-    from ecgvit.data.io import DecodedPage, open_page
-    from ecgvit.data.preprocess import preprocess_array, preprocess_image
+    from dataclasses import replace
+
+    from ecgvit.data.io import open_page
     from ecgvit.predict import load_input
 
     stage, files, spec = job
     for f in files:
-        if stage == 2:
-            load_input(f, spec)
-            continue
-        page = open_page(f, max_pixels=spec.max_pixels, min_side=spec.min_side, draft_size=spec.draft, as_array=True)
-        if stage == 1:
-            preprocess_array(page.rgb, spec.preprocess) if isinstance(page, DecodedPage) else preprocess_image(page, spec.preprocess)
+        if stage == 0:
+            open_page(f, max_pixels=spec.max_pixels, min_side=spec.min_side, draft_size=spec.draft, as_array=True)
+        else:  # prediction's own loading, with the gate's page measures (stage 2) or without
+            load_input(f, spec if stage == 2 else replace(spec, structure=False))
     return len(files)
 
 
