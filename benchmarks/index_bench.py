@@ -39,7 +39,7 @@ def main() -> None:
         t3 = time.perf_counter()
         _phash_bits(crop, 16)
         t4 = time.perf_counter()
-        for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=False):
             phases[k] += dt
     n = len(sample)
     total = sum(phases.values()) / n * 1000

@@ -55,7 +55,7 @@ def forward_speed(name: str, threads: int, batch: int = 8, reps: int = 3) -> flo
 
 
 def main() -> None:
-    from ecgvit.models import count_gflops, count_params, create_model, get_spec, list_models
+    from ecgvit.models import count_gflops, count_params, create_model, get_spec
     from ecgvit.train import DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,7 +90,16 @@ def main() -> None:
         if not spec.trainable_here:
             row = f"| {entry} | {params:.2f} M | {gflops:.2f} | {speed:.1f} | (forward only) | | | | |\n"
         else:
-            args = {"data": a.data, "out": str(out / entry), "model": name, "teacher": ",".join(teachers), "folds": a.folds, "repeats": a.repeats, "epochs": a.epochs, "threads": a.threads}
+            args = {
+                "data": a.data,
+                "out": str(out / entry),
+                "model": name,
+                "teacher": ",".join(teachers),
+                "folds": a.folds,
+                "repeats": a.repeats,
+                "epochs": a.epochs,
+                "threads": a.threads,
+            }
             r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
             if r.returncode:
                 print(r.stderr[-3000:], file=sys.stderr)
@@ -104,8 +113,10 @@ def main() -> None:
                 else:
                     secs = f"{secs:.0f}"
                 folds = " ".join(f"{f['macro_f1']:.2f}" for f in s["per_fold"])
-                row = (f"| {entry} | {params:.2f} M | {gflops:.2f} | {speed:.1f} | {secs} | {s['peak_rss_mib']:.0f} | "
-                       f"{s['macro_f1']['mean']:.3f} ± {s['macro_f1']['sd']:.3f} | {s['accuracy']['mean']:.3f} ± {s['accuracy']['sd']:.3f} | {folds} |\n")
+                row = (
+                    f"| {entry} | {params:.2f} M | {gflops:.2f} | {speed:.1f} | {secs} | {s['peak_rss_mib']:.0f} | "
+                    f"{s['macro_f1']['mean']:.3f} ± {s['macro_f1']['sd']:.3f} | {s['accuracy']['mean']:.3f} ± {s['accuracy']['sd']:.3f} | {folds} |\n"
+                )
         with open(table, "a") as f:
             f.write(row)
         print(row, end="", flush=True)

@@ -43,7 +43,9 @@ def gate_scores(gate, structures, logits, feats):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cv", default="runs/khan_cv/ecgvit-tiny", help="a finished cross-validation folder (r0_fold*/, oof.csv)")
+    ap.add_argument(
+        "--cv", default="runs/khan_cv/ecgvit-tiny", help="a finished cross-validation folder (r0_fold*/, oof.csv)"
+    )
     ap.add_argument("--per-kind", type=int, default=20, help="generated inputs per negative kind")
     ap.add_argument("--per-class", type=int, default=10, help="synthetic positives per class and distortion level")
     ap.add_argument("--folds", default="", help="comma-separated folds (default: all)")
@@ -106,16 +108,24 @@ def main() -> None:
             w.writeheader()
             w.writerows(other)
         tf = time.time()
-        s = calibrate(run, oof=oof_file, progress=False)
+        calibrate(run, oof=oof_file, progress=False)
         gate = load_gate(run)
         pred = Predictor(run, backend="torch")
         st, lg, ft, _ = measure_pages(pred, [p["path"] for p in held])
         classes = pred.classes
         y = np.array([classes.index(p["label"]) for p in held])
-        ece.append({"fold": k, "temperature": gate.cfg.temperature, "ece_before": expected_calibration_error(y, softmax_t(lg, 1.0))[0], "ece_after": expected_calibration_error(y, softmax_t(lg, gate.cfg.temperature))[0], "n": len(y)})
+        ece.append(
+            {
+                "fold": k,
+                "temperature": gate.cfg.temperature,
+                "ece_before": expected_calibration_error(y, softmax_t(lg, 1.0))[0],
+                "ece_after": expected_calibration_error(y, softmax_t(lg, gate.cfg.temperature))[0],
+                "n": len(y),
+            }
+        )
         v, sc = gate_scores(gate, st, lg, ft)
         real_scores.extend(sc)
-        for p, vi in zip(held, v):
+        for p, vi in zip(held, v, strict=False):
             real_status[vi["status"]] += 1
             if vi["status"] == "out_of_scope":
                 real_rejected.append({"fold": k, "path": p["path"], "reason": vi["reason"]})
@@ -126,7 +136,9 @@ def main() -> None:
             neg_scores[kind].extend(sc)
             for vi in v:
                 neg_status[kind][vi["status"]] += 1
-                neg_reasons[kind][vi["reason"].split(" (")[0].split(";")[0] if vi["status"] == "out_of_scope" else vi["status"]] += 1
+                neg_reasons[kind][
+                    vi["reason"].split(" (")[0].split(";")[0] if vi["status"] == "out_of_scope" else vi["status"]
+                ] += 1
             neg_status[kind]["undecodable"] += len(files) - len(ok)
         for level, files in pos.items():
             st, lg, ft, _ = measure_pages(pred, files)
@@ -136,7 +148,10 @@ def main() -> None:
                 pos_status[level][vi["status"]] += 1
                 if vi["status"] == "out_of_scope":
                     pos_reasons[level][vi["reason"].split(" (")[0].split(";")[0]] += 1
-        print(f"fold {k}: gate fitted and scored in {time.time() - tf:.0f}s; real held-out {dict(real_status)}", flush=True)
+        print(
+            f"fold {k}: gate fitted and scored in {time.time() - tf:.0f}s; real held-out {dict(real_status)}",
+            flush=True,
+        )
 
         n_real = sum(real_status.values())
         res = {
@@ -148,13 +163,26 @@ def main() -> None:
             "negatives": {
                 kind: {
                     "n": sum(neg_status[kind].values()),
-                    "rejected": neg_status[kind]["out_of_scope"] / max(1, sum(neg_status[kind].values()) - neg_status[kind]["undecodable"]),
-                    "auroc": float(roc_auc_score([0] * len(real_scores) + [1] * len(neg_scores[kind]), list(real_scores) + list(neg_scores[kind]))),
+                    "rejected": neg_status[kind]["out_of_scope"]
+                    / max(1, sum(neg_status[kind].values()) - neg_status[kind]["undecodable"]),
+                    "auroc": float(
+                        roc_auc_score(
+                            [0] * len(real_scores) + [1] * len(neg_scores[kind]),
+                            list(real_scores) + list(neg_scores[kind]),
+                        )
+                    ),
                     "reasons": dict(neg_reasons[kind]),
                 }
                 for kind in neg
             },
-            "synthetic_positives": {level: {"n": sum(c.values()), **{s: c[s] / sum(c.values()) for s in ("ok", "low_confidence", "out_of_scope")}, "reasons": dict(pos_reasons[level])} for level, c in pos_status.items()},
+            "synthetic_positives": {
+                level: {
+                    "n": sum(c.values()),
+                    **{s: c[s] / sum(c.values()) for s in ("ok", "low_confidence", "out_of_scope")},
+                    "reasons": dict(pos_reasons[level]),
+                }
+                for level, c in pos_status.items()
+            },
             "ece": ece,
             "seconds": round(time.time() - t0, 1),
         }
@@ -166,13 +194,23 @@ def main() -> None:
             "|---|---|---|---|---|",
         ]
         for kind, r in res["negatives"].items():
-            lines.append(f"| {kind} | {r['n']} | {r['rejected']:.1%} | {r['auroc']:.3f} | {', '.join(f'{k}: {v}' for k, v in r['reasons'].items())} |")
-        lines += ["", "| synthetic positives | n | ok | low confidence | out of scope | reasons |", "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {kind} | {r['n']} | {r['rejected']:.1%} | {r['auroc']:.3f} | {', '.join(f'{k}: {v}' for k, v in r['reasons'].items())} |"
+            )
+        lines += [
+            "",
+            "| synthetic positives | n | ok | low confidence | out of scope | reasons |",
+            "|---|---|---|---|---|---|",
+        ]
         for level, r in res["synthetic_positives"].items():
-            lines.append(f"| distort {level} | {r['n']} | {r['ok']:.1%} | {r['low_confidence']:.1%} | {r['out_of_scope']:.1%} | {', '.join(f'{k}: {v}' for k, v in r['reasons'].items())} |")
+            lines.append(
+                f"| distort {level} | {r['n']} | {r['ok']:.1%} | {r['low_confidence']:.1%} | {r['out_of_scope']:.1%} | {', '.join(f'{k}: {v}' for k, v in r['reasons'].items())} |"
+            )
         lines += ["", "| fold | T | ECE before | ECE after | n |", "|---|---|---|---|---|"]
         for e in ece:
-            lines.append(f"| {e['fold']} | {e['temperature']:.3f} | {e['ece_before']:.3f} | {e['ece_after']:.3f} | {e['n']} |")
+            lines.append(
+                f"| {e['fold']} | {e['temperature']:.3f} | {e['ece_before']:.3f} | {e['ece_after']:.3f} | {e['n']} |"
+            )
         (out / "table.md").write_text("\n".join(lines) + "\n")
     print((out / "table.md").read_text())
     shutil.rmtree(work, ignore_errors=True)

@@ -58,7 +58,8 @@ def fit_free(y: np.ndarray, logp: np.ndarray, k: int, sweeps: int = 3) -> np.nda
     for _ in range(sweeps):
         changed = False
         for c in range(1, k):
-            def score(v: float) -> tuple[float, float]:
+
+            def score(v: float, c: int = c) -> tuple[float, float]:
                 bb = b.copy()
                 bb[c] = v
                 return round(macro_f1(y, logp, bb, k), 12), -abs(v)
@@ -92,9 +93,14 @@ def main() -> None:
             preds["free"][te] = (logp[te] + bf).argmax(1)
             fitted["free"].append("(" + " ".join(f"{v:+.1f}" for v in bf[1:]) + ")")
         for name, p in preds.items():
-            per = [f1_score(y[fold == f], p[fold == f], average="macro", labels=list(range(k)), zero_division=0) for f in folds]
+            per = [
+                f1_score(y[fold == f], p[fold == f], average="macro", labels=list(range(k)), zero_division=0)
+                for f in folds
+            ]
             extra = " ".join(f"{v:.3f}" for v in per) + ("   " + " ".join(fitted[name]) if fitted[name] else "")
-            print(f"{d.name:<22}{name:<10}{np.mean(per):>10.3f}{f1_score(y, p, average='macro'):>8.3f}{accuracy_score(y, p):>10.3f}  {extra}")
+            print(
+                f"{d.name:<22}{name:<10}{np.mean(per):>10.3f}{f1_score(y, p, average='macro'):>8.3f}{accuracy_score(y, p):>10.3f}  {extra}"
+            )
     print(f"(free offsets are for {', '.join(classes[1:])}; the first class, {classes[0]}, stays at 0)")
 
 

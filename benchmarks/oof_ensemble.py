@@ -30,17 +30,23 @@ def main() -> None:
     loaded = [load_oof(d) for d in a.cv_dirs]
     classes, first = loaded[0]
     keys = sorted(first)
-    for d, (cls, rows) in zip(a.cv_dirs, loaded):
+    for d, (cls, rows) in zip(a.cv_dirs, loaded, strict=False):
         if cls != classes or set(rows) != set(keys) or any(rows[k]["fold"] != first[k]["fold"] for k in keys):
             raise SystemExit(f"{d}: not the same pages, classes and folds as {a.cv_dirs[0]}")
     y = np.array([classes.index(first[k]["label"]) for k in keys])
     fold = np.array([int(first[k]["fold"]) for k in keys])
     probs = [np.array([[float(rows[k][f"p_{c}"]) for c in classes] for k in keys]) for _, rows in loaded]
     print(f"{'recipe':<40}{'pooled macro-F1':>16}{'accuracy':>10}{'fold mean':>11}  per fold")
-    for name, p in [*zip((Path(d).name for d in a.cv_dirs), probs), ("mean of probabilities", np.mean(probs, axis=0))]:
+    for name, p in [
+        *zip((Path(d).name for d in a.cv_dirs), probs, strict=False),
+        ("mean of probabilities", np.mean(probs, axis=0)),
+    ]:
         pred = p.argmax(1)
         per = [f1_score(y[fold == k], pred[fold == k], average="macro") for k in sorted(set(fold))]
-        print(f"{name:<40}{f1_score(y, pred, average='macro'):>16.3f}{accuracy_score(y, pred):>10.3f}{np.mean(per):>11.3f}  " + " ".join(f"{v:.2f}" for v in per))
+        print(
+            f"{name:<40}{f1_score(y, pred, average='macro'):>16.3f}{accuracy_score(y, pred):>10.3f}{np.mean(per):>11.3f}  "
+            + " ".join(f"{v:.2f}" for v in per)
+        )
 
 
 if __name__ == "__main__":

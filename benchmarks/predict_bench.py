@@ -46,7 +46,13 @@ def make_random_run(out: Path, model: str, seed: int = 0) -> Path:
     m = create_model(model, num_classes=len(KHAN_CLASSES)).eval()
     meta = {
         "classes": list(KHAN_CLASSES),
-        "model": {"name": model, "img_size": list(spec.img_size), "in_chans": spec.in_chans, "kwargs": {}, "params": sum(p.numel() for p in m.parameters())},
+        "model": {
+            "name": model,
+            "img_size": list(spec.img_size),
+            "in_chans": spec.in_chans,
+            "kwargs": {},
+            "params": sum(p.numel() for p in m.parameters()),
+        },
         "preprocess": to_dict(spec.preprocess()),
         "note": "random weights (benchmark)",
     }
@@ -79,7 +85,16 @@ def default_model() -> tuple[str, str]:
     return "resnet18", f"(default {DEFAULT_MODEL!r} not registered yet: measured resnet18 instead)"
 
 
-def bench_one(run: Path, files: list[str], backend: str, threads: int, batch_size: int, workers: int, latency_n: int, processes: int = 0) -> dict:
+def bench_one(
+    run: Path,
+    files: list[str],
+    backend: str,
+    threads: int,
+    batch_size: int,
+    workers: int,
+    latency_n: int,
+    processes: int = 0,
+) -> dict:
     from ecgvit.predict import Predictor
 
     pred = Predictor(run, backend=backend, threads=threads, workers=workers, batch_size=batch_size, processes=processes)
@@ -96,7 +111,9 @@ def bench_one(run: Path, files: list[str], backend: str, threads: int, batch_siz
     used_processes = pred._pool[1] if pred._pool is not None else 1
     pred.close()
     # Every page answered (a fitted gate may call some low_confidence; none may be unreadable).
-    assert all(r["status"] in ("ok", "low_confidence") for r in rows), [r for r in rows if r["status"] not in ("ok", "low_confidence")][:2]
+    assert all(r["status"] in ("ok", "low_confidence") for r in rows), [
+        r for r in rows if r["status"] not in ("ok", "low_confidence")
+    ][:2]
     lat = []
     for f in files[:latency_n]:
         t = time.perf_counter()
@@ -125,7 +142,15 @@ def bench_one(run: Path, files: list[str], backend: str, threads: int, batch_siz
         "infer1_ms": float(np.median(inf)),
         "input": f"{pred.preprocess.height}x{pred.preprocess.width}x{pred.preprocess.channels}",
         # How to build this set-up again (interleaved_ratio times the fastest ones side by side).
-        "setup": {"run": str(run), "backend": backend, "threads": threads, "batch_size": batch_size, "workers": workers, "processes": processes, "files": len(files)},
+        "setup": {
+            "run": str(run),
+            "backend": backend,
+            "threads": threads,
+            "batch_size": batch_size,
+            "workers": workers,
+            "processes": processes,
+            "files": len(files),
+        },
     }
 
 
@@ -200,7 +225,14 @@ def interleaved_ratio(main_r: dict, seed_r: dict, files: list[str], rounds: int)
 
     def build(r: dict) -> tuple[Predictor, list[str]]:
         s = r["setup"]
-        pred = Predictor(s["run"], backend=s["backend"], threads=s["threads"], workers=s["workers"], batch_size=s["batch_size"], processes=s["processes"])
+        pred = Predictor(
+            s["run"],
+            backend=s["backend"],
+            threads=s["threads"],
+            workers=s["workers"],
+            batch_size=s["batch_size"],
+            processes=s["processes"],
+        )
         sub = files[: s["files"]]
         pred.predict(sub)  # warm-up, worker processes started
         return pred, sub
@@ -209,7 +241,7 @@ def interleaved_ratio(main_r: dict, seed_r: dict, files: list[str], rounds: int)
     speed: dict[str, list[float]] = {"main": [], "seed": []}
     try:
         for i in range(rounds):
-            for key in (("main", "seed") if i % 2 == 0 else ("seed", "main")):
+            for key in ("main", "seed") if i % 2 == 0 else ("seed", "main"):
                 pred, sub = preds[key]
                 t = time.perf_counter()
                 pred.predict(sub)
@@ -217,25 +249,47 @@ def interleaved_ratio(main_r: dict, seed_r: dict, files: list[str], rounds: int)
     finally:
         for pred, _ in preds.values():
             pred.close()
-    ratios = [m / s for m, s in zip(speed["main"], speed["seed"])]
-    return {"rounds": rounds, "main_images_per_s": speed["main"], "seed_images_per_s": speed["seed"], "ratios": ratios, "ratio_median": float(np.median(ratios))}
+    ratios = [m / s for m, s in zip(speed["main"], speed["seed"], strict=False)]
+    return {
+        "rounds": rounds,
+        "main_images_per_s": speed["main"],
+        "seed_images_per_s": speed["seed"],
+        "ratios": ratios,
+        "ratio_median": float(np.median(ratios)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=64)
-    ap.add_argument("--data", default=None, help="real JPEG pages to read instead of generated ones (distinct files, sorted)")
+    ap.add_argument(
+        "--data", default=None, help="real JPEG pages to read instead of generated ones (distinct files, sorted)"
+    )
     ap.add_argument("--model", default=None, help="registered model to measure (default: the default model)")
     ap.add_argument("--run", default=None, help="a trained run folder instead of random weights")
     ap.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
-    ap.add_argument("--processes", type=int, default=0, help="worker processes for the batch run (0: auto, as `ecgvit predict`; 1: threads only)")
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="worker processes for the batch run (0: auto, as `ecgvit predict`; 1: threads only)",
+    )
     ap.add_argument("--workers", type=int, default=0, help="decoding threads (0: min(4, cores))")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--latency-n", type=int, default=32)
     ap.add_argument("--seed-pages", type=int, default=16, help="pages for vit-seed (slow: ~2 img/s)")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of the fastest set-up of each model for the ratio (0: one pass only)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="alternating rounds of the fastest set-up of each model for the ratio (0: one pass only)",
+    )
     ap.add_argument("--skip-seed", action="store_true")
-    ap.add_argument("--skip-floor", action="store_true", help="do not time the stages before the model (decode, crop, gate measures) on their own")
+    ap.add_argument(
+        "--skip-floor",
+        action="store_true",
+        help="do not time the stages before the model (decode, crop, gate measures) on their own",
+    )
     ap.add_argument("--skip-onnx", action="store_true")
     ap.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
     ap.add_argument("--json", default=None, help="write the results here")
@@ -269,8 +323,11 @@ def main(argv: list[str] | None = None) -> int:
             generate(tmp / "pages", per_class=max(1, a.pages // 4), seed=11, progress=False)
             files = sorted(str(p) for p in (tmp / "pages").rglob("*.jpg"))[: a.pages]
             what = "synthetic 2213x1572 JPEG pages"
-        print(f"{len(files)} {what} ({np.mean([Path(f).stat().st_size for f in files]) / 1e6:.2f} MB each) in {time.perf_counter() - t:.1f} s; "
-              f"{threads} inference threads, batch {a.batch_size}, torch {torch.__version__}, {os.cpu_count()} cores", flush=True)
+        print(
+            f"{len(files)} {what} ({np.mean([Path(f).stat().st_size for f in files]) / 1e6:.2f} MB each) in {time.perf_counter() - t:.1f} s; "
+            f"{threads} inference threads, batch {a.batch_size}, torch {torch.__version__}, {os.cpu_count()} cores",
+            flush=True,
+        )
         note = ""
         if a.run:
             runs = {"main": Path(a.run)}
@@ -294,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copytree(run, exp, ignore=shutil.ignore_patterns("*.onnx", "*.onnx.json", "resume.pt"))
                 t = time.perf_counter()
                 rep = export_onnx(exp, exporter=a.exporter)
-                print(f"exported {key}: {rep['exporter']}, {time.perf_counter() - t:.1f} s, parity {rep['max_abs_logit_diff']:.1e}", flush=True)
+                print(
+                    f"exported {key}: {rep['exporter']}, {time.perf_counter() - t:.1f} s, parity {rep['max_abs_logit_diff']:.1e}",
+                    flush=True,
+                )
                 onnx_dir = exp
                 onnx_ok = True
             else:
@@ -313,32 +373,51 @@ def main(argv: list[str] | None = None) -> int:
                 r["which"] = key
                 results.append(r)
                 how = f"{r['processes']} processes" if r["processes"] > 1 else "threads"
-                print(f"  {r['model']:<14}{r['backend']:<7}{how:<12}{r['images_per_s']:>8.1f} img/s (first call {r['cold_images_per_s']:.1f})   p50 {r['p50_ms']:>7.1f} ms   p95 {r['p95_ms']:>7.1f} ms", flush=True)
+                print(
+                    f"  {r['model']:<14}{r['backend']:<7}{how:<12}{r['images_per_s']:>8.1f} img/s (first call {r['cold_images_per_s']:.1f})   p50 {r['p50_ms']:>7.1f} ms   p95 {r['p95_ms']:>7.1f} ms",
+                    flush=True,
+                )
 
         print()
-        print(f"{'model':<15}{'backend':<8}{'batch run':>12}{'input':>12}{'images/s':>10}{'CPU ms/img':>12}{'p50 ms':>9}{'p95 ms':>9}{'decode ms':>11}{'infer ms':>10}")
+        print(
+            f"{'model':<15}{'backend':<8}{'batch run':>12}{'input':>12}{'images/s':>10}{'CPU ms/img':>12}{'p50 ms':>9}{'p95 ms':>9}{'decode ms':>11}{'infer ms':>10}"
+        )
         for r in results:
             cpu = "-" if r["cpu_ms_per_image"] is None else f"{r['cpu_ms_per_image']:.1f}"
             how = f"{r['processes']} procs" if r["processes"] > 1 else "threads"
-            print(f"{r['model']:<15}{r['backend']:<8}{how:>12}{r['input']:>12}{r['images_per_s']:>10.1f}{cpu:>12}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['decode_ms']:>11.1f}{r['infer1_ms']:>10.1f}")
-        print("(decode ms: one page, file to model input; infer ms: one page, batch of 1; CPU ms/img: process CPU time per page in the\n"
-              " batch run, '-' when worker processes did it; first call: includes starting the worker processes)")
-        best = {k: max((r for r in results if r["which"] == k), key=lambda r: r["images_per_s"]) for k in {r["which"] for r in results}}
+            print(
+                f"{r['model']:<15}{r['backend']:<8}{how:>12}{r['input']:>12}{r['images_per_s']:>10.1f}{cpu:>12}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['decode_ms']:>11.1f}{r['infer1_ms']:>10.1f}"
+            )
+        print(
+            "(decode ms: one page, file to model input; infer ms: one page, batch of 1; CPU ms/img: process CPU time per page in the\n"
+            " batch run, '-' when worker processes did it; first call: includes starting the worker processes)"
+        )
+        best = {
+            k: max((r for r in results if r["which"] == k), key=lambda r: r["images_per_s"])
+            for k in {r["which"] for r in results}
+        }
         main_r = best["main"]
         print()
         for k in ("main",):
             tr = [r for r in results if r["which"] == k]
             if len(tr) == 2:
-                print(f"ONNX Runtime / PyTorch throughput ({tr[0]['model']}): {tr[1]['images_per_s'] / tr[0]['images_per_s']:.2f}x")
+                print(
+                    f"ONNX Runtime / PyTorch throughput ({tr[0]['model']}): {tr[1]['images_per_s'] / tr[0]['images_per_s']:.2f}x"
+                )
         inter = None
         if "seed" in best:
             ratio = main_r["images_per_s"] / best["seed"]["images_per_s"]
-            print(f"{main_r['model']} ({main_r['backend']}) / vit-seed ({best['seed']['backend']}) throughput: {ratio:.1f}x in the pass above  (target >= 50x)")
+            print(
+                f"{main_r['model']} ({main_r['backend']}) / vit-seed ({best['seed']['backend']}) throughput: {ratio:.1f}x in the pass above  (target >= 50x)"
+            )
             if a.rounds > 0:
                 inter = interleaved_ratio(main_r, best["seed"], files, a.rounds)
                 rs = inter["ratios"]
-                print(f"  interleaved, {a.rounds} rounds of each fastest set-up: {inter['ratio_median']:.1f}x median (rounds {min(rs):.1f}-{max(rs):.1f}x; "
-                      f"{np.median(inter['main_images_per_s']):.1f} / {np.median(inter['seed_images_per_s']):.2f} img/s median)", flush=True)
+                print(
+                    f"  interleaved, {a.rounds} rounds of each fastest set-up: {inter['ratio_median']:.1f}x median (rounds {min(rs):.1f}-{max(rs):.1f}x; "
+                    f"{np.median(inter['main_images_per_s']):.1f} / {np.median(inter['seed_images_per_s']):.2f} img/s median)",
+                    flush=True,
+                )
         floor = None
         if not a.skip_floor:
             floor = pipeline_floor(Path(main_r["setup"]["run"]), files, a.batch_size)
@@ -347,21 +426,42 @@ def main(argv: list[str] | None = None) -> int:
                 seed_ips = float(np.median(inter["seed_images_per_s"]))
             elif "seed" in best:
                 seed_ips = best["seed"]["images_per_s"]
-            print(f"the same pages without a model ({os.cpu_count()} worker processes, best of 3 rounds): the ceiling for any model"
-                  + (f"; x: against vit-seed's {seed_ips:.2f} img/s" if seed_ips else ""))
+            print(
+                f"the same pages without a model ({os.cpu_count()} worker processes, best of 3 rounds): the ceiling for any model"
+                + (f"; x: against vit-seed's {seed_ips:.2f} img/s" if seed_ips else "")
+            )
             for name, ips in floor.items():
                 ms = (os.cpu_count() or 1) / ips * 1000
-                print(f"  {name:<42}{ips:>8.1f} img/s  ({ms:5.1f} ms a page on one core)" + (f"{ips / seed_ips:>8.1f}x" if seed_ips else ""))
+                print(
+                    f"  {name:<42}{ips:>8.1f} img/s  ({ms:5.1f} ms a page on one core)"
+                    + (f"{ips / seed_ips:>8.1f}x" if seed_ips else "")
+                )
         fast_lat = min(r["p50_ms"] for r in results if r["which"] == "main")
         try:
-            print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes share them)")
+            print(
+                f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes share them)"
+            )
         except OSError:
             pass
-        print(f"{main_r['model']}: best throughput {main_r['images_per_s']:.1f} img/s (target >= 100), best p50 latency {fast_lat:.1f} ms (target <= 20)")
+        print(
+            f"{main_r['model']}: best throughput {main_r['images_per_s']:.1f} img/s (target >= 100), best p50 latency {fast_lat:.1f} ms (target <= 20)"
+        )
         if note:
             print(note)
         if a.json:
-            Path(a.json).write_text(json.dumps({"results": results, "interleaved": inter, "floor_images_per_s": floor, "note": note, "threads": threads, "pages": len(files)}, indent=1))
+            Path(a.json).write_text(
+                json.dumps(
+                    {
+                        "results": results,
+                        "interleaved": inter,
+                        "floor_images_per_s": floor,
+                        "note": note,
+                        "threads": threads,
+                        "pages": len(files),
+                    },
+                    indent=1,
+                )
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -54,7 +54,7 @@ def main() -> None:
     base = min(50, n) / (time.perf_counter() - t)
 
     rows = [("full-size JPEG decode only (baseline)", base)]
-    for workers in ([1, 2] if not a.workers else [a.workers]):
+    for workers in [1, 2] if not a.workers else [a.workers]:
         cache = tmp / f"cache_w{workers}"
         t = time.perf_counter()
         load_arrays(paths, md5s, cfg=cfg, cache_root=cache, workers=workers)

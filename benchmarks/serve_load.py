@@ -76,9 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queue", type=int, default=32, help="server queue (above --concurrency: no 503 expected)")
     a = ap.parse_args(argv)
 
-    from predict_bench import default_model, make_random_run
-
     from ecgvit.synth import generate
+    from predict_bench import default_model, make_random_run
 
     tmp = Path(tempfile.mkdtemp(prefix="ecgvit_serve_load_"))
     proc = None
@@ -93,7 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             run = str(make_random_run(tmp / "run", name))
         port = _free_port()
         exe = Path(sys.executable).with_name("ecgvit")
-        cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "ecgvit.cli"]), "serve", run, "--port", str(port), "--workers", str(a.workers), "--queue", str(a.queue)]
+        cmd = [
+            str(exe) if exe.exists() else sys.executable,
+            *([] if exe.exists() else ["-m", "ecgvit.cli"]),
+            "serve",
+            run,
+            "--port",
+            str(port),
+            "--workers",
+            str(a.workers),
+            "--queue",
+            str(a.queue),
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         url = f"http://127.0.0.1:{port}"
         import httpx
@@ -117,10 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         lat, codes, wall = asyncio.run(_load(url, page, a.requests, a.concurrency))
         hwm = _vm(proc.pid, "VmHWM")
         errors = sum(v for k, v in codes.items() if k != 200)
-        print(f"server: {health['model']}, {a.workers} workers, queue {a.queue}; {os.cpu_count()} cores" + (f"  {note}" if note else ""))
-        print(f"{a.requests} requests, {a.concurrency} concurrent, page {len(page) / 1e3:.0f} kB: "
-              f"errors {errors} {dict(codes)}; latency p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, "
-              f"max {max(lat):.0f} ms; {a.requests / wall:.1f} req/s")
+        print(
+            f"server: {health['model']}, {a.workers} workers, queue {a.queue}; {os.cpu_count()} cores"
+            + (f"  {note}" if note else "")
+        )
+        print(
+            f"{a.requests} requests, {a.concurrency} concurrent, page {len(page) / 1e3:.0f} kB: "
+            f"errors {errors} {dict(codes)}; latency p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, "
+            f"max {max(lat):.0f} ms; {a.requests / wall:.1f} req/s"
+        )
         print(f"server memory: {rss0 / 1024:.0f} MB resident after start, peak (VmHWM) {hwm / 1024:.0f} MB")
         return 0 if errors == 0 else 1
     finally:

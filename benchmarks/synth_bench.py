@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgvit.synth import CLASSES, KHAN_STYLE, _write_page, encode, page_rng, SynthConfig  # noqa: E402
+from ecgvit.synth import CLASSES, KHAN_STYLE, SynthConfig, _write_page, encode, page_rng  # noqa: E402
 from ecgvit.synth.page import random_meta, render, template  # noqa: E402
 from ecgvit.synth.signals import simulate  # noqa: E402
 

@@ -90,14 +90,18 @@ def main() -> None:
             dec = np.asarray(Image.open(io.BytesIO(encode(img, "jpg", p["jpeg_quality"]))).convert("RGB"))
             syn.append(measure(dec))
     keys = list(real[0]) if real else list(syn[0])
-    print(f"median [min..max] over {len(real)} real pages ({a.real}) and {len(syn)} synthetic pages (seed 0, distort none)")
+    print(
+        f"median [min..max] over {len(real)} real pages ({a.real}) and {len(syn)} synthetic pages (seed 0, distort none)"
+    )
     print(f"{'quantity':<10} {'real':>24} {'synthetic':>24}")
     for k in keys:
-        def fmt(rows: list[dict[str, float]]) -> str:
+
+        def fmt(rows: list[dict[str, float]], k: str = k) -> str:
             if not rows:
                 return "-"
             v = np.array([r[k] for r in rows])
             return f"{np.nanmedian(v):.3f} [{np.nanmin(v):.2f}..{np.nanmax(v):.2f}]"
+
         print(f"{k:<10} {fmt(real):>24} {fmt(syn):>24}")
     print("expected at 200 dpi: minor 7.874 px, major 39.37 px")
 

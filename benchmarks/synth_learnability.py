@@ -42,11 +42,23 @@ def pages(n_per_class: int, seed: int, distort: str, size: tuple[int, int]) -> t
 
 def net(n_classes: int) -> torch.nn.Module:
     def blk(i: int, o: int) -> list[torch.nn.Module]:
-        return [torch.nn.Conv2d(i, o, 3, padding=1, bias=False), torch.nn.BatchNorm2d(o), torch.nn.ReLU(inplace=True), torch.nn.MaxPool2d(2)]
+        return [
+            torch.nn.Conv2d(i, o, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(o),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.MaxPool2d(2),
+        ]
 
     return torch.nn.Sequential(
-        *blk(1, 16), *blk(16, 32), *blk(32, 64), *blk(64, 96), *blk(96, 128),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Dropout(0.2), torch.nn.Linear(128, n_classes),
+        *blk(1, 16),
+        *blk(16, 32),
+        *blk(32, 64),
+        *blk(64, 96),
+        *blk(96, 128),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.2),
+        torch.nn.Linear(128, n_classes),
     )
 
 
@@ -97,9 +109,11 @@ def main() -> None:
     with torch.no_grad():
         pred = torch.cat([model(Xte[s : s + 64]).argmax(1) for s in range(0, len(Xte), 64)]).numpy()
     f1 = f1_score(yte, pred, average="macro")
-    print(f"\nsynthetic learnability: {a.train}/class train (seed 1000), {a.test}/class test (seed 2000), distort={a.distort}, {a.height}x{a.width} gray")
+    print(
+        f"\nsynthetic learnability: {a.train}/class train (seed 1000), {a.test}/class test (seed 2000), distort={a.distort}, {a.height}x{a.width} gray"
+    )
     print(f"macro-F1 {f1:.3f}   accuracy {(pred == yte).mean():.3f}")
-    for c, v in zip(CLASSES, f1_score(yte, pred, average=None)):
+    for c, v in zip(CLASSES, f1_score(yte, pred, average=None), strict=False):
         print(f"  F1 {c:<22} {v:.3f}")
     print("confusion (rows true, cols predicted, order " + ", ".join(CLASSES) + "):")
     print(confusion_matrix(yte, pred))

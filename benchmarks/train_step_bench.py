@@ -83,7 +83,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4, help="timed steps per variant per round")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--compare", default="", help="comma-separated registered models to time against the first, instead of --model's variants")
+    ap.add_argument(
+        "--compare",
+        default="",
+        help="comma-separated registered models to time against the first, instead of --model's variants",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -140,7 +144,11 @@ def main() -> None:
 
     first = next(iter(variants))  # "baseline", or the first model of --compare
     base = {w: float(np.median(times[first][w])) for w in ("step", "forward")}
-    what = f"models against {first}" if args.compare else f"{args.model} (channels-last in `ecgvit train`: {'yes' if default_cl else 'no'})"
+    what = (
+        f"models against {first}"
+        if args.compare
+        else f"{args.model} (channels-last in `ecgvit train`: {'yes' if default_cl else 'no'})"
+    )
     print(f"{what}, batch {args.batch}, {args.threads} threads, median of {args.rounds} rounds x {args.steps} steps")
     print(f"{'variant':38s} {'train step ms':>14s} {'ratio':>6s} {'forward ms':>11s} {'ratio':>6s}")
     for k in variants:
@@ -153,7 +161,10 @@ def main() -> None:
         return
     before = float(np.median(times["ecgvit train before (cl, float-rand)"]["step"]))
     now = float(np.median(times["all three (ecgvit train)"]["step"]))
-    paired = np.median(np.array(times["all three (ecgvit train)"]["step"]) / np.array(times["ecgvit train before (cl, float-rand)"]["step"]))
+    paired = np.median(
+        np.array(times["all three (ecgvit train)"]["step"])
+        / np.array(times["ecgvit train before (cl, float-rand)"]["step"])
+    )
     print(f"ecgvit train now / before: {now / before:.3f} (median of per-round ratios {paired:.3f})")
 
 

@@ -35,17 +35,55 @@ def main() -> None:
     step("data", "crops", str(OUT / "manifest.csv"), "--out", str(OUT / "crops.png"), "--limit", "24", "--columns", "6")
     # At 192x320, not the ViT's default 288x320: the taller input costs 1.33x the training time,
     # and the whole demo took 6.2 min with it on a slow day of this 2-core machine (target <= 5).
-    step("train", "--data", str(OUT / "manifest.csv"), "--out", str(run), "--split", str(OUT / "splits.csv"), "--fold", "0", "--epochs", "30", "--pretrain-per-class", "0", "--teacher", "none", "--height", "192", "--quiet")
+    step(
+        "train",
+        "--data",
+        str(OUT / "manifest.csv"),
+        "--out",
+        str(run),
+        "--split",
+        str(OUT / "splits.csv"),
+        "--fold",
+        "0",
+        "--epochs",
+        "30",
+        "--pretrain-per-class",
+        "0",
+        "--teacher",
+        "none",
+        "--height",
+        "192",
+        "--quiet",
+    )
     # Fresh pages from another seed: the model never saw them, nor their duplicates.
     step("synth", "--out", str(OUT / "test_pages"), "--per-class", "10", "--seed", "1", "--quiet")
-    step("evaluate", str(run), "--data", str(OUT / "test_pages"), "--report", str(OUT / "report"), "--json", str(OUT / "metrics.json"), "--quiet")
+    step(
+        "evaluate",
+        str(run),
+        "--data",
+        str(OUT / "test_pages"),
+        "--report",
+        str(OUT / "report"),
+        "--json",
+        str(OUT / "metrics.json"),
+        "--quiet",
+    )
     try:
         import ecgvit.predict  # noqa: F401
     except ImportError:
         pass
     else:
-        step("predict", str(run), str(OUT / "test_pages" / "normal"), str(OUT / "test_pages" / "abnormal_heartbeat"), "--out", str(OUT / "predictions.csv"))
-    print(f"\nEverything is in {OUT}/: pages/, manifest.csv, splits.csv, crops.png, run/ (model.safetensors, config.json, metrics.csv), report/index.html, metrics.json")
+        step(
+            "predict",
+            str(run),
+            str(OUT / "test_pages" / "normal"),
+            str(OUT / "test_pages" / "abnormal_heartbeat"),
+            "--out",
+            str(OUT / "predictions.csv"),
+        )
+    print(
+        f"\nEverything is in {OUT}/: pages/, manifest.csv, splits.csv, crops.png, run/ (model.safetensors, config.json, metrics.csv), report/index.html, metrics.json"
+    )
 
 
 if __name__ == "__main__":

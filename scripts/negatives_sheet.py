@@ -27,7 +27,9 @@ def _tile(a: np.ndarray, caption: str, ok: bool) -> Image.Image:
     t.paste(im, ((TILE_W - im.width) // 2, (TILE_H - im.height) // 2))
     d = ImageDraw.Draw(t)
     d.rectangle((0, TILE_H, TILE_W, TILE_H + CAP), fill=(30, 120, 50) if ok else (150, 35, 35))
-    d.text((TILE_W // 2, TILE_H + CAP // 2), caption, font=_font("DejaVuSans.ttf", 15), fill=(255, 255, 255), anchor="mm")
+    d.text(
+        (TILE_W // 2, TILE_H + CAP // 2), caption, font=_font("DejaVuSans.ttf", 15), fill=(255, 255, 255), anchor="mm"
+    )
     return t
 
 
@@ -38,7 +40,9 @@ def main() -> None:
     a = ap.parse_args()
     tiles = []
     for i, (layout, distort) in enumerate([("3x4+1", "none"), ("3x4", "none"), ("3x4+1", "heavy")]):
-        page, _, _ = make_page("myocardial_infarction", np.random.default_rng([a.seed, i]), distort=distort, as_array=True, layout=layout)
+        page, _, _ = make_page(
+            "myocardial_infarction", np.random.default_rng([a.seed, i]), distort=distort, as_array=True, layout=layout
+        )
         tiles.append(_tile(np.asarray(page), f"page {layout}" + (f" ({distort})" if distort != "none" else ""), True))
     for k in NEGATIVE_KINDS:
         tiles.append(_tile(make_negative(k, negative_rng(a.seed, k, 0)), f"negative: {k}", False))  # type: ignore[arg-type]

@@ -23,8 +23,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ecgvit.config import save_json
 from ecgvit.bundled import BUNDLED_NAME, bundled_dir
+from ecgvit.config import save_json
 from ecgvit.models import get_spec
 from ecgvit.train import TrainConfig, train, train_teacher
 
@@ -45,11 +45,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/khan")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=BUNDLED_EPOCHS, help=f"default {BUNDLED_EPOCHS}: the shipped model's, as in the CV of the recipe (MODEL_CARD.md)")
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=BUNDLED_EPOCHS,
+        help=f"default {BUNDLED_EPOCHS}: the shipped model's, as in the CV of the recipe (MODEL_CARD.md)",
+    )
     ap.add_argument("--out", default="runs/bundled")
-    ap.add_argument("--teacher", default="none", help="model distilled into the ViT, trained first on the same pages (default none: the ViT alone, as shipped)")
-    ap.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS, help=f"epochs of the teacher (default {TEACHER_EPOCHS}, as in the CV that measured distillation); trained once into OUT-teacher-eE-sS/teacher-NAME and reused while its settings match")
-    ap.add_argument("--oof", default=None, help=f"out-of-fold predictions of the same recipe, for the temperature (default: {BUNDLED_OOF} without a teacher, else benchmarks/khan_cv.py's for that recipe)")
+    ap.add_argument(
+        "--teacher",
+        default="none",
+        help="model distilled into the ViT, trained first on the same pages (default none: the ViT alone, as shipped)",
+    )
+    ap.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=TEACHER_EPOCHS,
+        help=f"epochs of the teacher (default {TEACHER_EPOCHS}, as in the CV that measured distillation); trained once into OUT-teacher-eE-sS/teacher-NAME and reused while its settings match",
+    )
+    ap.add_argument(
+        "--oof",
+        default=None,
+        help=f"out-of-fold predictions of the same recipe, for the temperature (default: {BUNDLED_OOF} without a teacher, else benchmarks/khan_cv.py's for that recipe)",
+    )
     ap.add_argument("--no-install", action="store_true", help="train only; do not copy into the package")
     a = ap.parse_args()
     if not Path(a.data).exists():
@@ -61,12 +79,23 @@ def main() -> None:
     teacher = None if a.teacher in ("", "none") else a.teacher
     a.oof = a.oof or (f"runs/khan_cv/ecgvit-tiny@{teacher}/oof.csv" if teacher else BUNDLED_OOF)
     # No weight averaging: the CV that measured this recipe had none.
-    cfg = TrainConfig(epochs=a.epochs, seed=a.seed, val_fraction=0.0, patience=0, gate=False, teacher=teacher, teacher_epochs=a.teacher_epochs, average_last=0.0)
+    cfg = TrainConfig(
+        epochs=a.epochs,
+        seed=a.seed,
+        val_fraction=0.0,
+        patience=0,
+        gate=False,
+        teacher=teacher,
+        teacher_epochs=a.teacher_epochs,
+        average_last=0.0,
+    )
     if teacher:
         # Trained (or reused) beside OUT rather than inside it: OUT is cleared on every run, the
         # teacher (~9 min) need not be.
         keep = Path(f"{a.out}-teacher-e{a.teacher_epochs}-s{a.seed}")
-        cfg = replace(cfg, teacher=train_teacher(teacher, a.data, keep, cfg, get_spec(cfg.model).preprocess(), True, None, None))
+        cfg = replace(
+            cfg, teacher=train_teacher(teacher, a.data, keep, cfg, get_spec(cfg.model).preprocess(), True, None, None)
+        )
     train(a.data, out, cfg)
     print(f"trained in {time.time() - t:.0f} s")
     if a.no_install:
@@ -78,10 +107,19 @@ def main() -> None:
     meta["data"]["source"] = "Khan & Hussain (2021), Mendeley Data V2, doi:10.17632/gwbz3fsgp8.2, CC BY 4.0"
     t = meta["train"]
     # The cache path of the pretrained weights means nothing on another machine: say what it was.
-    meta["initial_weights"] = f"synthetic pretraining: {t['pretrain_per_class']} pages/class, seed {t['pretrain_seed']}, {t['pretrain_epochs']} epochs"
+    meta["initial_weights"] = (
+        f"synthetic pretraining: {t['pretrain_per_class']} pages/class, seed {t['pretrain_seed']}, {t['pretrain_epochs']} epochs"
+    )
     if teacher:  # the teacher's run folder is a local path: say what it was instead
         t["teacher"] = f"{teacher} (trained first with the same recipe on the same pages, {a.teacher_epochs} epochs)"
-    meta["bundled"] = {"name": BUNDLED_NAME, "seed": a.seed, "epochs": a.epochs, "teacher": teacher, "teacher_epochs": a.teacher_epochs if teacher else None, "script": "scripts/train_bundled.py"}
+    meta["bundled"] = {
+        "name": BUNDLED_NAME,
+        "seed": a.seed,
+        "epochs": a.epochs,
+        "teacher": teacher,
+        "teacher_epochs": a.teacher_epochs if teacher else None,
+        "script": "scripts/train_bundled.py",
+    }
     save_json(dest / "config.json", meta)
     size = (dest / "model.safetensors").stat().st_size / 1e6
     print(f"installed {BUNDLED_NAME} into {dest} ({size:.1f} MB)")
@@ -89,7 +127,9 @@ def main() -> None:
 
     oof = a.oof if Path(a.oof).exists() else None
     if oof is None:
-        print(f"warning: {a.oof} not found: the gate's temperature stays 1 (make it first: `{BUNDLED_OOF_COMMAND if not teacher else 'python benchmarks/khan_cv.py'}`)")
+        print(
+            f"warning: {a.oof} not found: the gate's temperature stays 1 (make it first: `{BUNDLED_OOF_COMMAND if not teacher else 'python benchmarks/khan_cv.py'}`)"
+        )
     print(format_calibration(calibrate(dest, data=a.data, oof=oof)))
     # Shipped beside the weights, so `ecgvit predict` runs ONNX Runtime out of the box (it checks
     # the file was exported from these very weights, else it falls back to PyTorch and says so).
@@ -97,7 +137,9 @@ def main() -> None:
 
     rep = export_onnx(dest)
     onnx_mb = (dest / "model.onnx").stat().st_size / 1e6
-    print(f"exported {dest / 'model.onnx'} ({onnx_mb:.1f} MB, opset {rep['opset']}, parity {rep['max_abs_logit_diff']:.1e})")
+    print(
+        f"exported {dest / 'model.onnx'} ({onnx_mb:.1f} MB, opset {rep['opset']}, parity {rep['max_abs_logit_diff']:.1e})"
+    )
 
 
 if __name__ == "__main__":

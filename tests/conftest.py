@@ -8,8 +8,8 @@ trace, so a re-encoded or re-headed copy is a near duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -25,7 +25,7 @@ def page_image(seed: int, size: tuple[int, int] = PAGE_SIZE, header: str | None 
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
     d.text((10, 8), header if header is not None else f"ID {seed:06d}  2020-08-06 10:04", fill="black")
-    left, top, right, bottom = (round(f * s) for f, s in zip(TRACE_BOX, (w, h, w, h)))
+    left, top, right, bottom = (round(f * s) for f, s in zip(TRACE_BOX, (w, h, w, h), strict=False))
     for x in range(left, right + 1, 6):
         d.line([(x, top), (x, bottom)], fill=(250, 200, 210) if (x - left) % 30 else (240, 150, 170), width=1)
     for y in range(top, bottom + 1, 6):
@@ -33,7 +33,7 @@ def page_image(seed: int, size: tuple[int, int] = PAGE_SIZE, header: str | None 
     rng = np.random.default_rng(seed)
     xs = np.linspace(left + 4, right - 4, 24)
     ys = rng.uniform(top + 6, bottom - 6, size=len(xs))
-    d.line(list(zip(xs.tolist(), ys.tolist())), fill="black", width=5)
+    d.line(list(zip(xs.tolist(), ys.tolist(), strict=False)), fill="black", width=5)
     # a few solid blocks at random places make the low frequencies differ strongly between seeds
     for _ in range(3):
         x0 = rng.uniform(left, right - 80)
@@ -42,7 +42,9 @@ def page_image(seed: int, size: tuple[int, int] = PAGE_SIZE, header: str | None 
     return img
 
 
-def save_page(path: Path, seed: int, *, header: str | None = None, quality: int = 92, size: tuple[int, int] = PAGE_SIZE) -> Path:
+def save_page(
+    path: Path, seed: int, *, header: str | None = None, quality: int = 92, size: tuple[int, int] = PAGE_SIZE
+) -> Path:
     """Write a page to `path` (format from the suffix; JPEG at `quality`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     img = page_image(seed, size=size, header=header)

@@ -18,7 +18,9 @@ TEST_MODEL = "resnet18"
 TEST_SIZE = (64, 96)
 
 
-def make_run(out: Path, model: str = TEST_MODEL, size: tuple[int, int] | None = TEST_SIZE, seed: int = 0, **model_kwargs) -> Path:
+def make_run(
+    out: Path, model: str = TEST_MODEL, size: tuple[int, int] | None = TEST_SIZE, seed: int = 0, **model_kwargs
+) -> Path:
     """A run folder (config.json + model.safetensors) holding `model` with seeded random weights."""
     from ecgvit.config import KHAN_CLASSES, to_dict
     from ecgvit.models import create_model, get_spec
@@ -31,7 +33,13 @@ def make_run(out: Path, model: str = TEST_MODEL, size: tuple[int, int] | None = 
     pre = spec.preprocess(height=size[0], width=size[1])
     meta = {
         "classes": list(KHAN_CLASSES),
-        "model": {"name": model, "img_size": list(size), "in_chans": spec.in_chans, "kwargs": model_kwargs, "params": sum(p.numel() for p in m.parameters())},
+        "model": {
+            "name": model,
+            "img_size": list(size),
+            "in_chans": spec.in_chans,
+            "kwargs": model_kwargs,
+            "params": sum(p.numel() for p in m.parameters()),
+        },
         "preprocess": to_dict(pre),
         "finished": True,
         "note": "random weights (test fixture)",

@@ -20,7 +20,9 @@ SCREENSHOT = Path(os.environ.get("ECGVIT_SCREENSHOT", "/tmp/ecgvit_serve_screens
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: run `make browser` (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: run `make browser` (apt-get install chromium)"
+    ),
 ]
 
 
@@ -73,16 +75,28 @@ def gated_server():
 def test_upload_shows_label_bars_and_heatmap(server, synth_pages):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             external: list[str] = []
-            page.on("request", lambda req: None if req.url.startswith(server) or req.url.startswith(("blob:", "data:")) else external.append(req.url))
+            page.on(
+                "request",
+                lambda req: (
+                    None
+                    if req.url.startswith(server) or req.url.startswith(("blob:", "data:"))
+                    else external.append(req.url)
+                ),
+            )
             page.goto(server + "/")
             page.wait_for_function("document.getElementById('model').textContent.includes('resnet18')", timeout=15000)
             page.set_input_files("#file", str(synth_pages[0]))
             page.wait_for_function("document.getElementById('label').textContent.length > 0", timeout=30000)
-            page.wait_for_function("(() => { const h = document.getElementById('heatmap'); return h.complete && h.naturalWidth > 0 && h.style.display === 'block'; })()", timeout=30000)
+            page.wait_for_function(
+                "(() => { const h = document.getElementById('heatmap'); return h.complete && h.naturalWidth > 0 && h.style.display === 'block'; })()",
+                timeout=30000,
+            )
             label = page.inner_text("#label")
             bars = page.locator(".bar")
             assert bars.count() == 4
@@ -114,7 +128,9 @@ def test_out_of_scope_page_shows_the_reason_not_bars(gated_server, tmp_path):
     strip = tmp_path / "rhythm_strip.jpg"
     Image.fromarray(make_negative("single_lead", np.random.default_rng(0))).save(strip, quality=85)
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             page.goto(gated_server + "/")
@@ -132,11 +148,20 @@ def test_api_docs_render_offline(server):
     """Swagger UI at /docs draws the API from this server's own files (no CDN request)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         try:
             page = browser.new_page()
             external: list[str] = []
-            page.on("request", lambda req: None if req.url.startswith(server) or req.url.startswith(("blob:", "data:")) else external.append(req.url))
+            page.on(
+                "request",
+                lambda req: (
+                    None
+                    if req.url.startswith(server) or req.url.startswith(("blob:", "data:"))
+                    else external.append(req.url)
+                ),
+            )
             page.goto(server + "/docs")
             page.wait_for_selector(".opblock-summary-path", timeout=20000)
             paths = {p.strip() for p in page.locator(".opblock-summary-path").all_inner_texts()}

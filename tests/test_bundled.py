@@ -10,7 +10,9 @@ import pytest
 
 from ecgvit.bundled import bundled_run
 
-pytestmark = pytest.mark.skipif(bundled_run() is None, reason="no bundled model in this checkout (scripts/train_bundled.py makes it)")
+pytestmark = pytest.mark.skipif(
+    bundled_run() is None, reason="no bundled model in this checkout (scripts/train_bundled.py makes it)"
+)
 
 
 def test_bundled_config_matches_the_code():
@@ -54,7 +56,7 @@ def test_bundled_model_runs_on_its_shipped_onnx(tmp_path):
     fast = Predictor(bundled_run())
     assert fast.backend == "onnx" and fast.gate is not None
     ref = Predictor(bundled_run(), backend="torch")
-    for a, b in zip(fast.predict(paths), ref.predict(paths)):
+    for a, b in zip(fast.predict(paths), ref.predict(paths), strict=False):
         assert (a["status"], a["label"]) == (b["status"], b["label"])
         for k, v in b["probabilities"].items():
             assert a["probabilities"][k] == pytest.approx(v, abs=1e-5)

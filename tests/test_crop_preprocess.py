@@ -34,7 +34,7 @@ def drawn_page(box=(120, 380, 2100, 1500), size=(2213, 1572), grid=(240, 170, 17
         y0 = t + (row + 0.6) * (b - t) / 4.4
         xs = np.arange(l + 40, r - 40, 3)
         ys = y0 + 25 * np.sin(xs / 37.0 + row) + rng.normal(0, 2, xs.size)
-        d.line(list(zip(xs.tolist(), ys.tolist())), fill="black", width=3)
+        d.line(list(zip(xs.tolist(), ys.tolist(), strict=False)), fill="black", width=3)
     d.text((60, size[1] - 40), "0.67~25Hz AC50 25mm/s 10mm/mV  2020-10-15 07:47:57 PM", fill="black")
     return im
 
@@ -133,7 +133,10 @@ def test_cache_second_pass_decodes_nothing(tmp_path, monkeypatch):
     second = load_arrays(paths, cfg=cfg, cache_root=tmp_path / "cache", workers=1)
     np.testing.assert_array_equal(first, second)
     # Another config is another cache entry, never a stale hit.
-    assert PageCache(PreprocessConfig(height=40, width=64), tmp_path / "cache").dir != PageCache(cfg, tmp_path / "cache").dir
+    assert (
+        PageCache(PreprocessConfig(height=40, width=64), tmp_path / "cache").dir
+        != PageCache(cfg, tmp_path / "cache").dir
+    )
 
 
 def test_cache_filled_by_worker_processes_matches_inline(tmp_path):
@@ -254,4 +257,6 @@ def test_column_means_are_numpys_bit_for_bit():
         a = (rng.random(shape, dtype=np.float32) * 255).astype(np.float32)
         for view in (a, a[1:, 2:], a[::1, 1:-1], a[::2], a[:, ::2], np.asfortranarray(a)):
             assert np.array_equal(column_means(view), view.mean(axis=0))
-    assert np.array_equal(column_means(np.arange(12.0).reshape(3, 4)), np.arange(12.0).reshape(3, 4).mean(axis=0))  # float64: numpy's own
+    assert np.array_equal(
+        column_means(np.arange(12.0).reshape(3, 4)), np.arange(12.0).reshape(3, 4).mean(axis=0)
+    )  # float64: numpy's own

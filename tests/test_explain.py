@@ -35,7 +35,11 @@ def test_methods_by_architecture():
 
     x = torch.rand(1, 1, 28, 32)
     torch.manual_seed(0)
-    cases = [(_seed_vit(), "rollout"), (timm.create_model("resnet18", num_classes=4, in_chans=1), "gradcam"), (_MLP(), "gradxinput")]
+    cases = [
+        (_seed_vit(), "rollout"),
+        (timm.create_model("resnet18", num_classes=4, in_chans=1), "gradcam"),
+        (_MLP(), "gradxinput"),
+    ]
     try:
         from ecgvit.models.ecg_vit import RowViT
 
@@ -45,7 +49,9 @@ def test_methods_by_architecture():
     for model, want in cases:
         model.eval()
         assert choose_method(model) == want
-        m, used = heatmap(model, torch.rand(1, 1, *((64, 96) if type(model).__name__ == "RowViT" else (28, 32))), target=1)
+        m, used = heatmap(
+            model, torch.rand(1, 1, *((64, 96) if type(model).__name__ == "RowViT" else (28, 32))), target=1
+        )
         # an untrained CNN can have no positive Grad-CAM evidence: auto then falls back to grad x input
         assert used == want or (want == "gradcam" and used == "gradxinput")
         assert m.dtype == np.float32
@@ -74,7 +80,9 @@ def test_render_overlay_maps_the_crop_into_original_coordinates(decoded_scale):
     from ecgvit.explain import render_overlay
 
     full = (2000, 1000)
-    page = Image.new("RGB", (round(full[0] * decoded_scale), round(full[1] * decoded_scale)), "white")  # e.g. a draft decode
+    page = Image.new(
+        "RGB", (round(full[0] * decoded_scale), round(full[1] * decoded_scale)), "white"
+    )  # e.g. a draft decode
     box = (200, 300, 1200, 900)  # original page pixels
     img = render_overlay(page, np.ones((8, 12), np.float32), box, full, "normal p=0.90", max_side=1000)
     assert img.size == (1000, 500)
@@ -99,13 +107,30 @@ def test_explain_page_end_to_end(tiny_run, synth_pages, tmp_path):
     assert info["label"] in pred.classes and info["method"] in ("gradcam", "gradxinput")
     s = 1000 / page.width
     l, t, r, b = (round(v * s) for v in info["crop_box"])
-    sat = np.asarray(img.convert("HSV"))[..., 1].astype(int) - np.asarray(page.resize(img.size).convert("HSV"))[..., 1].astype(int)
-    assert sat[b + 3:, :].mean() < 0.5 < sat[t + 3:b - 3, l + 3:r - 3].mean()  # heat only inside the crop
+    sat = np.asarray(img.convert("HSV"))[..., 1].astype(int) - np.asarray(page.resize(img.size).convert("HSV"))[
+        ..., 1
+    ].astype(int)
+    assert sat[b + 3 :, :].mean() < 0.5 < sat[t + 3 : b - 3, l + 3 : r - 3].mean()  # heat only inside the crop
 
 
 def test_cli_explain_and_predict_explain(tiny_run, synth_pages, synth_dir, tmp_path, capsys):
     out = tmp_path / "h.png"
-    assert main(["explain", str(tiny_run), str(synth_pages[1]), "--out", str(out), "--max-side", "600", "--method", "gradxinput"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(tiny_run),
+                str(synth_pages[1]),
+                "--out",
+                str(out),
+                "--max-side",
+                "600",
+                "--method",
+                "gradxinput",
+            ]
+        )
+        == 0
+    )
     assert "gradxinput" in capsys.readouterr().out and Image.open(out).size[0] == 600
     bad = tmp_path / "bad.jpg"
     bad.write_text("nope")
@@ -118,9 +143,8 @@ def test_cli_explain_and_predict_explain(tiny_run, synth_pages, synth_dir, tmp_p
 
 def test_default_vit_explained_by_attention_rollout(tmp_path, synth_pages):
     from conftest_predict import make_run
-
+    from ecgvit.config import DEFAULT_MODEL
     from ecgvit.models import list_models
-    from ecgvit.train import DEFAULT_MODEL
 
     if DEFAULT_MODEL not in list_models():
         pytest.skip(f"default model {DEFAULT_MODEL!r} is not registered yet")

@@ -72,7 +72,7 @@ def test_predict_uses_onnx_alone_and_beside_the_run(onnx_run, synth_pages):
     alone = Predictor(run / "model.onnx")  # config read from the model's metadata
     assert alone.backend == "onnx" and alone.classes == list(KHAN_CLASSES) and alone.run is None
     ref = Predictor(run, backend="torch").predict(synth_pages)
-    for a, b, c in zip(auto.predict(synth_pages), alone.predict(synth_pages), ref):
+    for a, b, c in zip(auto.predict(synth_pages), alone.predict(synth_pages), ref, strict=False):
         assert a["label"] == b["label"] == c["label"]
         for k in KHAN_CLASSES:
             assert a["probabilities"][k] == pytest.approx(c["probabilities"][k], abs=1e-5)
@@ -109,8 +109,8 @@ def test_cli_export(tiny_run, tmp_path, capsys):
 
 
 def test_default_model_exports_at_its_real_size(tmp_path):
+    from ecgvit.config import DEFAULT_MODEL
     from ecgvit.models import list_models
-    from ecgvit.train import DEFAULT_MODEL
 
     if DEFAULT_MODEL not in list_models():
         pytest.skip(f"default model {DEFAULT_MODEL!r} is not registered yet")
@@ -178,7 +178,23 @@ def test_cli_predict_processes_flag(onnx_run, synth_pages, tmp_path, capsys):
     outs = {}
     for n in (1, 2):
         out = tmp_path / f"p{n}.csv"
-        assert main(["predict", str(run), *map(str, synth_pages), "--batch-size", "1", "--processes", str(n), "--out", str(out), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    str(run),
+                    *map(str, synth_pages),
+                    "--batch-size",
+                    "1",
+                    "--processes",
+                    str(n),
+                    "--out",
+                    str(out),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         outs[n] = out.read_text()
     capsys.readouterr()
     assert outs[1] == outs[2] and outs[1].count("\n") == len(synth_pages) + 1

@@ -92,7 +92,9 @@ def test_csv_rows_of_out_of_scope_pages_have_no_label(gated_run, train_dir, tmp_
     out = tmp_path / "p.csv"
     rows, summary = predict_files(run, [str(page), str(neg)], out=out, progress=False)
     got = {r["path"]: r for r in csv.DictReader(out.open())}
-    assert got[str(neg)]["status"] == "out_of_scope" and got[str(neg)]["label"] == "" and got[str(neg)]["p_normal"] == ""
+    assert (
+        got[str(neg)]["status"] == "out_of_scope" and got[str(neg)]["label"] == "" and got[str(neg)]["p_normal"] == ""
+    )
     assert got[str(page)]["status"] in ("ok", "low_confidence") and got[str(page)]["label"]
     assert summary["out_of_scope"] == 1
 
@@ -108,7 +110,9 @@ def test_web_api_says_out_of_scope(gated_run):
     with TestClient(create_app(Predictor(run, backend="torch"))) as c:
         r = c.post("/predict", files={"file": ("strip.jpg", buf.getvalue(), "image/jpeg")})
     j = r.json()
-    assert r.status_code == 200 and j["status"] == "out_of_scope" and j["label"] is None and "single lead" in j["reason"]
+    assert (
+        r.status_code == 200 and j["status"] == "out_of_scope" and j["label"] is None and "single lead" in j["reason"]
+    )
 
 
 def test_temperature_fit_recovers_a_known_temperature():
@@ -123,7 +127,13 @@ def test_temperature_fit_recovers_a_known_temperature():
 def test_low_confidence_and_feature_distance_decisions():
     s = PageStructure(True, 100.0, 4, 0.02, 0.03, 10.0)
     means = np.zeros((2, 3))
-    gate = Gate(GateConfig(periodicity_min=10, ink_min=0.001, rows_min=3, rows_max=5, distance_max=5.0, confidence_threshold=0.7), means, np.eye(3))
+    gate = Gate(
+        GateConfig(
+            periodicity_min=10, ink_min=0.001, rows_min=3, rows_max=5, distance_max=5.0, confidence_threshold=0.7
+        ),
+        means,
+        np.eye(3),
+    )
     logits = np.array([[4.0, 0.0], [0.1, 0.0], [4.0, 0.0]])
     feats = np.array([[1.0, 0, 0], [1.0, 0, 0], [10.0, 0, 0]])
     v = gate.assess([s, s, s], logits, feats)
@@ -154,7 +164,9 @@ def test_bundled_model_ships_a_gate():
         pytest.skip("no bundled model in this install")
     gate = load_gate(run)
     assert gate is not None and gate.means is not None and gate.cfg.temperature != 1.0
-    rows = Predictor(run).predict([make_negative(k, np.random.default_rng(3)) for k in ("layout_12x1", "blank_grid", "photo")])
+    rows = Predictor(run).predict(
+        [make_negative(k, np.random.default_rng(3)) for k in ("layout_12x1", "blank_grid", "photo")]
+    )
     assert [r["status"] for r in rows] == ["out_of_scope"] * 3 and all(r["reason"] for r in rows)
 
 

@@ -223,7 +223,9 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -247,7 +249,7 @@ def test_bad_inputs_never_crash(tmp_path, make_page, monkeypatch):
     Image.new("L", (1200, 1000), 255).save(d / "large.png")  # above the max_pixels given below
     page = page_image(4)
     page.convert("CMYK").save(d / "cmyk.jpg")
-    Image.fromarray((np.asarray(page.convert("L"), dtype=np.uint16) * 257)).save(d / "sixteen.png")
+    Image.fromarray(np.asarray(page.convert("L"), dtype=np.uint16) * 257).save(d / "sixteen.png")
     assert Image.open(d / "sixteen.png").mode.startswith("I")
     page_image(5).convert("P", palette=Image.Palette.ADAPTIVE).save(d / "palette.png")
     page_image(6).convert("RGBA").save(d / "alpha.png")
@@ -316,7 +318,15 @@ def test_unreadable_permissions(tmp_path, class_tree):
     assert r["p001.jpg"].status == "bad" and "unreadable" in r["p001.jpg"].reason
 
 
-ODD_NAMES = ["with space.jpg", "ünïcödé 心电图.jpg", 'quote"d.jpg', "it's.jpg", "comma,name.jpg", "new\nline.jpg", " lead.jpg"]
+ODD_NAMES = [
+    "with space.jpg",
+    "ünïcödé 心电图.jpg",
+    'quote"d.jpg',
+    "it's.jpg",
+    "comma,name.jpg",
+    "new\nline.jpg",
+    " lead.jpg",
+]
 
 
 def test_odd_file_names_round_trip(tmp_path, make_page):

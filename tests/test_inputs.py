@@ -165,7 +165,7 @@ def test_exif_orientation_with_jpeg_draft(tmp_path):
 def tiff3(tmp_path) -> Path:
     sizes = [(400, 300), (500, 350), (600, 450)]
     colours = [(255, 255, 255), (0, 0, 255), (0, 128, 0)]
-    frames = [Image.new("RGB", s, c) for s, c in zip(sizes, colours)]
+    frames = [Image.new("RGB", s, c) for s, c in zip(sizes, colours, strict=False)]
     f = tmp_path / "scan.tif"
     frames[0].save(f, save_all=True, append_images=frames[1:])
     return f
@@ -245,7 +245,13 @@ def test_pdf_draft_renders_small_but_reports_full_size(pdf2):
 
 def test_pdf_page_larger_than_max_pixels_renders_smaller(tmp_path):
     # a 200x200 inch page is 40000x40000 px at 200 dpi: never a memory bomb
-    huge = _pdf([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>", b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 14400 14400] >>"])
+    huge = _pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 14400 14400] >>",
+        ]
+    )
     im = open_image_bytes(huge, max_pixels=4_000_000)
     assert im.size[0] * im.size[1] <= 4_000_000 and im.size[0] > 1900
     assert tuple(im.info["full_size"]) == im.size
@@ -255,7 +261,10 @@ def test_pdf_page_larger_than_max_pixels_renders_smaller(tmp_path):
     "data, reason",
     [
         (b"%PDF-1.4 garbage", "corrupt PDF"),
-        (_pdf([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"]), "corrupt PDF or PDF with no pages"),
+        (
+            _pdf([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"]),
+            "corrupt PDF or PDF with no pages",
+        ),
         (
             _pdf(
                 [
@@ -292,7 +301,9 @@ def test_folders_pick_up_pdfs_but_training_data_stays_images(tmp_path, pdf2, tif
     _page().save(tmp_path / "a.png")
     files, bad = expand_inputs([tmp_path])
     assert bad == []
-    assert sorted(files) == sorted([str(tmp_path / "a.png"), *(f"{pdf2}#page={i}" for i in (1, 2)), *(f"{tiff3}#page={i}" for i in (1, 2, 3))])
+    assert sorted(files) == sorted(
+        [str(tmp_path / "a.png"), *(f"{pdf2}#page={i}" for i in (1, 2)), *(f"{tiff3}#page={i}" for i in (1, 2, 3))]
+    )
     files_glob, _ = expand_inputs([str(tmp_path / "*.pdf")])
     assert files_glob == [f"{pdf2}#page=1", f"{pdf2}#page=2"]
     assert ".pdf" not in IMAGE_SUFFIXES
@@ -388,8 +399,14 @@ def test_fast_jpeg_draft_gives_pils_pixels(tmp_path, size, subsampling, monkeypa
     ref.draft("RGB", (540, 380))
     ref = ref.convert("RGB")
     assert fast.size == fast_upload.size == ref.size and fast.info["full_size"] == size
-    assert np.array_equal(np.asarray(fast), np.asarray(ref)) and np.array_equal(np.asarray(fast_upload), np.asarray(ref))
-    assert isinstance(as_array, eio.DecodedPage) and as_array.size == ref.size and as_array.info == {"full_size": size, "source_mode": "RGB"}
+    assert np.array_equal(np.asarray(fast), np.asarray(ref)) and np.array_equal(
+        np.asarray(fast_upload), np.asarray(ref)
+    )
+    assert (
+        isinstance(as_array, eio.DecodedPage)
+        and as_array.size == ref.size
+        and as_array.info == {"full_size": size, "source_mode": "RGB"}
+    )
     assert np.array_equal(as_array.rgb, np.asarray(ref)) and not as_array.rgb.flags.writeable
     assert np.array_equal(np.asarray(as_array.image()), np.asarray(ref)) and as_array.image().info["full_size"] == size
     monkeypatch.setattr(eio, "_fast_jpeg_draft_array", lambda *a: None)  # PIL's own path
@@ -403,7 +420,11 @@ def test_fast_jpeg_draft_leaves_rotated_grey_and_cmyk_jpegs_to_pil(tmp_path):
     page = _page((1200, 856))
     ex = Image.Exif()
     ex[0x0112] = 6
-    for data in (_bytes(page, "JPEG", exif=ex), _bytes(page.convert("L"), "JPEG"), _bytes(page.convert("CMYK"), "JPEG")):
+    for data in (
+        _bytes(page, "JPEG", exif=ex),
+        _bytes(page.convert("L"), "JPEG"),
+        _bytes(page.convert("CMYK"), "JPEG"),
+    ):
         assert _fast_jpeg_draft(Image.open(io.BytesIO(data)), data, (300, 200)) is None
     data = _bytes(page, "JPEG")
     assert _fast_jpeg_draft(Image.open(io.BytesIO(data)), data, (1200, 856)) is None  # no reduction asked

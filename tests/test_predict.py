@@ -47,7 +47,7 @@ def test_predict_paths_match_the_training_pipeline(pred, tiny_run, synth_pages):
     assert [r["path"] for r in rows] == [str(p) for p in synth_pages]
     lr = load_run(tiny_run)
     ref = predict_proba(lr.model, np.stack([load_page_array(p, lr.preprocess).array for p in synth_pages]))
-    for r, p in zip(rows, ref):
+    for r, p in zip(rows, ref, strict=False):
         assert r["status"] == "ok" and r["label"] in KHAN_CLASSES
         got = np.array([r["probabilities"][c] for c in KHAN_CLASSES])
         assert np.allclose(got, p, atol=1e-5)
@@ -86,23 +86,48 @@ def test_bad_files_are_listed_not_raised(pred, synth_pages, tmp_path):
 def test_batching_and_threads_do_not_change_results(tiny_run, synth_pages):
     a = Predictor(tiny_run, backend="torch", workers=1).predict(synth_pages, batch_size=1)
     b = Predictor(tiny_run, backend="torch", workers=3, threads=1).predict(synth_pages, batch_size=3)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         assert x["label"] == y["label"]
         assert x["probabilities"] == pytest.approx(y["probabilities"], abs=1e-5)
 
 
 def test_expand_inputs_folders_globs_and_missing(synth_dir, tmp_path):
-    files, bad = expand_inputs([str(synth_dir), str(synth_dir / "normal" / "*.jpg"), str(tmp_path / "nope.jpg"), str(tmp_path / "*.png"), str(tmp_path)])
+    files, bad = expand_inputs(
+        [
+            str(synth_dir),
+            str(synth_dir / "normal" / "*.jpg"),
+            str(tmp_path / "nope.jpg"),
+            str(tmp_path / "*.png"),
+            str(tmp_path),
+        ]
+    )
     assert len(files) == 4 and len(set(files)) == 4  # folder recursive; the glob adds no duplicates
     assert all(f.endswith(".jpg") for f in files)
     reasons = [b["reason"] for b in bad]
-    assert reasons == ["no such file or folder", "no files match this pattern", reasons[2]] and "no image files" in reasons[2]
+    assert (
+        reasons == ["no such file or folder", "no files match this pattern", reasons[2]]
+        and "no image files" in reasons[2]
+    )
 
 
 def test_cli_csv_written_and_table_printed(tiny_run, synth_dir, tmp_path, capsys):
     (tmp_path / "junk.jpg").write_text("not a jpeg")
     out = tmp_path / "preds.csv"
-    rc = main(["predict", str(tiny_run), str(synth_dir), str(tmp_path / "junk.jpg"), "--out", str(out), "--batch-size", "2", "--quiet", "--backend", "torch"])
+    rc = main(
+        [
+            "predict",
+            str(tiny_run),
+            str(synth_dir),
+            str(tmp_path / "junk.jpg"),
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+            "--quiet",
+            "--backend",
+            "torch",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "4 labelled" in text and "1 bad" in text and "not an image" in text
@@ -118,7 +143,10 @@ def test_cli_csv_written_and_table_printed(tiny_run, synth_dir, tmp_path, capsys
 
 def test_cli_json_complete_and_partial_removed(tiny_run, synth_pages, tmp_path, capsys):
     out = tmp_path / "p.json"
-    assert main(["predict", str(tiny_run), *map(str, synth_pages[:2]), "--out", str(out), "--quiet", "--backend", "torch"]) == 0
+    assert (
+        main(["predict", str(tiny_run), *map(str, synth_pages[:2]), "--out", str(out), "--quiet", "--backend", "torch"])
+        == 0
+    )
     doc = json.loads(out.read_text())
     assert doc["complete"] is True and doc["classes"] == list(KHAN_CLASSES)
     assert len(doc["predictions"]) == 2 and doc["summary"]["ok"] == 2
@@ -178,7 +206,9 @@ def test_predictor_rejects_onnx_backend_without_export(tiny_run):
 
 
 def test_other_architecture_with_colour_input(tmp_path, synth_pages):
-    run = make_run(tmp_path / "seedlike", model="vit-seed", size=(28, 32), embed_dim=32, depth=1, num_heads=2, mlp_dim=32)
+    run = make_run(
+        tmp_path / "seedlike", model="vit-seed", size=(28, 32), embed_dim=32, depth=1, num_heads=2, mlp_dim=32
+    )
     p = Predictor(run)
     assert p.preprocess.grayscale is False
     r = p.predict(synth_pages[:1])[0]

@@ -64,7 +64,9 @@ def test_healthz_and_docs(client):
 
 
 def test_predict_json(client, page_bytes, predictor, synth_pages):
-    r = _post(client, "/predict", page_bytes, name="whatever.bin", ctype="application/octet-stream")  # name/type ignored
+    r = _post(
+        client, "/predict", page_bytes, name="whatever.bin", ctype="application/octet-stream"
+    )  # name/type ignored
     assert r.status_code == 200, r.text
     j = r.json()
     assert set(j) >= {"label", "probabilities", "model", "latency_ms"}
@@ -103,7 +105,9 @@ def test_bad_inputs_get_clear_errors(client, page_bytes):
 
 def test_chunked_upload_over_the_limit(client):
     def body():
-        boundary = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+        boundary = (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        )
         yield boundary
         for _ in range(40):
             yield b"\xff" * 100_000  # 4 MB, no Content-Length

@@ -25,9 +25,22 @@ def synthetic_rows() -> list[ManifestRow]:
         for k in range(n):
             g += 1
             for c in range(1 + (g * 7) % 4):  # 1..4 copies of the page
-                rows.append(ManifestRow(path=f"/d/{label}/p{k}_{c}.jpg", label=label, md5=f"{g:032x}", width=600, height=428, group=f"g{g:04d}"))
+                rows.append(
+                    ManifestRow(
+                        path=f"/d/{label}/p{k}_{c}.jpg",
+                        label=label,
+                        md5=f"{g:032x}",
+                        width=600,
+                        height=428,
+                        group=f"g{g:04d}",
+                    )
+                )
     rows.append(ManifestRow(path="/d/normal/empty.jpg", label="normal", status="bad", reason="empty file (0 bytes)"))
-    rows.append(ManifestRow(path="/d/history_of_mi/text.jpg", label="history_of_mi", md5="f" * 32, status="bad", reason="not an image"))
+    rows.append(
+        ManifestRow(
+            path="/d/history_of_mi/text.jpg", label="history_of_mi", md5="f" * 32, status="bad", reason="not an image"
+        )
+    )
     return rows
 
 
@@ -114,7 +127,24 @@ def test_files_round_trip_and_cli(tmp_path, capsys):
     assert meta["excluded_bad"] == 2 and meta["groups"] == sum(GROUPS_PER_CLASS.values())
 
     cli_out = tmp_path / "cli.csv"
-    assert main(["data", "split", str(manifest), "--folds", "3", "--seed", "0", "--test-fraction", "0.2", "--out", str(cli_out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "split",
+                str(manifest),
+                "--folds",
+                "3",
+                "--seed",
+                "0",
+                "--test-fraction",
+                "0.2",
+                "--out",
+                str(cli_out),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "distinct groups per fold and class" in captured.out
     assert [r.fold for r in read_splits(cli_out)] == [r.fold for r in split]
@@ -147,5 +177,9 @@ def test_index_then_split_keeps_duplicates_together(tmp_path, class_tree):
     manifest = tmp_path / "m.csv"
     index_dataset(root, out=manifest, progress=False)
     split = make_splits(manifest, SplitConfig(folds=2, seed=0))
-    folds = {r.fold for r in split if r.group == next(s.group for s in split if s.path.endswith("p000.jpg") and s.label == "a")}
+    folds = {
+        r.fold
+        for r in split
+        if r.group == next(s.group for s in split if s.path.endswith("p000.jpg") and s.label == "a")
+    }
     assert len(folds) == 1 and len(split) == 11

@@ -30,14 +30,22 @@ def _st(e, lead: str) -> float:
     """Median ST level at J+60 ms relative to the PR segment (mV) over conducted beats."""
     qrs = e.params["qrs_ms"] / 1000
     x = e.signals[IX[lead]]
-    v = [x[int(o + (qrs + 0.06) * FS)] - x[int(o - 0.015 * FS)] for o, t in zip(e.qrs_onsets, e.beat_types) if t == "N" and o >= 0.015 * FS and o + (qrs + 0.06) * FS < x.size]
+    v = [
+        x[int(o + (qrs + 0.06) * FS)] - x[int(o - 0.015 * FS)]
+        for o, t in zip(e.qrs_onsets, e.beat_types, strict=False)
+        if t == "N" and o >= 0.015 * FS and o + (qrs + 0.06) * FS < x.size
+    ]
     return float(np.median(v))
 
 
 def _q(e, lead: str) -> float:
     """Median depth (mV) of the initial negative deflection in the first 30 ms of the QRS."""
     x = e.signals[IX[lead]]
-    v = [x[int(o - 0.015 * FS)] - x[o : o + int(0.03 * FS)].min() for o, t in zip(e.qrs_onsets, e.beat_types) if t == "N" and o >= 0.015 * FS and o + 0.03 * FS < x.size]
+    v = [
+        x[int(o - 0.015 * FS)] - x[o : o + int(0.03 * FS)].min()
+        for o, t in zip(e.qrs_onsets, e.beat_types, strict=False)
+        if t == "N" and o >= 0.015 * FS and o + 0.03 * FS < x.size
+    ]
     return float(np.median(v))
 
 
@@ -159,7 +167,11 @@ def test_make_page_api_and_encoding() -> None:
     small = KHAN_STYLE.scaled(0.5)
     img2, _, _ = make_page("normal", np.random.default_rng(0), style=small)
     assert img2.size == (small.width, small.height)
-    img3, _, _ = make_page("normal", np.random.default_rng(0), style=PageStyle(grid_kind="lines", minor_color=(250, 205, 210), major_color=(240, 150, 160), faint_color=None))
+    img3, _, _ = make_page(
+        "normal",
+        np.random.default_rng(0),
+        style=PageStyle(grid_kind="lines", minor_color=(250, 205, 210), major_color=(240, 150, 160), faint_color=None),
+    )
     assert img3.size == (2213, 1572)
 
 

@@ -18,7 +18,9 @@ from ecgvit.synth.page import KHAN_STYLE, LAYOUTS, row_baselines
 ROWS = {"3x4+1": 4, "3x4": 3, "6x2": 6, "12x1": 12}
 
 
-def trace_rows(a: np.ndarray, box: tuple[int, int, int, int] | None = None, frac: float = 0.3, gap: int = 20) -> list[float]:
+def trace_rows(
+    a: np.ndarray, box: tuple[int, int, int, int] | None = None, frac: float = 0.3, gap: int = 20
+) -> list[float]:
     """Centres of the horizontal bands of trace ink (max RGB channel < 100) in `box`'s row profile.
 
     A trace spends most of its time near its baseline, so its baseline rows hold far more ink

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecgvit.config import PreprocessConfig
+from ecgvit.config import DEFAULT_MODEL, PreprocessConfig, TrainConfig
 from ecgvit.evaluate import _confusion, _scores_from_confusion, compute_metrics, cross_validate, evaluate, load_run
-from ecgvit.train import DEFAULT_MODEL, TrainConfig, predict_proba, train, train_teacher
+from ecgvit.train import predict_proba, train, train_teacher
 
 # Tiny inputs keep every training in these tests to seconds on 2 cores.
 TINY = PreprocessConfig(height=64, width=128)
@@ -40,7 +40,17 @@ def cache_root(tmp_path_factory) -> Path:
 
 
 def quick_cfg(**kw) -> TrainConfig:
-    base = dict(model=MODEL, epochs=2, batch_size=8, warmup_epochs=1, val_fraction=0.34, patience=0, threads=2, pretrain_per_class=0, teacher=None)
+    base = dict(
+        model=MODEL,
+        epochs=2,
+        batch_size=8,
+        warmup_epochs=1,
+        val_fraction=0.34,
+        patience=0,
+        threads=2,
+        pretrain_per_class=0,
+        teacher=None,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -83,7 +93,15 @@ def test_evaluate_counts_each_distinct_page_once(trained_run, synth_dir, cache_r
     shutil.copytree(synth_dir, data)
     first = sorted((data / "normal").glob("*.jpg"))[0]
     shutil.copy(first, first.with_name("copy_of_first.jpg"))  # an exact duplicate
-    m = evaluate(trained_run, data, report=tmp_path / "rep", json_out=tmp_path / "m.json", cache_root=cache_root, n_boot=200, progress=False)
+    m = evaluate(
+        trained_run,
+        data,
+        report=tmp_path / "rep",
+        json_out=tmp_path / "m.json",
+        cache_root=cache_root,
+        n_boot=200,
+        progress=False,
+    )
     assert m["n"] == 24 and m["files"] == 25 and m["duplicates_dropped"] == 1
     j = json.loads((tmp_path / "m.json").read_text())
     for key in ("n", "accuracy", "macro_f1", "balanced_accuracy", "per_class", "ci95"):
@@ -139,9 +157,34 @@ def _cli(*args: str) -> list[str]:
 def test_resume_after_kill_9_loses_nothing(synth_dir, cache_root, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "ECGVIT_CACHE": str(cache_root)}
-    args = _cli("train", "--data", str(synth_dir), "--out", str(run), "--model", MODEL, "--epochs", "8", "--batch-size", "8",
-                "--height", "64", "--width", "128", "--val-fraction", "0.34", "--patience", "0", "--threads", "1", "--pretrain-per-class", "0",
-                "--average-last", "0.5", "--quiet")  # the weight average is part of what a resume restores
+    args = _cli(
+        "train",
+        "--data",
+        str(synth_dir),
+        "--out",
+        str(run),
+        "--model",
+        MODEL,
+        "--epochs",
+        "8",
+        "--batch-size",
+        "8",
+        "--height",
+        "64",
+        "--width",
+        "128",
+        "--val-fraction",
+        "0.34",
+        "--patience",
+        "0",
+        "--threads",
+        "1",
+        "--pretrain-per-class",
+        "0",
+        "--average-last",
+        "0.5",
+        "--quiet",
+    )  # the weight average is part of what a resume restores
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     metrics = run / "metrics.csv"
@@ -154,11 +197,17 @@ def test_resume_after_kill_9_loses_nothing(synth_dir, cache_root, tmp_path):
     proc.wait()
     done_before = len(metrics.read_text().splitlines()) - 1
     assert 2 <= done_before < 8
-    r = subprocess.run(_cli("train", "--data", str(synth_dir), "--out", str(run), "--resume", "--quiet"), env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        _cli("train", "--data", str(synth_dir), "--out", str(run), "--resume", "--quiet"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     epochs = [int(row["epoch"]) for row in csv.DictReader(open(metrics))]
     # Every epoch once, in order: the killed epoch (if any) was redone, none was lost or doubled.
-    assert epochs[: done_before] == list(range(1, done_before + 1))
+    assert epochs[:done_before] == list(range(1, done_before + 1))
     assert epochs == list(range(1, 9))
     assert json.loads((run / "config.json").read_text())["finished"] is True
 
@@ -167,9 +216,38 @@ def test_resume_after_kill_9_loses_nothing(synth_dir, cache_root, tmp_path):
 def test_torchrun_two_cpu_processes(synth_dir, cache_root, tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "ECGVIT_CACHE": str(cache_root), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(29500 + os.getpid() % 1000),
-           "-m", "ecgvit.cli", "train", "--data", str(synth_dir), "--out", str(run), "--model", MODEL, "--epochs", "2",
-           "--batch-size", "4", "--height", "64", "--width", "128", "--val-fraction", "0.34", "--threads", "1", "--pretrain-per-class", "0", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "ecgvit.cli",
+        "train",
+        "--data",
+        str(synth_dir),
+        "--out",
+        str(run),
+        "--model",
+        MODEL,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--height",
+        "64",
+        "--width",
+        "128",
+        "--val-fraction",
+        "0.34",
+        "--threads",
+        "1",
+        "--pretrain-per-class",
+        "0",
+        "--quiet",
+    ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads((run / "config.json").read_text())
@@ -179,7 +257,24 @@ def test_torchrun_two_cpu_processes(synth_dir, cache_root, tmp_path):
 
 @pytest.mark.slow
 def test_grouped_cross_validation(synth_dir, cache_root, tmp_path):
-    s = cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, repeats=1, train_overrides={"epochs": 1, "batch_size": 8, "warmup_epochs": 1, "threads": 2, "pretrain_per_class": 0, "teacher": None}, preprocess=TINY, cache_root=cache_root, progress=False)
+    s = cross_validate(
+        synth_dir,
+        tmp_path / "cv",
+        model=MODEL,
+        folds=2,
+        repeats=1,
+        train_overrides={
+            "epochs": 1,
+            "batch_size": 8,
+            "warmup_epochs": 1,
+            "threads": 2,
+            "pretrain_per_class": 0,
+            "teacher": None,
+        },
+        preprocess=TINY,
+        cache_root=cache_root,
+        progress=False,
+    )
     assert len(s["per_fold"]) == 2
     assert s["pooled_repeat0"]["n"] == 24  # every page scored exactly once out of fold
     oof = list(csv.DictReader(open(tmp_path / "cv" / "oof.csv")))
@@ -187,22 +282,67 @@ def test_grouped_cross_validation(synth_dir, cache_root, tmp_path):
     assert (tmp_path / "cv" / "cv.json").exists() and (tmp_path / "cv" / "folds.csv").exists()
     over = {"epochs": 1, "batch_size": 8, "warmup_epochs": 1, "threads": 2, "pretrain_per_class": 0, "teacher": None}
     # Rerun into the same folder: finished folds are reused only when trained the same way.
-    again = cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, train_overrides=over, preprocess=TINY, cache_root=cache_root, progress=False)
+    again = cross_validate(
+        synth_dir,
+        tmp_path / "cv",
+        model=MODEL,
+        folds=2,
+        train_overrides=over,
+        preprocess=TINY,
+        cache_root=cache_root,
+        progress=False,
+    )
     assert [f["macro_f1"] for f in again["per_fold"]] == [f["macro_f1"] for f in s["per_fold"]]
     split_before = (tmp_path / "cv" / "splits_r0.csv").read_bytes()
     with pytest.raises(ValueError, match="another split"):  # seed 1 would also assign other folds
-        cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, train_overrides={**over, "seed": 1}, preprocess=TINY, cache_root=cache_root, progress=False)
+        cross_validate(
+            synth_dir,
+            tmp_path / "cv",
+            model=MODEL,
+            folds=2,
+            train_overrides={**over, "seed": 1},
+            preprocess=TINY,
+            cache_root=cache_root,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="other settings.*seed=0, asked 1"):  # same folds, other training seed
-        cross_validate(synth_dir, tmp_path / "cv", model=MODEL, folds=2, train_overrides={**over, "seed": 1}, preprocess=TINY, cache_root=cache_root, progress=False, split_seed=0)
+        cross_validate(
+            synth_dir,
+            tmp_path / "cv",
+            model=MODEL,
+            folds=2,
+            train_overrides={**over, "seed": 1},
+            preprocess=TINY,
+            cache_root=cache_root,
+            progress=False,
+            split_seed=0,
+        )
     assert (tmp_path / "cv" / "splits_r0.csv").read_bytes() == split_before  # refused calls change nothing
     # Another training seed on the same folds (split_seed kept): identical fold assignment.
-    other = cross_validate(synth_dir, tmp_path / "cv_s1", model=MODEL, folds=2, train_overrides={**over, "seed": 1}, preprocess=TINY, cache_root=cache_root, progress=False, split_seed=0)
+    other = cross_validate(
+        synth_dir,
+        tmp_path / "cv_s1",
+        model=MODEL,
+        folds=2,
+        train_overrides={**over, "seed": 1},
+        preprocess=TINY,
+        cache_root=cache_root,
+        progress=False,
+        split_seed=0,
+    )
     assert other["split_seed"] == 0 and other["train"]["seed"] == 1
     assert (tmp_path / "cv_s1" / "splits_r0.csv").read_bytes() == (tmp_path / "cv" / "splits_r0.csv").read_bytes()
 
 
 def test_training_on_every_page_keeps_the_last_epoch(synth_dir, cache_root, tmp_path):
-    r = train(synth_dir, tmp_path / "all", quick_cfg(val_fraction=0.0, epochs=2), preprocess=TINY, progress=False, cache_root=cache_root)
+    r = train(
+        synth_dir,
+        tmp_path / "all",
+        quick_cfg(val_fraction=0.0, epochs=2),
+        preprocess=TINY,
+        progress=False,
+        cache_root=cache_root,
+    )
     assert r["epoch"] == 2 and r["val_macro_f1"] is None
     meta = json.loads((tmp_path / "all" / "config.json").read_text())
     assert meta["data"]["val_pages"] == 0 and meta["data"]["train_pages"] == 24
@@ -267,7 +407,14 @@ def test_average_last_keeps_the_averaged_weights(synth_dir, cache_root, tmp_path
     with pytest.raises(ValueError, match="average_last=1.0"):
         quick_cfg(average_last=1.0)
     run = tmp_path / "avg"
-    train(synth_dir, run, quick_cfg(epochs=3, average_last=0.5, keep="last"), preprocess=TINY, progress=False, cache_root=cache_root)
+    train(
+        synth_dir,
+        run,
+        quick_cfg(epochs=3, average_last=0.5, keep="last"),
+        preprocess=TINY,
+        progress=False,
+        cache_root=cache_root,
+    )
     kept = load_file(run / "model.safetensors")
     state = torch.load(run / "resume.pt", map_location="cpu", weights_only=False)
     averaged = {k.removeprefix("module."): v for k, v in state["averager"].items()}
@@ -318,7 +465,9 @@ def test_distillation_from_a_teacher_run(trained_run, synth_dir, cache_root, tmp
     assert twice == taught
 
 
-def test_cached_distillation_targets_are_the_teachers_view_of_the_clean_page(trained_run, synth_dir, cache_root, tmp_path):
+def test_cached_distillation_targets_are_the_teachers_view_of_the_clean_page(
+    trained_run, synth_dir, cache_root, tmp_path
+):
     # Without augmentation the batch the teacher would score online is the clean page itself, so
     # cached targets must train the student exactly as online ones; with it, they differ.
     losses = {}
@@ -336,18 +485,46 @@ def test_cached_distillation_targets_are_the_teachers_view_of_the_clean_page(tra
 
 def test_a_teacher_that_saw_the_validation_pages_is_refused(synth_dir, cache_root, tmp_path):
     everything = tmp_path / "teacher_all"
-    train(synth_dir, everything, quick_cfg(val_fraction=0.0, epochs=1), preprocess=TINY, progress=False, cache_root=cache_root)
+    train(
+        synth_dir,
+        everything,
+        quick_cfg(val_fraction=0.0, epochs=1),
+        preprocess=TINY,
+        progress=False,
+        cache_root=cache_root,
+    )
     with pytest.raises(ValueError, match="leak"):
-        train(synth_dir, tmp_path / "s1", quick_cfg(teacher=str(everything)), preprocess=TINY, progress=False, cache_root=cache_root)
+        train(
+            synth_dir,
+            tmp_path / "s1",
+            quick_cfg(teacher=str(everything)),
+            preprocess=TINY,
+            progress=False,
+            cache_root=cache_root,
+        )
     with pytest.raises(ValueError, match="preprocessing"):
-        train(synth_dir, tmp_path / "s2", quick_cfg(teacher=str(everything), val_fraction=0.0), preprocess=PreprocessConfig(height=64, width=160), progress=False, cache_root=cache_root)
+        train(
+            synth_dir,
+            tmp_path / "s2",
+            quick_cfg(teacher=str(everything), val_fraction=0.0),
+            preprocess=PreprocessConfig(height=64, width=160),
+            progress=False,
+            cache_root=cache_root,
+        )
     with pytest.raises(ValueError, match="distill_weight"):
         quick_cfg(distill_weight=1.5)
 
 
 def test_a_teacher_named_by_model_is_trained_first_on_the_same_pages(synth_dir, cache_root, tmp_path):
     run = tmp_path / "student"
-    train(synth_dir, run, quick_cfg(epochs=2, teacher="mobilenetv4_conv_small", teacher_epochs=1), preprocess=TINY, progress=False, cache_root=cache_root)
+    train(
+        synth_dir,
+        run,
+        quick_cfg(epochs=2, teacher="mobilenetv4_conv_small", teacher_epochs=1),
+        preprocess=TINY,
+        progress=False,
+        cache_root=cache_root,
+    )
     teacher = run / "teacher-mobilenetv4_conv_small"
     t_meta = json.loads((teacher / "config.json").read_text())
     assert t_meta["finished"] and t_meta["train"]["model"] == "mobilenetv4_conv_small"
@@ -359,11 +536,27 @@ def test_a_teacher_named_by_model_is_trained_first_on_the_same_pages(synth_dir, 
     same = quick_cfg(epochs=2, teacher="mobilenetv4_conv_small", teacher_epochs=1)
     assert train_teacher("mobilenetv4_conv_small", synth_dir, run, same, TINY, False, cache_root, None) == str(teacher)
     with pytest.raises(ValueError, match="other settings"):
-        train_teacher("mobilenetv4_conv_small", synth_dir, run, quick_cfg(epochs=2, teacher="mobilenetv4_conv_small", teacher_epochs=3), TINY, False, cache_root, None)
+        train_teacher(
+            "mobilenetv4_conv_small",
+            synth_dir,
+            run,
+            quick_cfg(epochs=2, teacher="mobilenetv4_conv_small", teacher_epochs=3),
+            TINY,
+            False,
+            cache_root,
+            None,
+        )
     parts = lambda r: sorted((row["md5"], row["part"]) for row in csv.DictReader(open(r / "pages.csv")))  # noqa: E731
     assert parts(teacher) == parts(run)  # same pages, same validation part
     with pytest.raises(ValueError, match="did you mean"):
-        train(synth_dir, tmp_path / "s2", quick_cfg(teacher="mobilenetv4_conv_smal"), preprocess=TINY, progress=False, cache_root=cache_root)
+        train(
+            synth_dir,
+            tmp_path / "s2",
+            quick_cfg(teacher="mobilenetv4_conv_smal"),
+            preprocess=TINY,
+            progress=False,
+            cache_root=cache_root,
+        )
 
 
 def test_pretrain_key_ignores_settings_that_do_not_shape_pretraining():
@@ -376,7 +569,20 @@ def test_pretrain_key_ignores_settings_that_do_not_shape_pretraining():
 
     base = TrainConfig()
     pre = get_spec(base.model).preprocess()
-    same = [replace(base, epochs=7, teacher="mobilenetv4_conv_small", teacher_epochs=3, gate=False, seed=5, fold=1, split="s.csv", distill_weight=0.3, average_last=0.5)]
+    same = [
+        replace(
+            base,
+            epochs=7,
+            teacher="mobilenetv4_conv_small",
+            teacher_epochs=3,
+            gate=False,
+            seed=5,
+            fold=1,
+            split="s.csv",
+            distill_weight=0.3,
+            average_last=0.5,
+        )
+    ]
     assert {pretrain_key(c, pre) for c in same} == {pretrain_key(base, pre)}
     assert pretrain_key(replace(base, pretrain_per_class=10), pre) != pretrain_key(base, pre)
     other = replace(base, model="mobilenetv4_conv_small")

@@ -41,10 +41,19 @@ class Parser(argparse.ArgumentParser):
 
 
 def _add_index(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index", help="scan a dataset folder or CSV into a manifest (md5, size, duplicate groups, bad files)")
-    p.add_argument("source", help="dataset folder (Khan layout or one folder per class) or a CSV with path,label[,group]")
+    p = sub.add_parser(
+        "index", help="scan a dataset folder or CSV into a manifest (md5, size, duplicate groups, bad files)"
+    )
+    p.add_argument(
+        "source", help="dataset folder (Khan layout or one folder per class) or a CSV with path,label[,group]"
+    )
     p.add_argument("--out", default="manifest.csv", help="manifest CSV to write (default: manifest.csv)")
-    p.add_argument("--near-dup-bits", type=int, default=None, help="pHash Hamming threshold for near duplicates; 0 disables (default 8)")
+    p.add_argument(
+        "--near-dup-bits",
+        type=int,
+        default=None,
+        help="pHash Hamming threshold for near duplicates; 0 disables (default 8)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(_parser=p, func=_cmd_index)
 
@@ -104,15 +113,31 @@ _NEGATIVE_KINDS = "single_lead, layout_6x2, layout_12x1, blank_grid, text_only, 
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write synthetic 12-lead ECG report pages with known labels (or, with --negatives, out-of-scope images)")
-    p.add_argument("--out", required=True, help="output folder (one sub-folder per class, or per kind with --negatives)")
+    p = sub.add_parser(
+        "synth",
+        help="write synthetic 12-lead ECG report pages with known labels (or, with --negatives, out-of-scope images)",
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder (one sub-folder per class, or per kind with --negatives)"
+    )
     p.add_argument("--per-class", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--distort", choices=["none", "light", "heavy"], default="none")
     p.add_argument("--format", choices=["jpg", "png"], default="jpg")
-    p.add_argument("--layout", choices=_SYNTH_LAYOUTS, default=None, help="panel layout: 3x4+1 (Khan template with lead II rhythm strip; default), 3x4, 6x2 (5 s panels), 12x1 (10 s rows)")
-    p.add_argument("--negatives", action="store_true", help="write images that are NOT a supported report page (for an out-of-scope gate) instead of class pages")
-    p.add_argument("--kinds", default=None, help=f"with --negatives: comma-separated kinds (default: all of {_NEGATIVE_KINDS})")
+    p.add_argument(
+        "--layout",
+        choices=_SYNTH_LAYOUTS,
+        default=None,
+        help="panel layout: 3x4+1 (Khan template with lead II rhythm strip; default), 3x4, 6x2 (5 s panels), 12x1 (10 s rows)",
+    )
+    p.add_argument(
+        "--negatives",
+        action="store_true",
+        help="write images that are NOT a supported report page (for an out-of-scope gate) instead of class pages",
+    )
+    p.add_argument(
+        "--kinds", default=None, help=f"with --negatives: comma-separated kinds (default: all of {_NEGATIVE_KINDS})"
+    )
     p.add_argument("--per-kind", type=int, default=None, help="with --negatives: images per kind (default 10)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -122,12 +147,24 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 def _cmd_synth(a: argparse.Namespace) -> int:
     if a.negatives:
         if a.layout is not None:
-            raise ValueError("--layout applies to class pages; --negatives already includes the layout_6x2 and layout_12x1 kinds")
+            raise ValueError(
+                "--layout applies to class pages; --negatives already includes the layout_6x2 and layout_12x1 kinds"
+            )
         from ecgvit.synth.negatives import NEGATIVE_KINDS, generate_negatives
 
         kinds = NEGATIVE_KINDS if a.kinds is None else a.kinds
         per_kind = 10 if a.per_kind is None else a.per_kind
-        print(generate_negatives(a.out, per_kind=per_kind, seed=a.seed, kinds=kinds, fmt=a.format, workers=a.workers, progress=not a.quiet))
+        print(
+            generate_negatives(
+                a.out,
+                per_kind=per_kind,
+                seed=a.seed,
+                kinds=kinds,
+                fmt=a.format,
+                workers=a.workers,
+                progress=not a.quiet,
+            )
+        )
         return 0
     for flag, v in (("--kinds", a.kinds), ("--per-kind", a.per_kind)):
         if v is not None:
@@ -135,7 +172,16 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     from ecgvit.synth import generate
 
     layout = a.layout or _SYNTH_LAYOUTS[0]
-    summary = generate(a.out, per_class=a.per_class, seed=a.seed, distort=a.distort, fmt=a.format, workers=a.workers, progress=not a.quiet, layout=layout)
+    summary = generate(
+        a.out,
+        per_class=a.per_class,
+        seed=a.seed,
+        distort=a.distort,
+        fmt=a.format,
+        workers=a.workers,
+        progress=not a.quiet,
+        layout=layout,
+    )
     print(summary)
     return 0
 
@@ -146,8 +192,8 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_models(a: argparse.Namespace) -> int:
-    from ecgvit.models import count_gflops, count_params, create_model, get_spec, list_models
     from ecgvit.config import DEFAULT_MODEL
+    from ecgvit.models import count_gflops, count_params, create_model, get_spec, list_models
 
     nw = max(len(n) for n in list_models()) + 2
     print(f"{'name':<{nw}}{'params':>10}{'GFLOPs':>9}{'input (HxWxC)':>16}  description")
@@ -162,7 +208,9 @@ def _cmd_models(a: argparse.Namespace) -> int:
     from ecgvit.bundled import bundled_run, bundled_version
 
     b = bundled_run()
-    print(f"\nbundled model: {bundled_version() + ' at ' + str(b) if b else 'none in this install (scripts/train_bundled.py makes it)'}")
+    print(
+        f"\nbundled model: {bundled_version() + ' at ' + str(b) if b else 'none in this install (scripts/train_bundled.py makes it)'}"
+    )
     return 0
 
 
@@ -189,11 +237,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, default=None, help="input height (default: the model's)")
     p.add_argument("--width", type=int, default=None, help="input width (default: the model's)")
     p.add_argument("--weights", default=None, help="initial weights: a local .safetensors file")
-    p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help=f"synthetic pages per class to pretrain on first (default {d.pretrain_per_class}; 0: off; cached)")
+    p.add_argument(
+        "--pretrain-per-class",
+        type=int,
+        default=d.pretrain_per_class,
+        help=f"synthetic pages per class to pretrain on first (default {d.pretrain_per_class}; 0: off; cached)",
+    )
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
     _add_distill_args(p, d)
     _add_average_last_arg(p, d)
-    p.add_argument("--no-gate", action="store_true", help="do not fit the out-of-scope gate at the end (fit it later with `ecgvit calibrate RUN`)")
+    p.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="do not fit the out-of-scope gate at the end (fit it later with `ecgvit calibrate RUN`)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(_parser=p, func=_cmd_train)
@@ -211,17 +268,37 @@ def _cmd_train(a: argparse.Namespace) -> int:
         print(f"run: {result['run']}")
         return 0
     cfg = TrainConfig(
-        model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, patience=a.patience,
-        balance=a.balance, augment=a.augment, val_fraction=a.val_fraction, seed=a.seed, threads=a.threads, split=a.split, fold=a.fold,
+        model=a.model,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        patience=a.patience,
+        balance=a.balance,
+        augment=a.augment,
+        val_fraction=a.val_fraction,
+        seed=a.seed,
+        threads=a.threads,
+        split=a.split,
+        fold=a.fold,
         init_weights=a.weights,
-        pretrain_per_class=a.pretrain_per_class, pretrain_epochs=a.pretrain_epochs, gate=not a.no_gate,
-        teacher=a.teacher, distill_weight=a.distill_weight, distill_temperature=a.distill_temperature, teacher_epochs=a.teacher_epochs, distill_targets=a.distill_targets, average_last=a.average_last,
+        pretrain_per_class=a.pretrain_per_class,
+        pretrain_epochs=a.pretrain_epochs,
+        gate=not a.no_gate,
+        teacher=a.teacher,
+        distill_weight=a.distill_weight,
+        distill_temperature=a.distill_temperature,
+        teacher_epochs=a.teacher_epochs,
+        distill_targets=a.distill_targets,
+        average_last=a.average_last,
     )
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
     pre = get_spec(a.model).preprocess(**over)
     result = train(a.data, a.out, cfg, preprocess=pre, resume=a.resume, progress=not a.quiet)
     if result.get("val_macro_f1") is not None:
-        print(f"best epoch {result['epoch']}: validation macro-F1 {result['val_macro_f1']:.3f}, accuracy {result['val_accuracy']:.3f}")
+        print(
+            f"best epoch {result['epoch']}: validation macro-F1 {result['val_macro_f1']:.3f}, accuracy {result['val_accuracy']:.3f}"
+        )
     elif "epoch" in result:
         print(f"trained {result['epoch']} epochs on every page (no validation part)")
     print(f"run: {result['run']}")
@@ -229,12 +306,18 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", aliases=["val"], help="score a trained run on labelled pages (distinct pages, intervals, calibration)")
+    p = sub.add_parser(
+        "evaluate",
+        aliases=["val"],
+        help="score a trained run on labelled pages (distinct pages, intervals, calibration)",
+    )
     p.add_argument("run", help="run folder (config.json + model.safetensors)")
     p.add_argument("--data", required=True, help="dataset folder or manifest CSV")
     p.add_argument("--report", default=None, help="write an HTML report (plots, worst mistakes) into this folder")
     p.add_argument("--json", default=None, help="write the metrics as JSON")
-    p.add_argument("--all-files", action="store_true", help="count duplicate files too (default: each distinct image once)")
+    p.add_argument(
+        "--all-files", action="store_true", help="count duplicate files too (default: each distinct image once)"
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(_parser=p, func=_cmd_evaluate)
 
@@ -244,7 +327,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     m = evaluate(a.run, a.data, report=a.report, json_out=a.json, all_files=a.all_files, progress=not a.quiet)
     if m["duplicates_dropped"]:
-        print(f"{m['files']} files, {m['duplicates_dropped']} exact duplicates dropped: each distinct page counted once")
+        print(
+            f"{m['files']} files, {m['duplicates_dropped']} exact duplicates dropped: each distinct page counted once"
+        )
     print(format_metrics(m))
     if a.report:
         print(f"report: {Path(a.report) / 'index.html'}")
@@ -255,16 +340,45 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 def _add_average_last_arg(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     """--average-last (train and cv)."""
-    p.add_argument("--average-last", type=float, default=d.average_last, help=f"keep the plain average of the weights over this last fraction of training steps (stochastic weight averaging; default {d.average_last}; 0: the last step's weights)")
+    p.add_argument(
+        "--average-last",
+        type=float,
+        default=d.average_last,
+        help=f"keep the plain average of the weights over this last fraction of training steps (stochastic weight averaging; default {d.average_last}; 0: the last step's weights)",
+    )
 
 
 def _add_distill_args(p: argparse.ArgumentParser, d: TrainConfig, teacher_note: str = "") -> None:
     """--teacher, --distill-weight, --distill-temperature (train and cv)."""
-    p.add_argument("--teacher", default=d.teacher, help=f"distil from this trained run or model name, or several comma-separated (same classes and preprocessing; a model name is trained first); auto: the model's own default teacher (ecgvit-tiny: mobilenetv4_conv_small; `ecgvit models`); default none: the ViT alone, the bundled recipe{teacher_note}")
-    p.add_argument("--distill-weight", type=float, default=d.distill_weight, help=f"weight of the distillation loss (default {d.distill_weight})")
-    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help=f"softmax temperature of the distillation loss (default {d.distill_temperature})")
-    p.add_argument("--distill-targets", choices=["online", "cached"], default=d.distill_targets, help="online: the teacher scores every augmented batch; cached: each clean page once, before training (faster)")
-    p.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs, help="epochs of a teacher named by model (default: two thirds of --epochs, e.g. 40 for 60)")
+    p.add_argument(
+        "--teacher",
+        default=d.teacher,
+        help=f"distil from this trained run or model name, or several comma-separated (same classes and preprocessing; a model name is trained first); auto: the model's own default teacher (ecgvit-tiny: mobilenetv4_conv_small; `ecgvit models`); default none: the ViT alone, the bundled recipe{teacher_note}",
+    )
+    p.add_argument(
+        "--distill-weight",
+        type=float,
+        default=d.distill_weight,
+        help=f"weight of the distillation loss (default {d.distill_weight})",
+    )
+    p.add_argument(
+        "--distill-temperature",
+        type=float,
+        default=d.distill_temperature,
+        help=f"softmax temperature of the distillation loss (default {d.distill_temperature})",
+    )
+    p.add_argument(
+        "--distill-targets",
+        choices=["online", "cached"],
+        default=d.distill_targets,
+        help="online: the teacher scores every augmented batch; cached: each clean page once, before training (faster)",
+    )
+    p.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=d.teacher_epochs,
+        help="epochs of a teacher named by model (default: two thirds of --epochs, e.g. 40 for 60)",
+    )
 
 
 def _add_cv(sub: argparse._SubParsersAction) -> None:
@@ -278,13 +392,32 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=d.epochs, help="fixed epochs per fold; the last epoch is scored")
-    p.add_argument("--weights", default=None, help="initial weights for every fold: a local .safetensors file (e.g. pretrained on `ecgvit synth` pages)")
-    p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class, help="synthetic pretraining pages per class (0: off); done once, shared by all folds")
-    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help=f"epochs of synthetic pretraining (default {d.pretrain_epochs})")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="initial weights for every fold: a local .safetensors file (e.g. pretrained on `ecgvit synth` pages)",
+    )
+    p.add_argument(
+        "--pretrain-per-class",
+        type=int,
+        default=d.pretrain_per_class,
+        help="synthetic pretraining pages per class (0: off); done once, shared by all folds",
+    )
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=d.pretrain_epochs,
+        help=f"epochs of synthetic pretraining (default {d.pretrain_epochs})",
+    )
     _add_distill_args(p, d, "; for CV, the teacher's CV folder: each fold distils its own fold's run")
     _add_average_last_arg(p, d)
     p.add_argument("--seed", type=int, default=d.seed, help="training seed (repeat r uses seed + r)")
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the fold assignment (default: --seed); keep it and change --seed to retrain on the same folds with other random draws")
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="seed of the fold assignment (default: --seed); keep it and change --seed to retrain on the same folds with other random draws",
+    )
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
@@ -296,19 +429,53 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     from ecgvit.models import get_spec
 
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
-    s = cross_validate(a.data, a.out, model=a.model, folds=a.folds, repeats=a.repeats, train_overrides={"epochs": a.epochs, "seed": a.seed, "init_weights": a.weights, "pretrain_per_class": a.pretrain_per_class, "pretrain_epochs": a.pretrain_epochs, "teacher": a.teacher, "distill_weight": a.distill_weight, "distill_temperature": a.distill_temperature, "teacher_epochs": a.teacher_epochs, "distill_targets": a.distill_targets, "average_last": a.average_last}, preprocess=get_spec(a.model).preprocess(**over), progress=not a.quiet, split_seed=a.split_seed)
+    s = cross_validate(
+        a.data,
+        a.out,
+        model=a.model,
+        folds=a.folds,
+        repeats=a.repeats,
+        train_overrides={
+            "epochs": a.epochs,
+            "seed": a.seed,
+            "init_weights": a.weights,
+            "pretrain_per_class": a.pretrain_per_class,
+            "pretrain_epochs": a.pretrain_epochs,
+            "teacher": a.teacher,
+            "distill_weight": a.distill_weight,
+            "distill_temperature": a.distill_temperature,
+            "teacher_epochs": a.teacher_epochs,
+            "distill_targets": a.distill_targets,
+            "average_last": a.average_last,
+        },
+        preprocess=get_spec(a.model).preprocess(**over),
+        progress=not a.quiet,
+        split_seed=a.split_seed,
+    )
     print(format_cv(s))
     print(f"cv: {Path(a.out) / 'cv.json'}")
     return 0
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="fit a run's out-of-scope gate and temperature (RUN/gate.json), used by predict/serve/explain",
-                       usage="ecgvit calibrate RUN [--data DIR|MANIFEST] [--oof cv/oof.csv]")
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a run's out-of-scope gate and temperature (RUN/gate.json), used by predict/serve/explain",
+        usage="ecgvit calibrate RUN [--data DIR|MANIFEST] [--oof cv/oof.csv]",
+    )
     p.add_argument("run", help="a training run folder (config.json + model.safetensors)")
     p.add_argument("--data", default=None, help="the pages it was trained on, when RUN has no pages.csv")
-    p.add_argument("--oof", default=None, help="out-of-fold predictions of the same recipe (`ecgvit cv` writes OUT/oof.csv): fit the temperature on them when RUN has no validation part")
-    p.add_argument("--synthetic-per-class", type=int, default=25, help="synthetic pages per class added to the training pages when RUN was pretrained on synthetic pages (default 25)")
+    p.add_argument(
+        "--oof",
+        default=None,
+        help="out-of-fold predictions of the same recipe (`ecgvit cv` writes OUT/oof.csv): fit the temperature on them when RUN has no validation part",
+    )
+    p.add_argument(
+        "--synthetic-per-class",
+        type=int,
+        default=25,
+        help="synthetic pages per class added to the training pages when RUN was pretrained on synthetic pages (default 25)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(_parser=p, func=_cmd_calibrate)
 
@@ -325,17 +492,41 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="label ECG pages: files, folders, globs (CSV/JSON out, heatmaps, ONNX Runtime)",
-                       usage="ecgvit predict RUN|MODEL.onnx PATH... [--out preds.csv|preds.json] [--explain DIR] [options]")
-    p.add_argument("inputs", nargs="+", metavar="PATH", help="first a run folder (has config.json) or an exported .onnx, then images, folders (recursive) or globs")
+    p = sub.add_parser(
+        "predict",
+        help="label ECG pages: files, folders, globs (CSV/JSON out, heatmaps, ONNX Runtime)",
+        usage="ecgvit predict RUN|MODEL.onnx PATH... [--out preds.csv|preds.json] [--explain DIR] [options]",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="PATH",
+        help="first a run folder (has config.json) or an exported .onnx, then images, folders (recursive) or globs",
+    )
     p.add_argument("--out", default=None, help="write results to a .csv (rows appended per batch) or .json file")
     p.add_argument("--explain", default=None, metavar="DIR", help="also write a heatmap PNG per page into DIR")
-    p.add_argument("--onnx", default=None, help="run this exported model with ONNX Runtime (default: RUN/model.onnx when it matches the weights)")
+    p.add_argument(
+        "--onnx",
+        default=None,
+        help="run this exported model with ONNX Runtime (default: RUN/model.onnx when it matches the weights)",
+    )
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=0, help="inference threads of the thread path (0: half the cores, the rest decode; measured best on 2 cores); each worker process uses one")
-    p.add_argument("--workers", type=int, default=0, help="decoding threads running ahead of inference (0: min(4, cores))")
-    p.add_argument("--processes", type=int, default=0, help="worker processes, each decoding and inferring whole batches (0: one per core from 8 batches of files up, with an ONNX model; 1: threads only)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="inference threads of the thread path (0: half the cores, the rest decode; measured best on 2 cores); each worker process uses one",
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="decoding threads running ahead of inference (0: min(4, cores))"
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="worker processes, each decoding and inferring whole batches (0: one per core from 8 batches of files up, with an ONNX model; 1: threads only)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(_parser=p, func=_cmd_predict)
 
@@ -350,7 +541,19 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     # thread each): one inference thread leaves the other core to decoding. Once the ONNX input
     # stopped going through torch, one and two threads measured the same pages/s on 2 cores.
     threads = a.threads or max(1, (os.cpu_count() or 2) // 2)
-    rows, summary = predict_files(model, paths, out=a.out, explain_dir=a.explain, onnx=a.onnx, backend=a.backend, batch_size=a.batch_size, threads=threads, workers=a.workers, processes=a.processes, progress=not a.quiet)
+    rows, summary = predict_files(
+        model,
+        paths,
+        out=a.out,
+        explain_dir=a.explain,
+        onnx=a.onnx,
+        backend=a.backend,
+        batch_size=a.batch_size,
+        threads=threads,
+        workers=a.workers,
+        processes=a.processes,
+        progress=not a.quiet,
+    )
     print(format_table(rows, summary))
     if a.out:
         print(f"predictions: {a.out}")
@@ -361,16 +564,24 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="heatmap of what drove a prediction, drawn on the page (PNG)")
-    p.add_argument("inputs", nargs="+", metavar="[RUN] IMAGE", help="run folder (default: the bundled model) and the page image")
+    p.add_argument(
+        "inputs", nargs="+", metavar="[RUN] IMAGE", help="run folder (default: the bundled model) and the page image"
+    )
     p.add_argument("--out", default="heat.png", help="PNG to write (default: heat.png)")
-    p.add_argument("--method", choices=["auto", "rollout", "gradcam", "gradxinput"], default="auto", help="auto: attention rollout for ViTs, Grad-CAM for CNNs")
-    p.add_argument("--max-side", type=int, default=1600, help="longer side of the PNG in pixels (0: the page's own size)")
+    p.add_argument(
+        "--method",
+        choices=["auto", "rollout", "gradcam", "gradxinput"],
+        default="auto",
+        help="auto: attention rollout for ViTs, Grad-CAM for CNNs",
+    )
+    p.add_argument(
+        "--max-side", type=int, default=1600, help="longer side of the PNG in pixels (0: the page's own size)"
+    )
     p.set_defaults(_parser=p, func=_cmd_explain)
 
 
 def _cmd_explain(a: argparse.Namespace) -> int:
     from ecgvit.explain import explain_file
-
     from ecgvit.predict import split_model_and_paths
 
     if len(a.inputs) > 2:
@@ -393,9 +604,19 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a run to ONNX (dynamic batch, checked against PyTorch)")
     p.add_argument("run", help="run folder (config.json + model.safetensors)")
     p.add_argument("--onnx", default=None, help="output file (default: RUN/model.onnx, used by predict automatically)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}: GELU as one fused operator)")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset (default {DEFAULT_OPSET}: GELU as one fused operator)",
+    )
     p.add_argument("--tol", type=float, default=1e-4, help="largest allowed |logit difference| to PyTorch")
-    p.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto", help="auto: torch.export (dynamo), TorchScript if that fails")
+    p.add_argument(
+        "--exporter",
+        choices=["auto", "dynamo", "torchscript"],
+        default="auto",
+        help="auto: torch.export (dynamo), TorchScript if that fails",
+    )
     p.set_defaults(_parser=p, func=_cmd_export)
 
 
@@ -403,8 +624,10 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from ecgvit.export import export_onnx
 
     r = export_onnx(a.run, a.onnx, opset=a.opset, tol=a.tol, exporter=a.exporter)
-    print(f"onnx: {r['onnx']} ({r['bytes'] / 1e6:.1f} MB, {r['exporter']} exporter, opset {r['opset']}); "
-          f"parity max |logit diff| {r['max_abs_logit_diff']:.1e} <= {r['tolerance']:.0e}; config: {r['config']}")
+    print(
+        f"onnx: {r['onnx']} ({r['bytes'] / 1e6:.1f} MB, {r['exporter']} exporter, opset {r['opset']}); "
+        f"parity max |logit diff| {r['max_abs_logit_diff']:.1e} <= {r['tolerance']:.0e}; config: {r['config']}"
+    )
     return 0
 
 
@@ -430,7 +653,15 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         a.run = bundled_run()
         if a.run is None:
             raise ValueError(NO_MODEL)
-    serve(a.run, host=a.host, port=a.port, workers=a.workers, queue=a.queue, max_upload_bytes=int(a.max_upload_mb * 1e6), threads=a.threads)
+    serve(
+        a.run,
+        host=a.host,
+        port=a.port,
+        workers=a.workers,
+        queue=a.queue,
+        max_upload_bytes=int(a.max_upload_mb * 1e6),
+        threads=a.threads,
+    )
     return 0
 
 

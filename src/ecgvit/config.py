@@ -180,7 +180,9 @@ class TrainConfig:
         if not 0.0 <= self.val_fraction < 0.5:
             raise ValueError(f"val_fraction={self.val_fraction}: expected 0 <= f < 0.5 (0: no validation part)")
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
-            raise ValueError(f"distill_weight={self.distill_weight}, distill_temperature={self.distill_temperature}: need 0 <= weight <= 1 and temperature > 0")
+            raise ValueError(
+                f"distill_weight={self.distill_weight}, distill_temperature={self.distill_temperature}: need 0 <= weight <= 1 and temperature > 0"
+            )
         if self.distill_targets not in ("online", "cached"):
             raise ValueError(f"distill_targets={self.distill_targets!r}: expected 'online' or 'cached'")
         if not 0.0 <= self.average_last < 1.0:
@@ -204,7 +206,10 @@ def from_dict(cls: type[T], d: dict[str, Any]) -> T:
     unknown = [k for k in d if k not in names]
     if unknown:
         hints = {k: difflib.get_close_matches(k, list(names), n=3) for k in unknown}
-        raise ValueError(f"unknown {cls.__name__} field(s): " + ", ".join(f"{k!r} (did you mean {h}?)" if h else repr(k) for k, h in hints.items()))
+        raise ValueError(
+            f"unknown {cls.__name__} field(s): "
+            + ", ".join(f"{k!r} (did you mean {h}?)" if h else repr(k) for k, h in hints.items())
+        )
     kwargs = {}
     for k, v in d.items():
         if isinstance(v, list):

@@ -25,7 +25,6 @@ import numpy as np
 
 from ecgvit.config import save_json, saved_train_settings, to_dict
 
-
 # --- metrics --------------------------------------------------------------------------------
 
 
@@ -47,13 +46,15 @@ def _scores_from_confusion(cm: np.ndarray) -> tuple[float, float, float, np.ndar
     return float(acc), float(recall[present].mean()), float(f1[present].mean()), f1
 
 
-def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> tuple[float, dict[str, list[float]]]:
+def expected_calibration_error(
+    y: np.ndarray, probs: np.ndarray, bins: int = 15
+) -> tuple[float, dict[str, list[float]]]:
     """ECE of the top-class confidence (equal-width bins) and the reliability-diagram points."""
     conf = probs.max(1)
     correct = (probs.argmax(1) == y).astype(float)
     edges = np.linspace(0, 1, bins + 1)
     ece, centers, accs, confs, counts = 0.0, [], [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=False):
         m = (conf > lo) & (conf <= hi)
         if m.any():
             ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
@@ -64,9 +65,18 @@ def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15)
     return float(ece), {"bin_center": centers, "accuracy": accs, "confidence": confs, "count": counts}
 
 
-def compute_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def compute_metrics(
+    y: np.ndarray, probs: np.ndarray, classes: list[str], n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """All the numbers `evaluate` reports, as a JSON-ready dict."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y = np.asarray(y, dtype=int)
     probs = np.asarray(probs, dtype=float)
@@ -80,7 +90,10 @@ def compute_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], n_boot
         "accuracy": float(accuracy_score(y, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(y) else 0.0,
         "macro_f1": float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
-        "per_class": {c: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(sup[i])} for i, c in enumerate(classes)},
+        "per_class": {
+            c: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(sup[i])}
+            for i, c in enumerate(classes)
+        },
         "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
         "classes": list(classes),
     }
@@ -139,12 +152,19 @@ def format_metrics(m: dict[str, Any]) -> str:
     for c in m["classes"]:  # model order (a JSON round trip may have sorted the dict)
         v = m["per_class"][c]
         lo, hi = v["recall_ci95"]
-        lines.append(f"{c:<24}{v['precision']:>10.3f}{v['recall']:>10.3f}{f'[{lo:.2f}, {hi:.2f}]':>17}{v['f1']:>8.3f}{v['support']:>9d}")
+        lines.append(
+            f"{c:<24}{v['precision']:>10.3f}{v['recall']:>10.3f}{f'[{lo:.2f}, {hi:.2f}]':>17}{v['f1']:>8.3f}{v['support']:>9d}"
+        )
     k = len(m["classes"])
-    lines.append("confusion (rows true, columns predicted): " + " | ".join(" ".join(f"{x:3d}" for x in row) for row in m["confusion_matrix"][:k]))
+    lines.append(
+        "confusion (rows true, columns predicted): "
+        + " | ".join(" ".join(f"{x:3d}" for x in row) for row in m["confusion_matrix"][:k])
+    )
     if m.get("calibration"):
         c = m["calibration"]
-        lines.append(f"calibration: temperature {c['temperature']:.3f} (fitted on {c['fitted_on']}): ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}")
+        lines.append(
+            f"calibration: temperature {c['temperature']:.3f} (fitted on {c['fitted_on']}): ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -178,7 +198,13 @@ def load_run(run: str | Path) -> LoadedRun:
         raise FileNotFoundError(f"{run}: not a training run (no config.json)")
     meta = json.loads(cfg_file.read_text())
     m = meta["model"]
-    model = create_model(m["name"], num_classes=len(meta["classes"]), img_size=tuple(m["img_size"]), in_chans=m["in_chans"], **m.get("kwargs", {}))
+    model = create_model(
+        m["name"],
+        num_classes=len(meta["classes"]),
+        img_size=tuple(m["img_size"]),
+        in_chans=m["in_chans"],
+        **m.get("kwargs", {}),
+    )
     load_weights(model, run / "model.safetensors")
     if get_spec(m["name"]).channels_last:  # as it trained: the faster layout for its convolutions
         import torch
@@ -226,7 +252,13 @@ def evaluate(
     dropped = n_files - len(rows)
     if not rows:
         raise ValueError(f"{data}: no usable pages to evaluate")
-    x = load_arrays([r.path for r in rows], [r.md5 or file_md5(r.path) for r in rows], cfg=lr.preprocess, cache_root=cache_root, progress=progress)
+    x = load_arrays(
+        [r.path for r in rows],
+        [r.md5 or file_md5(r.path) for r in rows],
+        cfg=lr.preprocess,
+        cache_root=cache_root,
+        progress=progress,
+    )
     t0 = time.time()
     probs = predict_proba(lr.model, x)
     secs = time.time() - t0
@@ -252,7 +284,9 @@ def evaluate(
     if json_out:
         save_json(json_out, m)
     if report:
-        write_report(report, m, [r.path for r in rows], y, probs, lr.classes, title=f"ecgvit evaluation of {run} on {data}")
+        write_report(
+            report, m, [r.path for r in rows], y, probs, lr.classes, title=f"ecgvit evaluation of {run} on {data}"
+        )
     return m
 
 
@@ -265,7 +299,15 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def write_report(out_dir: str | Path, m: dict[str, Any], paths: list[str], y: np.ndarray, probs: np.ndarray, classes: list[str], title: str) -> Path:
+def write_report(
+    out_dir: str | Path,
+    m: dict[str, Any],
+    paths: list[str],
+    y: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    title: str,
+) -> Path:
     """index.html with confusion matrix, reliability diagram, ROC curves and the worst mistakes."""
     import matplotlib
 
@@ -284,7 +326,9 @@ def write_report(out_dir: str | Path, m: dict[str, Any], paths: list[str], y: np
     ax.imshow(cm, cmap="Blues")
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+            ax.text(
+                j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black"
+            )
     ax.set_xticks(range(k), classes, rotation=30, ha="right")
     ax.set_yticks(range(k), classes)
     ax.set_xlabel("predicted")
@@ -348,14 +392,14 @@ def write_report(out_dir: str | Path, m: dict[str, Any], paths: list[str], y: np
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}img{{max-width:360px}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{m['n']} distinct pages ({m.get('duplicates_dropped', 0)} duplicate files not counted again).
-Accuracy <b>{m['accuracy']:.3f}</b> [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}],
-macro-F1 <b>{m['macro_f1']:.3f}</b> [{ci['macro_f1'][0]:.3f}, {ci['macro_f1'][1]:.3f}],
-balanced accuracy {m['balanced_accuracy']:.3f}, ECE {m['ece']:.3f}. Intervals: {ci['method']}.</p>
+<p>{m["n"]} distinct pages ({m.get("duplicates_dropped", 0)} duplicate files not counted again).
+Accuracy <b>{m["accuracy"]:.3f}</b> [{ci["accuracy"][0]:.3f}, {ci["accuracy"][1]:.3f}],
+macro-F1 <b>{m["macro_f1"]:.3f}</b> [{ci["macro_f1"][0]:.3f}, {ci["macro_f1"][1]:.3f}],
+balanced accuracy {m["balanced_accuracy"]:.3f}, ECE {m["ece"]:.3f}. Intervals: {ci["method"]}.</p>
 <table><tr><th>class</th><th>precision</th><th>recall [Wilson 95%]</th><th>F1 [bootstrap 95%]</th><th>support</th></tr>{per_class}</table>
-<p><img src="data:image/png;base64,{figs['confusion']}"> <img src="data:image/png;base64,{figs['reliability']}"> <img src="data:image/png;base64,{figs['roc']}"></p>
+<p><img src="data:image/png;base64,{figs["confusion"]}"> <img src="data:image/png;base64,{figs["reliability"]}"> <img src="data:image/png;base64,{figs["roc"]}"></p>
 <h2>Most confident mistakes</h2>
-<table><tr><th>page</th><th>file</th><th>true</th><th>predicted (p)</th></tr>{''.join(rows_html) or '<tr><td colspan=4>none</td></tr>'}</table>
+<table><tr><th>page</th><th>file</th><th>true</th><th>predicted (p)</th></tr>{"".join(rows_html) or "<tr><td colspan=4>none</td></tr>"}</table>
 </body></html>"""
     (out_dir / "index.html").write_text(page)
     save_json(out_dir / "metrics.json", m)
@@ -370,7 +414,9 @@ def _same_setting(a: Any, b: Any) -> bool:
     if a == b:
         return True
     if isinstance(a, str) and isinstance(b, str):
-        return all(os.path.exists(x) for x in a.split(",") + b.split(",")) and [os.path.realpath(x) for x in a.split(",")] == [os.path.realpath(x) for x in b.split(",")]
+        return all(os.path.exists(x) for x in a.split(",") + b.split(",")) and [
+            os.path.realpath(x) for x in a.split(",")
+        ] == [os.path.realpath(x) for x in b.split(",")]
     return False
 
 
@@ -396,7 +442,7 @@ def cross_validate(
     from ecgvit.data.index import index_dataset
     from ecgvit.data.manifest import read_manifest, write_manifest
     from ecgvit.data.split import make_splits
-    from ecgvit.train import TrainConfig, fold_teacher, load_pageset, predict_proba, resolve_teacher, train
+    from ecgvit.train import TrainConfig, fold_teacher, predict_proba, resolve_teacher, train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -414,12 +460,16 @@ def cross_validate(
     for r in range(repeats):
         split_file = out / f"splits_r{r}.csv"
         fresh = out / f"splits_r{r}.new.csv"
-        make_splits(manifest, SplitConfig(folds=folds, seed=(base.seed if split_seed is None else split_seed) + r), out=fresh)
+        make_splits(
+            manifest, SplitConfig(folds=folds, seed=(base.seed if split_seed is None else split_seed) + r), out=fresh
+        )
         started = any((out / f"r{r}_fold{k}" / "pages.csv").exists() for k in range(folds))
         if started and split_file.exists() and split_file.read_bytes() != fresh.read_bytes():
             fresh.unlink()
             fresh.with_suffix(".json").unlink(missing_ok=True)
-            raise ValueError(f"{out} holds folds of another split ({split_file}; other --split-seed, --folds or data): give another --out")
+            raise ValueError(
+                f"{out} holds folds of another split ({split_file}; other --split-seed, --folds or data): give another --out"
+            )
         os.replace(fresh, split_file)
         os.replace(fresh.with_suffix(".json"), split_file.with_suffix(".json"))
         for k in range(folds):
@@ -435,27 +485,61 @@ def cross_validate(
                 want = to_dict(cfg)
                 # The split file's content was checked above, whatever its path; threads change no result.
                 was = saved_train_settings(saved.get("train", {}))
-                differ = sorted(k for k, v in was.items() if k in want and k not in ("split", "threads") and not _same_setting(want[k], v))
+                differ = sorted(
+                    k
+                    for k, v in was.items()
+                    if k in want and k not in ("split", "threads") and not _same_setting(want[k], v)
+                )
                 if differ:
                     what = ", ".join(f"{k}={was[k]!r}, asked {want[k]!r}" for k in differ)
                     raise ValueError(f"{run_dir} was trained with other settings ({what}): give another --out")
             if not done:  # a finished fold is kept: an interrupted CV run resumes where it stopped
-                train(manifest, run_dir, cfg, preprocess=preprocess, resume=(run_dir / "resume.pt").exists(), progress=progress, cache_root=cache_root)
+                train(
+                    manifest,
+                    run_dir,
+                    cfg,
+                    preprocess=preprocess,
+                    resume=(run_dir / "resume.pt").exists(),
+                    progress=progress,
+                    cache_root=cache_root,
+                )
             secs = time.time() - t0
             lr = load_run(run_dir)
             classes = lr.classes
             pages = [row for row in csv.DictReader(open(run_dir / "pages.csv")) if row["part"] == "val"]
             from ecgvit.data.preprocess import load_arrays
 
-            x = load_arrays([p["path"] for p in pages], [p["md5"] for p in pages], cfg=lr.preprocess, cache_root=cache_root, workers=1)
+            x = load_arrays(
+                [p["path"] for p in pages],
+                [p["md5"] for p in pages],
+                cfg=lr.preprocess,
+                cache_root=cache_root,
+                workers=1,
+            )
             probs = predict_proba(lr.model, x)
             y = np.array([classes.index(p["label"]) for p in pages])
             m = compute_metrics(y, probs, classes, n_boot=200)
-            fold_rows.append({"repeat": r, "fold": k, "n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "balanced_accuracy": m["balanced_accuracy"], "ece": m["ece"], "best_epoch": lr.meta.get("best", {}).get("epoch"), "train_seconds": round(secs, 1), **{f"recall_{c}": m["per_class"][c]["recall"] for c in classes}})
-            for p, yi, pr in zip(pages, y, probs):
+            fold_rows.append(
+                {
+                    "repeat": r,
+                    "fold": k,
+                    "n": m["n"],
+                    "accuracy": m["accuracy"],
+                    "macro_f1": m["macro_f1"],
+                    "balanced_accuracy": m["balanced_accuracy"],
+                    "ece": m["ece"],
+                    "best_epoch": lr.meta.get("best", {}).get("epoch"),
+                    "train_seconds": round(secs, 1),
+                    **{f"recall_{c}": m["per_class"][c]["recall"] for c in classes},
+                }
+            )
+            for p, yi, pr in zip(pages, y, probs, strict=False):
                 oof.append((r, k, p["path"], int(yi), pr))
             if progress:
-                print(f"repeat {r} fold {k}: accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  ({secs:.0f}s)", flush=True)
+                print(
+                    f"repeat {r} fold {k}: accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  ({secs:.0f}s)",
+                    flush=True,
+                )
             with open(out / "folds.csv", "w", newline="") as f:  # rewritten each fold: progress survives a kill
                 w = csv.DictWriter(f, fieldnames=list(fold_rows[0]))
                 w.writeheader()
@@ -465,22 +549,35 @@ def cross_validate(
         w.writerow(["repeat", "fold", "path", "label", *[f"p_{c}" for c in classes]])
         for r, k, p, yi, pr in oof:
             w.writerow([r, k, p, classes[yi], *[f"{v:.5f}" for v in pr]])
-    summary: dict[str, Any] = {"folds": folds, "repeats": repeats, "split_seed": base.seed if split_seed is None else split_seed, "model": base.model, "train": {k: v for k, v in vars(base).items()}, "seconds": round(time.time() - t_all, 1)}
+    summary: dict[str, Any] = {
+        "folds": folds,
+        "repeats": repeats,
+        "split_seed": base.seed if split_seed is None else split_seed,
+        "model": base.model,
+        "train": {k: v for k, v in vars(base).items()},
+        "seconds": round(time.time() - t_all, 1),
+    }
     for key in ("accuracy", "macro_f1", "balanced_accuracy", "ece"):
         vals = np.array([row[key] for row in fold_rows])
         summary[key] = {"mean": float(vals.mean()), "sd": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
     # Pooled out-of-fold predictions of the first repeat: every page scored once, with intervals.
     first = [o for o in oof if o[0] == 0]
-    summary["pooled_repeat0"] = compute_metrics(np.array([o[3] for o in first]), np.stack([o[4] for o in first]), classes)
+    summary["pooled_repeat0"] = compute_metrics(
+        np.array([o[3] for o in first]), np.stack([o[4] for o in first]), classes
+    )
     summary["per_fold"] = fold_rows
     save_json(out / "cv.json", summary)
     return summary
 
 
 def format_cv(s: dict[str, Any]) -> str:
-    lines = [f"{'repeat':>6}{'fold':>5}{'n':>5}{'accuracy':>10}{'macro-F1':>10}{'bal.acc':>9}{'epoch':>7}{'seconds':>9}"]
+    lines = [
+        f"{'repeat':>6}{'fold':>5}{'n':>5}{'accuracy':>10}{'macro-F1':>10}{'bal.acc':>9}{'epoch':>7}{'seconds':>9}"
+    ]
     for r in s["per_fold"]:
-        lines.append(f"{r['repeat']:>6}{r['fold']:>5}{r['n']:>5}{r['accuracy']:>10.3f}{r['macro_f1']:>10.3f}{r['balanced_accuracy']:>9.3f}{str(r['best_epoch']):>7}{r['train_seconds']:>9.0f}")
+        lines.append(
+            f"{r['repeat']:>6}{r['fold']:>5}{r['n']:>5}{r['accuracy']:>10.3f}{r['macro_f1']:>10.3f}{r['balanced_accuracy']:>9.3f}{str(r['best_epoch']):>7}{r['train_seconds']:>9.0f}"
+        )
     lines.append(
         f"mean ± sd over {len(s['per_fold'])} folds: accuracy {s['accuracy']['mean']:.3f} ± {s['accuracy']['sd']:.3f}   "
         f"macro-F1 {s['macro_f1']['mean']:.3f} ± {s['macro_f1']['sd']:.3f}   balanced acc {s['balanced_accuracy']['mean']:.3f} ± {s['balanced_accuracy']['sd']:.3f}"

@@ -38,7 +38,9 @@ METHODS = ("auto", "rollout", "gradcam", "gradxinput")
 
 
 def _timm_attn_modules(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if hasattr(m, "fused_attn") and isinstance(getattr(m, "attn_drop", None), nn.Module)]
+    return [
+        m for m in model.modules() if hasattr(m, "fused_attn") and isinstance(getattr(m, "attn_drop", None), nn.Module)
+    ]
 
 
 def choose_method(model: nn.Module) -> str:
@@ -76,7 +78,7 @@ def _timm_rollout(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     finally:
         for h in hooks:
             h.remove()
-        for m, f in zip(mods, saved):
+        for m, f in zip(mods, saved, strict=False):
             m.fused_attn = f
     if not caught:
         raise ValueError("no attention weights captured")
@@ -199,7 +201,7 @@ def render_overlay(
     hm = cv2.resize(heat.astype(np.float32), (r - l, b - t), interpolation=cv2.INTER_CUBIC)
     hm = np.clip(hm, 0, 1)
     color = cv2.applyColorMap((hm * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1].astype(np.float32)
-    a = (alpha * hm ** 0.7)[..., None]
+    a = (alpha * hm**0.7)[..., None]
     region = base[t:b, l:r]
     base[t:b, l:r] = region * (1 - a) + color * a
     out = Image.fromarray(base.clip(0, 255).astype(np.uint8))
@@ -215,7 +217,15 @@ def render_overlay(
     return out
 
 
-def explain_loaded(model: nn.Module, ld: "Loaded", classes: list[str], method: str = "auto", max_side: int = 1600, target: int | None = None, title: str | None = None) -> tuple[Image.Image, dict[str, Any]]:
+def explain_loaded(
+    model: nn.Module,
+    ld: Loaded,
+    classes: list[str],
+    method: str = "auto",
+    max_side: int = 1600,
+    target: int | None = None,
+    title: str | None = None,
+) -> tuple[Image.Image, dict[str, Any]]:
     """Predict + heatmap + overlay for one preprocessed input (ecgvit.predict.Loaded with .image).
 
     title: the text drawn on the image (default: label, probability and method)."""
@@ -233,7 +243,7 @@ def explain_loaded(model: nn.Module, ld: "Loaded", classes: list[str], method: s
     info = {
         "label": classes[int(np.argmax(probs))],
         "probability": float(probs.max()),
-        "probabilities": {c: float(p) for c, p in zip(classes, probs)},
+        "probabilities": {c: float(p) for c, p in zip(classes, probs, strict=False)},
         "explained_class": classes[k],
         "method": used,
         "crop_box": list(ld.box),
@@ -242,7 +252,9 @@ def explain_loaded(model: nn.Module, ld: "Loaded", classes: list[str], method: s
     return img, info
 
 
-def explain_file(run: str | Path, image: str | Path, out: str | Path, method: str = "auto", max_side: int = 1600) -> dict[str, Any]:
+def explain_file(
+    run: str | Path, image: str | Path, out: str | Path, method: str = "auto", max_side: int = 1600
+) -> dict[str, Any]:
     """`ecgvit explain RUN IMAGE --out heat.png`."""
     from ecgvit.data.io import BadImageError
     from ecgvit.predict import Predictor

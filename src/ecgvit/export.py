@@ -41,13 +41,25 @@ def page_like_batch(n: int, channels: int, height: int, width: int, seed: int = 
     for i in range(n):
         for r in range(4):
             y0 = (r + 0.5) * height / 4
-            y = (y0 + height / 12 * np.sin(t / rng.uniform(3, 12) + rng.uniform(0, 6)) * rng.uniform(0.3, 1)).astype(int).clip(0, height - 1)
+            y = (
+                (y0 + height / 12 * np.sin(t / rng.uniform(3, 12) + rng.uniform(0, 6)) * rng.uniform(0.3, 1))
+                .astype(int)
+                .clip(0, height - 1)
+            )
             x[i, y, t] = 20
     x = x.clip(0, 255).astype(np.uint8)
     return np.repeat(x[..., None], 3, axis=3) if channels == 3 else x
 
 
-def parity_check(model: torch.nn.Module, onnx_path: str | Path, channels: int, height: int, width: int, batches: tuple[int, ...] = (2, 3), threads: int = 0) -> float:
+def parity_check(
+    model: torch.nn.Module,
+    onnx_path: str | Path,
+    channels: int,
+    height: int,
+    width: int,
+    batches: tuple[int, ...] = (2, 3),
+    threads: int = 0,
+) -> float:
     """Max |logit difference| between PyTorch and ONNX Runtime over page-like batches."""
     import onnxruntime as ort
 
@@ -85,7 +97,16 @@ def _torch_export(model: torch.nn.Module, x: torch.Tensor, out: Path, opset: int
             if exporter == "torchscript":
                 raise RuntimeError("skipped")
             batch = torch.export.Dim("batch", min=1, max=1024)
-            prog = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["logits", "features"], dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
+            prog = torch.onnx.export(
+                model,
+                (x,),
+                dynamo=True,
+                input_names=["input"],
+                output_names=["logits", "features"],
+                dynamic_shapes=({0: batch},),
+                opset_version=opset,
+                verbose=False,
+            )
             prog.optimize()
             prog.save(str(out))
             return "dynamo"
@@ -94,14 +115,31 @@ def _torch_export(model: torch.nn.Module, x: torch.Tensor, out: Path, opset: int
             if exporter == "dynamo":
                 raise ValueError("ONNX export failed (" + errors[0] + ")") from None
         try:
-            torch.onnx.export(model, (x,), str(out), dynamo=False, input_names=["input"], output_names=["logits", "features"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}}, opset_version=opset)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(out),
+                dynamo=False,
+                input_names=["input"],
+                output_names=["logits", "features"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=opset,
+            )
             return "torchscript"
         except Exception as exc:
             errors.append(f"torchscript: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     raise ValueError("ONNX export failed (" + "; ".join(errors) + ")")
 
 
-def export_onnx(run: str | Path, out: str | Path | None = None, *, opset: int = DEFAULT_OPSET, tol: float = 1e-4, check: bool = True, exporter: str = "auto") -> dict[str, Any]:
+def export_onnx(
+    run: str | Path,
+    out: str | Path | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    tol: float = 1e-4,
+    check: bool = True,
+    exporter: str = "auto",
+) -> dict[str, Any]:
     """Export RUN's model to `out` (default RUN/model.onnx); returns a report (parity, sizes, timings)."""
     import onnx
 
@@ -126,7 +164,14 @@ def export_onnx(run: str | Path, out: str | Path | None = None, *, opset: int = 
     secs = time.perf_counter() - t0
 
     meta = dict(lr.meta)
-    meta["export"] = {"weights_sha256": weights_digest(run / "model.safetensors"), "opset": opset, "exporter": how, "torch": torch.__version__, "input": "float32 (N, C, H, W) from ecgvit.models.prepare_batch", "run": str(run)}
+    meta["export"] = {
+        "weights_sha256": weights_digest(run / "model.safetensors"),
+        "opset": opset,
+        "exporter": how,
+        "torch": torch.__version__,
+        "input": "float32 (N, C, H, W) from ecgvit.models.prepare_batch",
+        "run": str(run),
+    }
     m = onnx.load(str(tmp))
     if len(m.graph.input) != 1:
         tmp.unlink(missing_ok=True)
@@ -146,7 +191,9 @@ def export_onnx(run: str | Path, out: str | Path | None = None, *, opset: int = 
         report["tolerance"] = tol
         if not diff <= tol:
             tmp.unlink(missing_ok=True)
-            raise ValueError(f"ONNX parity check failed: max |logit difference| {diff:.2e} > {tol:.0e}; nothing written")
+            raise ValueError(
+                f"ONNX parity check failed: max |logit difference| {diff:.2e} > {tol:.0e}; nothing written"
+            )
     tmp.replace(out)
     side = Path(str(out) + ".json")
     side.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

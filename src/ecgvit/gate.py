@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -152,7 +153,11 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
     if sw >= 64 and sh >= 64:
         st = tint[t:b, l:r]
         px, sx_ = _profile_period([column_means(st[y0:y1]) for y0, y1 in _slabs(sh, 4)], sw)
-        py, sy_ = _profile_period([st[:, x0:x1].mean(axis=1) for x0, x1 in _slabs(sw, 4)], sh, period_range=(sw / _GRID_PERIODS[1], sw / _GRID_PERIODS[0]))
+        py, sy_ = _profile_period(
+            [st[:, x0:x1].mean(axis=1) for x0, x1 in _slabs(sw, 4)],
+            sh,
+            period_range=(sw / _GRID_PERIODS[1], sw / _GRID_PERIODS[0]),
+        )
         if px and py and min(abs(np.log(px / py) - np.log(m)) for m in (0.5, 1.0, 2.0)) < 0.08:
             per = float(min(sx_, sy_))
     return PageStructure(
@@ -192,10 +197,12 @@ def _hann(n: int) -> np.ndarray:
 
 def _slabs(n: int, k: int) -> list[tuple[int, int]]:
     edges = np.linspace(0, n, k + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=False) if b > a]
 
 
-def _profile_period(profiles: list[np.ndarray], n: int, period_range: tuple[float, float] | None = None) -> tuple[float, float]:
+def _profile_period(
+    profiles: list[np.ndarray], n: int, period_range: tuple[float, float] | None = None
+) -> tuple[float, float]:
     """(period in pixels, peak / band-median power) of the strongest repeat shared by 1-D
     profiles of length n (their power spectra are summed)."""
     cols = np.stack([np.asarray(p, np.float32) for p in profiles], axis=1)  # (n, k): one blur, one FFT
@@ -241,7 +248,7 @@ class GateConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GateConfig":
+    def from_dict(cls, d: dict[str, Any]) -> GateConfig:
         d = dict(d)
         if d.get("distance_max") is None:
             d["distance_max"] = float("inf")
@@ -350,18 +357,23 @@ class Gate:
             status = "out_of_scope" if reason else "ok"
             if status == "ok" and np.isfinite(dist[i]) and dist[i] > c.distance_max:
                 got, limit = _apart(dist[i], c.distance_max, 1)
-                status, reason = "out_of_scope", f"unlike the pages this model was trained on (feature distance {got} > {limit})"
+                status, reason = (
+                    "out_of_scope",
+                    f"unlike the pages this model was trained on (feature distance {got} > {limit})",
+                )
             if status == "ok" and conf < c.confidence_threshold:
                 got, limit = _apart(conf, c.confidence_threshold, 2)
                 status, reason = "low_confidence", f"model unsure: top probability {got} < {limit}"
-            out.append({
-                "status": status,
-                "reason": reason or "",
-                "probs": probs[i],
-                "confidence": conf,
-                "feature_distance": None if not np.isfinite(dist[i]) else float(dist[i]),
-                "structure": None if st is None else st.to_dict(),
-            })
+            out.append(
+                {
+                    "status": status,
+                    "reason": reason or "",
+                    "probs": probs[i],
+                    "confidence": conf,
+                    "feature_distance": None if not np.isfinite(dist[i]) else float(dist[i]),
+                    "structure": None if st is None else st.to_dict(),
+                }
+            )
         return out
 
 
@@ -386,7 +398,9 @@ def fit_gate(
     grid = [structures[i] for i in gi]
     gdom = dom[gi]
     if len(grid) < 0.5 * len(structures):
-        raise ValueError(f"the crop stage found a grid on only {len(grid)} of {len(structures)} training pages: these pages do not look like ECG report pages")
+        raise ValueError(
+            f"the crop stage found a grid on only {len(grid)} of {len(structures)} training pages: these pages do not look like ECG report pages"
+        )
     rows = np.array([s.trace_rows for s in grid])
     lo, hi = np.percentile(rows, [0.5, 99.5])
     cfg = GateConfig(
@@ -420,7 +434,9 @@ def fit_gate(
         cfg.confidence_threshold = float(np.percentile(conf[right], 5)) if right.any() else 0.0
         cfg.fitted_on["calibration_pages"] = int(len(cal_labels))
         cfg.fitted_on["flagged_right"] = float((conf[right] < cfg.confidence_threshold).mean()) if right.any() else 0.0
-        cfg.fitted_on["flagged_wrong"] = float((conf[~right] < cfg.confidence_threshold).mean()) if (~right).any() else None
+        cfg.fitted_on["flagged_wrong"] = (
+            float((conf[~right] < cfg.confidence_threshold).mean()) if (~right).any() else None
+        )
     cfg.fitted_on["n_training_pages"] = int(len(structures))
     return Gate(cfg, means, precision)
 
@@ -459,7 +475,9 @@ def load_gate(run: str | Path | None) -> Gate | None:
 # --- fitting a run's gate (`ecgvit calibrate`) ---------------------------------------------
 
 
-def measure_pages(predictor: Any, items: Sequence[Any], batch_size: int = 32, progress: bool = False) -> tuple[list[PageStructure | None], np.ndarray, np.ndarray, list[str | None]]:
+def measure_pages(
+    predictor: Any, items: Sequence[Any], batch_size: int = 32, progress: bool = False
+) -> tuple[list[PageStructure | None], np.ndarray, np.ndarray, list[str | None]]:
     """(structures, logits, features, errors) for pages, read the way `predictor` reads them.
 
     A page that cannot be decoded gets structure None, NaN logits/features and its reason."""
@@ -553,7 +571,9 @@ def calibrate(
         raise ValueError(f"{run}: no pages.csv; pass --data with the pages it was trained on")
     meta = pred.meta
     tcfg = meta.get("train", {})
-    synth_n = int(synthetic_per_class) if tcfg.get("pretrain_per_class", 0) and set(classes) <= set(_synth_classes()) else 0
+    synth_n = (
+        int(synthetic_per_class) if tcfg.get("pretrain_per_class", 0) and set(classes) <= set(_synth_classes()) else 0
+    )
     with tempfile.TemporaryDirectory(prefix="ecgvit-gate-") as tmp:
         if synth_n:
             from ecgvit.synth import generate
@@ -589,7 +609,11 @@ def calibrate(
         np.array(train_y)[keep],
         cal_logits,
         cal_y,
-        fitted_on={"training_pages": source, "synthetic_pages": synth_n * len(classes), "calibration": cal_source or "none (temperature 1)"},
+        fitted_on={
+            "training_pages": source,
+            "synthetic_pages": synth_n * len(classes),
+            "calibration": cal_source or "none (temperature 1)",
+        },
         domains=np.array(train_dom)[keep],
     )
     save_gate(gate, run)
@@ -603,7 +627,9 @@ def calibrate(
     out["training_pages_rejected"] = int(sum(v["status"] == "out_of_scope" for v in train_status))
     from collections import Counter
 
-    out["training_rejection_reasons"] = dict(Counter(v["reason"].split(" (")[0] for v in train_status if v["status"] == "out_of_scope"))
+    out["training_rejection_reasons"] = dict(
+        Counter(v["reason"].split(" (")[0] for v in train_status if v["status"] == "out_of_scope")
+    )
     out["unreadable_training_pages"] = len(errs) - len(keep)
     return out
 
@@ -616,10 +642,17 @@ def _synth_classes() -> tuple[str, ...]:
 
 def format_calibration(s: dict[str, Any]) -> str:
     lines = [
-        f"temperature {s['temperature']:.3f}" + (f"  (ECE {s['ece_before']:.3f} -> {s['ece_after']:.3f} on the calibration pages)" if "ece_before" in s else ""),
+        f"temperature {s['temperature']:.3f}"
+        + (
+            f"  (ECE {s['ece_before']:.3f} -> {s['ece_after']:.3f} on the calibration pages)"
+            if "ece_before" in s
+            else ""
+        ),
         f"low confidence below p = {s['confidence_threshold']:.3f}",
         f"grid regularity >= {s['periodicity_min']:.1f}, ink fraction >= {s['ink_min']:.4f}, rows of traces {s['rows_min']}-{s['rows_max']}",
-        f"feature distance <= {s['distance_max']:.2f}" if s.get("distance_max") is not None else "no feature-distance check",
+        f"feature distance <= {s['distance_max']:.2f}"
+        if s.get("distance_max") is not None
+        else "no feature-distance check",
         f"training pages rejected by the fitted gate: {s['training_pages_rejected']}",
         f"fitted on: {s['fitted_on']}",
     ]

@@ -27,10 +27,11 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -53,9 +54,20 @@ from ecgvit.data.io import (
 )
 from ecgvit.data.preprocess import PageArray, _draft_size, preprocess_array, preprocess_image
 
-__all__ = ["Predictor", "NO_MODEL", "is_run_dir", "expand_inputs", "open_image_bytes", "predict_files", "ResultWriter", "weights_digest"]
+__all__ = [
+    "Predictor",
+    "NO_MODEL",
+    "is_run_dir",
+    "expand_inputs",
+    "open_image_bytes",
+    "predict_files",
+    "ResultWriter",
+    "weights_digest",
+]
 
-NO_MODEL = "no model: pass a RUN folder (config.json + model.safetensors) or an exported .onnx file as the first argument"
+NO_MODEL = (
+    "no model: pass a RUN folder (config.json + model.safetensors) or an exported .onnx file as the first argument"
+)
 ONNX_META_KEY = "ecgvit_config"
 # Pages per ONNX Runtime call (Predictor.infer_logits): `ecgvit predict` on 384 Khan pages, 2
 # worker processes, 6 interleaved runs each: 115.1-122.7 pages/s (mean 119.5) against
@@ -171,7 +183,7 @@ class LoadSpec:
     structure: bool  # measure the page structure for the out-of-scope gate
 
 
-def load_input(item: Any, spec: LoadSpec, keep_image: bool = False, defer_structure: bool = False) -> "Loaded":
+def load_input(item: Any, spec: LoadSpec, keep_image: bool = False, defer_structure: bool = False) -> Loaded:
     """Decode + preprocess one input (path, bytes, PIL image or uint8 page array).
 
     defer_structure: leave the gate's page measures to the first read of `Loaded.structure`,
@@ -181,7 +193,9 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False, defer_struct
     if isinstance(item, (str, Path)):
         page = open_page(item, max_pixels=spec.max_pixels, min_side=spec.min_side, draft_size=spec.draft, as_array=True)
     elif isinstance(item, (bytes, bytearray, memoryview)):
-        page = open_image_bytes(bytes(item), max_pixels=spec.max_pixels, min_side=spec.min_side, draft_size=spec.draft, as_array=True)
+        page = open_image_bytes(
+            bytes(item), max_pixels=spec.max_pixels, min_side=spec.min_side, draft_size=spec.draft, as_array=True
+        )
     elif isinstance(item, Image.Image):
         page = to_rgb(item)
         page.info.setdefault("full_size", page.size)
@@ -191,7 +205,9 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False, defer_struct
         page = to_rgb(Image.fromarray(item))
         page.info["full_size"] = page.size
     else:
-        raise BadImageError(repr(type(item).__name__), "unsupported input type (give a path, bytes, PIL image or uint8 array)")
+        raise BadImageError(
+            repr(type(item).__name__), "unsupported input type (give a path, bytes, PIL image or uint8 array)"
+        )
     full = tuple(page.info.get("full_size", page.size))
     # One array view of the page for crop detection, cropping and the structure measures (each
     # PIL -> numpy conversion copies the page); a fast-decoded JPEG never becomes a PIL image.
@@ -231,7 +247,7 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False, defer_struct
     return ld
 
 
-def load_input_safe(item: Any, spec: LoadSpec, defer_structure: bool = False) -> "Loaded | str":
+def load_input_safe(item: Any, spec: LoadSpec, defer_structure: bool = False) -> Loaded | str:
     """`load_input`, with every failure turned into its reason (a broken file never stops a run)."""
     try:
         return load_input(item, spec, defer_structure=defer_structure)
@@ -360,9 +376,13 @@ class Predictor:
                 if _onnx_matches_run(cand, self.run):
                     onnx = cand
                 elif backend == "onnx":
-                    raise ValueError(f"{cand} was exported from other weights than {self.run}/model.safetensors: run `ecgvit export {self.run}` again")
+                    raise ValueError(
+                        f"{cand} was exported from other weights than {self.run}/model.safetensors: run `ecgvit export {self.run}` again"
+                    )
                 else:
-                    print(f"ecgvit: {cand} is out of date (exported from other weights); using PyTorch", file=sys.stderr)
+                    print(
+                        f"ecgvit: {cand} is out of date (exported from other weights); using PyTorch", file=sys.stderr
+                    )
         if backend == "onnx" and onnx is None:
             raise ValueError(f"backend 'onnx' needs an exported model: run `ecgvit export {self.run or 'RUN'}` first")
         if onnx is not None and backend != "torch":
@@ -419,7 +439,9 @@ class Predictor:
         meta = read_onnx_config(path, sess)
         if meta is None:
             if self.run is None:
-                raise ValueError(f"{path}: no ecgvit config embedded or beside it ({path}.json); export it with `ecgvit export RUN`")
+                raise ValueError(
+                    f"{path}: no ecgvit config embedded or beside it ({path}.json); export it with `ecgvit export RUN`"
+                )
             meta = self.meta
         if self.run is not None and list(meta["classes"]) != list(self.meta["classes"]):
             raise ValueError(f"{path}: classes {meta['classes']} differ from the run's {self.meta['classes']}")
@@ -435,7 +457,7 @@ class Predictor:
 
     # -- inputs
 
-    def _spec(self) -> "LoadSpec":
+    def _spec(self) -> LoadSpec:
         return LoadSpec(self.preprocess, self._draft, self.max_pixels, self.min_side, self.gate is not None)
 
     def load(self, item: Any, keep_image: bool = False) -> Loaded:
@@ -507,6 +529,7 @@ class Predictor:
                         ld.structure  # noqa: B018  (taken and kept)
                     except Exception:
                         pass  # left pending: the caller meets the error again where it reads it
+
             fut = self._side.submit(measure)
             try:
                 return self.infer_logits(arrays, features=self.gate is not None)
@@ -515,13 +538,18 @@ class Predictor:
         finally:
             self._side_lock.release()
 
-    def _rows(self, names: list[str], logits: np.ndarray, feats: np.ndarray | None, loaded: list[Loaded]) -> list[dict[str, Any]]:
+    def _rows(
+        self, names: list[str], logits: np.ndarray, feats: np.ndarray | None, loaded: list[Loaded]
+    ) -> list[dict[str, Any]]:
         if self.gate is None:
-            verdicts = [{"status": "ok", "reason": "", "probs": p, "feature_distance": None, "structure": None} for p in _softmax(logits)]
+            verdicts = [
+                {"status": "ok", "reason": "", "probs": p, "feature_distance": None, "structure": None}
+                for p in _softmax(logits)
+            ]
         else:
             verdicts = self.gate.assess([ld.structure for ld in loaded], logits, feats)
         rows = []
-        for name, v, ld in zip(names, verdicts, loaded):
+        for name, v, ld in zip(names, verdicts, loaded, strict=False):
             probs = v["probs"]
             k = int(np.argmax(probs))
             reason = v["reason"]
@@ -534,7 +562,7 @@ class Predictor:
                 # An out-of-scope page gets no class: a label there would only be read as an answer.
                 "label": None if oos else self.classes[k],
                 "probability": None if oos else float(probs[k]),
-                "probabilities": None if oos else {c: float(p) for c, p in zip(self.classes, probs)},
+                "probabilities": None if oos else {c: float(p) for c, p in zip(self.classes, probs, strict=False)},
                 "reason": reason,
                 "crop_box": list(ld.box),
             }
@@ -545,7 +573,9 @@ class Predictor:
             rows.append(row)
         return rows
 
-    def iter_batches(self, items: Iterable[Any], batch_size: int | None = None, workers: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    def iter_batches(
+        self, items: Iterable[Any], batch_size: int | None = None, workers: int | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
         """Yield result rows batch by batch, in input order; decoding runs ahead in threads,
         or (long lists of files, ONNX) whole batches run in worker processes."""
         bs = max(1, batch_size or self.batch_size)
@@ -574,7 +604,11 @@ class Predictor:
                 if len(keep) < len(ok):
                     ok = [ok[n] for n in keep]
                     logits, feats = logits[keep], None if feats is None else feats[keep]
-                for (j, _), row in zip(ok, self._rows([names_in_batch[j] for j, _ in ok], logits, feats, [ld for _, ld in ok])):
+                for (j, _), row in zip(
+                    ok,
+                    self._rows([names_in_batch[j] for j, _ in ok], logits, feats, [ld for _, ld in ok]),
+                    strict=False,
+                ):
                     rows[j] = row
             out = [r for r in rows if r is not None]
             rows, ok = [], []
@@ -648,7 +682,13 @@ class Predictor:
         return cores if cores > 1 and len(items) >= PROCESS_MIN_BATCHES * bs else 1
 
     def _worker_args(self, bs: int) -> tuple[Any, ...]:
-        return (str(self.run) if self.run is not None else None, str(self.onnx_path), bs, self.max_pixels, self.min_side)
+        return (
+            str(self.run) if self.run is not None else None,
+            str(self.onnx_path),
+            bs,
+            self.max_pixels,
+            self.min_side,
+        )
 
     def _process_pool(self, n: int, bs: int) -> Any:
         import multiprocessing
@@ -660,7 +700,12 @@ class Predictor:
             if self._pool is None:
                 # spawn, not fork: this process may hold ONNX Runtime / OpenMP thread pools,
                 # which a forked child would inherit in an undefined state.
-                ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=self._worker_args(bs))
+                ex = ProcessPoolExecutor(
+                    n,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_worker_init,
+                    initargs=self._worker_args(bs),
+                )
                 self._pool = (ex, n, bs)
             return self._pool[0]
 
@@ -684,7 +729,9 @@ class Predictor:
                 yield rows
         except BrokenProcessPool:
             self._pool = None
-            raise RuntimeError("a prediction worker process died (out of memory?); the rows written so far are complete: rerun the rest with processes=1 / --processes 1") from None
+            raise RuntimeError(
+                "a prediction worker process died (out of memory?); the rows written so far are complete: rerun the rest with processes=1 / --processes 1"
+            ) from None
         finally:
             for f in pending:  # an interrupted run stops its queued batches
                 f.cancel()
@@ -705,7 +752,12 @@ class Predictor:
         "bad"), label (None unless ok/low_confidence), probability, probabilities {class: p}
         (temperature-scaled when the model has a gate), reason, crop_box (on the original page).
         """
-        if isinstance(items, (str, Path, bytes, bytearray, Image.Image)) or (isinstance(items, np.ndarray) and items.ndim in (2, 3) and items.dtype == np.uint8 and (items.ndim == 2 or items.shape[2] in (3, 4))):
+        if isinstance(items, (str, Path, bytes, bytearray, Image.Image)) or (
+            isinstance(items, np.ndarray)
+            and items.ndim in (2, 3)
+            and items.dtype == np.uint8
+            and (items.ndim == 2 or items.shape[2] in (3, 4))
+        ):
             items = [items]
         out: list[dict[str, Any]] = []
         for b in self.iter_batches(items, batch_size):
@@ -714,14 +766,26 @@ class Predictor:
 
     # -- explanations
 
-    def explain(self, item: Any, out: str | Path | None = None, method: str = "auto", max_side: int = 1600) -> tuple[Image.Image, dict[str, Any]]:
+    def explain(
+        self, item: Any, out: str | Path | None = None, method: str = "auto", max_side: int = 1600
+    ) -> tuple[Image.Image, dict[str, Any]]:
         """Heatmap of what drove the prediction, overlaid on the original page (see ecgvit.explain)."""
         from ecgvit.explain import explain_loaded
 
         ld = self.load(item, keep_image=True)
-        if isinstance(item, (str, Path)) and max_side and ld.image is not None and max(ld.image.size) < min(max_side, max(ld.full_size)):
+        if (
+            isinstance(item, (str, Path))
+            and max_side
+            and ld.image is not None
+            and max(ld.image.size) < min(max_side, max(ld.full_size))
+        ):
             # The draft-decoded copy is smaller than the picture wanted: decode the page again, bigger.
-            ld.image = open_page(item, max_pixels=self.max_pixels, min_side=self.min_side, draft_size=_display_size(ld.full_size, max_side))
+            ld.image = open_page(
+                item,
+                max_pixels=self.max_pixels,
+                min_side=self.min_side,
+                draft_size=_display_size(ld.full_size, max_side),
+            )
         with self._explain_lock:
             if self._explain_model is None:
                 import copy
@@ -736,7 +800,9 @@ class Predictor:
                 title = f"{verdict['label']}  p={verdict['probability']:.2f}  (low confidence)"
             else:
                 title = f"out of scope: {verdict['reason']}"
-            img, info = explain_loaded(self._explain_model, ld, self.classes, method=method, max_side=max_side, title=title)
+            img, info = explain_loaded(
+                self._explain_model, ld, self.classes, method=method, max_side=max_side, title=title
+            )
         # The answer is the gate's (calibrated, maybe no label); the heatmap is still the model's view.
         info.update({k: verdict[k] for k in ("status", "reason", "label", "probability", "probabilities")})
         info["path"] = name
@@ -752,7 +818,7 @@ class Predictor:
 # are shared by the processes instead, which measured ~8-12 % more pages/s than threads on 2 cores,
 # the GIL-held parts of cropping and gating no longer waiting for each other).
 PROCESS_MIN_BATCHES = 8
-_WORKER: "Predictor | None" = None
+_WORKER: Predictor | None = None
 
 
 def _worker_init(run: str | None, onnx: str, bs: int, max_pixels: int, min_side: int) -> None:
@@ -766,7 +832,17 @@ def _worker_init(run: str | None, onnx: str, bs: int, max_pixels: int, min_side:
 
     cv2.setNumThreads(1)
     threadpool_limits(1)
-    _WORKER = Predictor(run, onnx=onnx, backend="onnx", threads=1, workers=1, processes=1, batch_size=bs, max_pixels=max_pixels, min_side=min_side)
+    _WORKER = Predictor(
+        run,
+        onnx=onnx,
+        backend="onnx",
+        threads=1,
+        workers=1,
+        processes=1,
+        batch_size=bs,
+        max_pixels=max_pixels,
+        min_side=min_side,
+    )
 
 
 def _worker_batch(paths: list[str]) -> list[dict[str, Any]]:
@@ -851,12 +927,16 @@ class ResultWriter:
         for r in rows:
             if self.kind == "csv":
                 probs = r.get("probabilities") or {}
-                self._w.writerow([
-                    r["path"], r["status"], r.get("label") or "",
-                    "" if r.get("probability") is None else f"{r['probability']:.6f}",
-                    *["" if c not in probs else f"{probs[c]:.6f}" for c in self.classes],
-                    r.get("reason", ""),
-                ])
+                self._w.writerow(
+                    [
+                        r["path"],
+                        r["status"],
+                        r.get("label") or "",
+                        "" if r.get("probability") is None else f"{r['probability']:.6f}",
+                        *["" if c not in probs else f"{probs[c]:.6f}" for c in self.classes],
+                        r.get("reason", ""),
+                    ]
+                )
             else:
                 self._f.write(json.dumps(r) + "\n")
         self._f.flush()
@@ -864,7 +944,13 @@ class ResultWriter:
     def close(self, summary: dict[str, Any], complete: bool = True) -> None:
         self._f.close()
         if self.kind == "json":
-            doc = {"model": self.model, "classes": self.classes, "complete": complete, "summary": summary, "predictions": self.rows}
+            doc = {
+                "model": self.model,
+                "classes": self.classes,
+                "complete": complete,
+                "summary": summary,
+                "predictions": self.rows,
+            }
             tmp = self.out.with_name(self.out.name + ".tmp")
             tmp.write_text(json.dumps(doc, indent=1) + "\n")
             tmp.replace(self.out)
@@ -888,7 +974,7 @@ def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
 
 def format_table(rows: list[dict[str, Any]], summary: dict[str, Any], limit: int = 20) -> str:
     def short(p: str, n: int = 44) -> str:
-        return p if len(p) <= n else "..." + p[-(n - 3):]
+        return p if len(p) <= n else "..." + p[-(n - 3) :]
 
     lines = [f"{'path':<46}{'label':<24}{'p':>6}  note"]
     for r in rows[:limit]:
@@ -947,7 +1033,9 @@ def predict_files(
     processes: see `Predictor` (the CLI passes 0, auto)."""
     if not paths:
         raise ValueError("no images given: ecgvit predict RUN PATH... (files, folders or globs)")
-    pred = predictor or Predictor(model, onnx=onnx, backend=backend, threads=threads, batch_size=batch_size, workers=workers, processes=processes)
+    pred = predictor or Predictor(
+        model, onnx=onnx, backend=backend, threads=threads, batch_size=batch_size, workers=workers, processes=processes
+    )
     if explain_dir is not None:
         pred._load_torch()  # fail now, not after the first batch, when only an .onnx was given
     files, bad = expand_inputs(paths)
@@ -963,7 +1051,9 @@ def predict_files(
                 writer.write(bad)
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(files), unit="page", desc="predict", disable=not progress or len(files) < 2, file=sys.stderr)
+        bar = tqdm(
+            total=len(files), unit="page", desc="predict", disable=not progress or len(files) < 2, file=sys.stderr
+        )
         for batch in pred.iter_batches(files, batch_size=batch_size):
             if explain_dir is not None:
                 for r in batch:
@@ -973,7 +1063,9 @@ def predict_files(
                             _, info = pred.explain(r["path"], out=Path(explain_dir) / f"{name}.png")
                             r["heatmap"] = info["heatmap"]
                         except Exception as exc:  # an explanation failing must not lose the prediction
-                            r["reason"] = (r["reason"] + "; " if r["reason"] else "") + f"no heatmap ({type(exc).__name__}: {exc})"
+                            r["reason"] = (
+                                r["reason"] + "; " if r["reason"] else ""
+                            ) + f"no heatmap ({type(exc).__name__}: {exc})"
             rows.extend(batch)
             if writer:
                 writer.write(batch)

@@ -27,9 +27,10 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,9 +38,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecgvit import __version__
+
 # TrainConfig and DEFAULT_MODEL live in ecgvit.config (no torch there: the CLI builds its
 # options from them without importing torch); importable from here too, where they are used.
-from ecgvit.config import DEFAULT_MODEL, PreprocessConfig, TrainConfig, from_dict, save_json, saved_train_settings, to_dict  # noqa: F401
+from ecgvit.config import (
+    PreprocessConfig,
+    TrainConfig,
+    from_dict,
+    save_json,
+    saved_train_settings,
+    to_dict,
+)  # noqa: F401
 
 # --- data -----------------------------------------------------------------------------------
 
@@ -54,11 +63,19 @@ class PageSet:
     groups: list[str]
     classes: list[str]
 
-    def subset(self, idx: np.ndarray) -> "PageSet":
-        return PageSet([self.paths[i] for i in idx], [self.md5s[i] for i in idx], self.labels[idx], [self.groups[i] for i in idx], self.classes)
+    def subset(self, idx: np.ndarray) -> PageSet:
+        return PageSet(
+            [self.paths[i] for i in idx],
+            [self.md5s[i] for i in idx],
+            self.labels[idx],
+            [self.groups[i] for i in idx],
+            self.classes,
+        )
 
 
-def load_pageset(data: str | Path, run_dir: Path | None = None, progress: bool = True, index_cfg: Any = None) -> PageSet:
+def load_pageset(
+    data: str | Path, run_dir: Path | None = None, progress: bool = True, index_cfg: Any = None
+) -> PageSet:
     """Index a folder (manifest saved into run_dir) or read a manifest; keep one file per group."""
     from ecgvit.config import KHAN_CLASSES
     from ecgvit.data.index import index_dataset
@@ -87,9 +104,13 @@ def load_pageset(data: str | Path, run_dir: Path | None = None, progress: bool =
         raise ValueError(f"{data}: no usable pages")
     labels_present = sorted({k[2] for k in keep})
     # Khan classes keep their canonical order; other label sets are sorted.
-    classes = [c for c in KHAN_CLASSES if c in labels_present] if set(labels_present) <= set(KHAN_CLASSES) else labels_present
+    classes = (
+        [c for c in KHAN_CLASSES if c in labels_present] if set(labels_present) <= set(KHAN_CLASSES) else labels_present
+    )
     index = {c: i for i, c in enumerate(classes)}
-    return PageSet([k[0] for k in keep], [k[1] for k in keep], np.array([index[k[2]] for k in keep]), [k[3] for k in keep], classes)
+    return PageSet(
+        [k[0] for k in keep], [k[1] for k in keep], np.array([index[k[2]] for k in keep]), [k[3] for k in keep], classes
+    )
 
 
 def holdout_split(pages: PageSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +120,9 @@ def holdout_split(pages: PageSet, fraction: float, seed: int) -> tuple[np.ndarra
     n_splits = max(2, round(1 / fraction))
     min_class = np.bincount(pages.labels).min()
     if min_class < n_splits:
-        raise ValueError(f"a class has only {min_class} distinct pages: too few for a {fraction:.0%} grouped validation part")
+        raise ValueError(
+            f"a class has only {min_class} distinct pages: too few for a {fraction:.0%} grouped validation part"
+        )
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train_idx, val_idx = next(sgkf.split(np.zeros(len(pages.labels)), pages.labels, pages.groups))
     return np.sort(train_idx), np.sort(val_idx)
@@ -279,7 +302,9 @@ def train(
         cfg = from_dict(TrainConfig, saved_train_settings(saved["train"]))  # the run goes on exactly as it started
         preprocess = from_dict(PreprocessConfig, saved["preprocess"])
     elif d.main and (run_dir / "config.json").exists():
-        raise FileExistsError(f"{run_dir} already holds a trained model: pass --resume to continue it, or another --out")
+        raise FileExistsError(
+            f"{run_dir} already holds a trained model: pass --resume to continue it, or another --out"
+        )
     cfg = resolve_teacher(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -296,7 +321,11 @@ def train(
     if cfg.split is not None:
         tr_idx, va_idx = split_from_file(pages, cfg.split, int(cfg.fold))  # type: ignore[arg-type]
     else:
-        tr_idx, va_idx = holdout_split(pages, cfg.val_fraction, cfg.seed) if cfg.val_fraction > 0 else (np.arange(len(pages.labels)), np.arange(0))
+        tr_idx, va_idx = (
+            holdout_split(pages, cfg.val_fraction, cfg.seed)
+            if cfg.val_fraction > 0
+            else (np.arange(len(pages.labels)), np.arange(0))
+        )
     train_set, val_set = pages.subset(tr_idx), pages.subset(va_idx)
     n_cls = len(pages.classes)
     if d.main:
@@ -304,7 +333,7 @@ def train(
             w = csv.writer(f)
             w.writerow(["path", "md5", "label", "group", "part"])
             for part, s in (("train", train_set), ("val", val_set)):
-                for p, m, y, g in zip(s.paths, s.md5s, s.labels, s.groups):
+                for p, m, y, g in zip(s.paths, s.md5s, s.labels, s.groups, strict=False):
                     w.writerow([p, m, pages.classes[y], g, part])
 
     # 3. arrays in memory (rank 0 fills the cache; the others then read it)
@@ -323,12 +352,21 @@ def train(
     init = cfg.init_weights
     if init is None and cfg.pretrain_per_class > 0 and not resume:
         init = synth_pretrained_weights(cfg, preprocess, pages.classes, d, cache_root, progress)
-    model = create_model(cfg.model, num_classes=n_cls, img_size=(preprocess.height, preprocess.width), in_chans=preprocess.channels, weights=init, **cfg.model_kwargs).to(d.device)
+    model = create_model(
+        cfg.model,
+        num_classes=n_cls,
+        img_size=(preprocess.height, preprocess.width),
+        in_chans=preprocess.channels,
+        weights=init,
+        **cfg.model_kwargs,
+    ).to(d.device)
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos" not in n and "token" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos" not in n and "token" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
     steps_per_epoch = max(1, math.ceil(len(y_train) / (cfg.batch_size * d.world)))
     total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
 
@@ -345,12 +383,24 @@ def train(
         raise ValueError(f"no training pages for class(es) {missing}")
     class_w = torch.tensor(counts.sum() / (n_cls * counts), dtype=torch.float32) if cfg.balance == "weights" else None
     loss_fn = nn.CrossEntropyLoss(weight=class_w, label_smoothing=cfg.label_smoothing)
-    teacher_runs = [train_teacher(t, data, run_dir, cfg, preprocess, progress, cache_root, index_cfg) for t in cfg.teacher.split(",")] if cfg.teacher else []
+    teacher_runs = (
+        [
+            train_teacher(t, data, run_dir, cfg, preprocess, progress, cache_root, index_cfg)
+            for t in cfg.teacher.split(",")
+        ]
+        if cfg.teacher
+        else []
+    )
     with torch.random.fork_rng(devices=[]):  # building a teacher must not move the student's random stream
         teachers = [load_teacher(t, pages.classes, preprocess, val_set.md5s, d.device) for t in teacher_runs]
     cached_targets = None
     if teachers and cfg.distill_targets == "cached":  # once, on the clean training pages
-        cached_targets = torch.as_tensor(np.mean([predict_proba(t, x_train, device=d.device, temperature=cfg.distill_temperature) for t in teachers], axis=0))
+        cached_targets = torch.as_tensor(
+            np.mean(
+                [predict_proba(t, x_train, device=d.device, temperature=cfg.distill_temperature) for t in teachers],
+                axis=0,
+            )
+        )
 
     start_epoch, best_f1, best_epoch, stale = 0, -1.0, -1, 0
     if resume:
@@ -359,25 +409,45 @@ def train(
         sched.load_state_dict(saved["scheduler"])
         if averager is not None:
             averager.load_state_dict(saved["averager"])
-        start_epoch, best_f1, best_epoch, stale = saved["epoch"] + 1, saved["best_f1"], saved["best_epoch"], saved["stale"]
+        start_epoch, best_f1, best_epoch, stale = (
+            saved["epoch"] + 1,
+            saved["best_f1"],
+            saved["best_epoch"],
+            saved["stale"],
+        )
     ddp_model: nn.Module = model
     if d.world > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.device.index] if d.device.type == "cuda" else None
+        )
 
     meta = {
         "ecgvit_version": __version__,
         "classes": pages.classes,
-        "model": {"name": cfg.model, "img_size": [preprocess.height, preprocess.width], "in_chans": preprocess.channels, "kwargs": cfg.model_kwargs, "params": count_params(model)},
+        "model": {
+            "name": cfg.model,
+            "img_size": [preprocess.height, preprocess.width],
+            "in_chans": preprocess.channels,
+            "kwargs": cfg.model_kwargs,
+            "params": count_params(model),
+        },
         "preprocess": to_dict(preprocess),
         "train": to_dict(cfg),
-        "data": {"source": str(data), "train_pages": int(len(y_train)), "val_pages": int(len(y_val)), "per_class_train": {c: int(n) for c, n in zip(pages.classes, counts)}},
+        "data": {
+            "source": str(data),
+            "train_pages": int(len(y_train)),
+            "val_pages": int(len(y_val)),
+            "per_class_train": {c: int(n) for c, n in zip(pages.classes, counts, strict=False)},
+        },
         "world_size": d.world,
         "initial_weights": str(init) if init else None,
     }
     metrics_path = run_dir / "metrics.csv"
     if d.main and not resume:
         with open(metrics_path, "w", newline="") as f:
-            csv.writer(f).writerow(["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds"])
+            csv.writer(f).writerow(
+                ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds"]
+            )
     elif d.main and metrics_path.exists():
         # A kill between the metrics row and the resume checkpoint leaves a row for an epoch that
         # will be trained again: keep only the epochs the checkpoint holds.
@@ -400,7 +470,13 @@ def train(
         ddp_model.train()
         tot_loss, tot_ok, seen = 0.0, 0, 0
         batches = range(0, len(order), cfg.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and d.main), leave=False, unit="batch")
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (progress and d.main),
+            leave=False,
+            unit="batch",
+        )
         for i in bar:
             idx = order[i : i + cfg.batch_size]
             xb = prepare_batch(x_train[idx.numpy()])
@@ -433,7 +509,9 @@ def train(
 
         stop = False
         # The model scored and kept: the weight average once it holds a step, else the weights now.
-        kept_model = averager.module if averager is not None and sched.last_epoch > averager.update_after_step else model
+        kept_model = (
+            averager.module if averager is not None and sched.last_epoch > averager.update_after_step else model
+        )
         if d.main:
             if len(y_val):
                 probs = predict_proba(kept_model, x_val, device=d.device)
@@ -445,18 +523,47 @@ def train(
                 val_loss, val_acc, val_f1 = float("nan"), float("nan"), float("nan")
             secs = time.time() - t0
             with open(metrics_path, "a", newline="") as f:
-                csv.writer(f).writerow([epoch + 1, f"{sched.get_last_lr()[0]:.3g}", f"{tot_loss / seen:.4f}", f"{tot_ok / seen:.4f}", f"{val_loss:.4f}", f"{val_acc:.4f}", f"{val_f1:.4f}", f"{secs:.1f}"])
+                csv.writer(f).writerow(
+                    [
+                        epoch + 1,
+                        f"{sched.get_last_lr()[0]:.3g}",
+                        f"{tot_loss / seen:.4f}",
+                        f"{tot_ok / seen:.4f}",
+                        f"{val_loss:.4f}",
+                        f"{val_acc:.4f}",
+                        f"{val_f1:.4f}",
+                        f"{secs:.1f}",
+                    ]
+                )
             improved = val_f1 > best_f1 if (len(y_val) and cfg.keep == "best") else True
             if improved:
                 best_f1, best_epoch, stale = (val_f1 if len(y_val) else -1.0), epoch + 1, 0
-                meta["best"] = {"epoch": best_epoch, "val_macro_f1": val_f1 if len(y_val) else None, "val_accuracy": val_acc if len(y_val) else None}
+                meta["best"] = {
+                    "epoch": best_epoch,
+                    "val_macro_f1": val_f1 if len(y_val) else None,
+                    "val_accuracy": val_acc if len(y_val) else None,
+                }
                 save_model(run_dir, kept_model, meta)
             else:
                 stale += 1
             if progress:
-                print(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {tot_loss / seen:.3f}  val acc {val_acc:.3f}  val macro-F1 {val_f1:.3f}{'  *' if improved else ''}  ({secs:.0f}s)", flush=True)
+                print(
+                    f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {tot_loss / seen:.3f}  val acc {val_acc:.3f}  val macro-F1 {val_f1:.3f}{'  *' if improved else ''}  ({secs:.0f}s)",
+                    flush=True,
+                )
             _atomic_torch_save(
-                {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "averager": averager.state_dict() if averager is not None else None, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "stale": stale, "train": to_dict(cfg), "preprocess": to_dict(preprocess)},
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "averager": averager.state_dict() if averager is not None else None,
+                    "epoch": epoch,
+                    "best_f1": best_f1,
+                    "best_epoch": best_epoch,
+                    "stale": stale,
+                    "train": to_dict(cfg),
+                    "preprocess": to_dict(preprocess),
+                },
                 resume_file,
             )
             stop = bool(cfg.patience) and stale >= cfg.patience
@@ -481,9 +588,15 @@ def train(
             try:
                 g = calibrate(run_dir, progress=False)
                 if progress:
-                    print("out-of-scope gate (ecgvit calibrate):\n  " + format_calibration(g).replace("\n", "\n  "), flush=True)
+                    print(
+                        "out-of-scope gate (ecgvit calibrate):\n  " + format_calibration(g).replace("\n", "\n  "),
+                        flush=True,
+                    )
             except Exception as exc:  # the trained model is kept whatever happens here
-                print(f"warning: no out-of-scope gate fitted ({type(exc).__name__}: {exc}); run `ecgvit calibrate {run_dir}`", file=sys.stderr)
+                print(
+                    f"warning: no out-of-scope gate fitted ({type(exc).__name__}: {exc}); run `ecgvit calibrate {run_dir}`",
+                    file=sys.stderr,
+                )
     if d.world > 1:
         import torch.distributed as dist
 
@@ -503,7 +616,9 @@ def weight_averager(model: nn.Module, total_steps: int, last_fraction: float) ->
     from timm.utils import ModelEmaV3
 
     start = int(round(total_steps * (1.0 - last_fraction)))
-    return ModelEmaV3(model, decay=1.0, update_after_step=start, use_warmup=True, warmup_gamma=1.0, warmup_power=1.0, foreach=False)
+    return ModelEmaV3(
+        model, decay=1.0, update_after_step=start, use_warmup=True, warmup_gamma=1.0, warmup_power=1.0, foreach=False
+    )
 
 
 def resolve_teacher(cfg: TrainConfig) -> TrainConfig:
@@ -523,7 +638,7 @@ def teacher_epochs(cfg: TrainConfig) -> int:
 
 
 def check_teacher(teacher: str) -> str:
-    """"run" for a trained run folder, "model" for a registered model name; else a clear error."""
+    """ "run" for a trained run folder, "model" for a registered model name; else a clear error."""
     from ecgvit.models import list_models
 
     if (Path(teacher) / "config.json").exists():
@@ -533,7 +648,11 @@ def check_teacher(teacher: str) -> str:
     import difflib
 
     close = difflib.get_close_matches(teacher, list_models(), n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else " (give a trained run folder or a registered model name: `ecgvit models`)"
+    hint = (
+        f" (did you mean {', '.join(close)}?)"
+        if close
+        else " (give a trained run folder or a registered model name: `ecgvit models`)"
+    )
     raise ValueError(f"teacher {teacher!r}: neither a trained run folder nor a model name{hint}")
 
 
@@ -545,14 +664,33 @@ def fold_teacher(teacher: str, fold_run: str) -> str:
     return str(p / fold_run) if p.is_dir() and not (p / "config.json").exists() else teacher
 
 
-def train_teacher(teacher: str, data: str | Path, run_dir: Path, cfg: TrainConfig, preprocess: PreprocessConfig, progress: bool, cache_root: str | Path | None, index_cfg: Any) -> str:
+def train_teacher(
+    teacher: str,
+    data: str | Path,
+    run_dir: Path,
+    cfg: TrainConfig,
+    preprocess: PreprocessConfig,
+    progress: bool,
+    cache_root: str | Path | None,
+    index_cfg: Any,
+) -> str:
     """A teacher's run folder: `teacher` itself when it is one, else (a model name) that model
     trained with this run's recipe (for `teacher_epochs`), pages and split into RUN/teacher-NAME
     (kept and reused while it was trained with the same settings; resumed after an interruption)."""
     if check_teacher(teacher) == "run":
         return teacher
     out = run_dir / f"teacher-{teacher}"
-    t_cfg = replace(cfg, model=teacher, teacher=None, gate=False, model_kwargs={}, init_weights=None, epochs=teacher_epochs(cfg), teacher_epochs=None, distill_targets="online")
+    t_cfg = replace(
+        cfg,
+        model=teacher,
+        teacher=None,
+        gate=False,
+        model_kwargs={},
+        init_weights=None,
+        epochs=teacher_epochs(cfg),
+        teacher_epochs=None,
+        distill_targets="online",
+    )
     meta_file = out / "config.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     was, want = saved_train_settings(meta["train"]) if "train" in meta else {}, to_dict(t_cfg)
@@ -564,13 +702,24 @@ def train_teacher(teacher: str, data: str | Path, run_dir: Path, cfg: TrainConfi
     if not meta.get("finished"):
         if progress:
             print(f"training the teacher {teacher} first ({out})", flush=True)
-        train(data, out, t_cfg, preprocess=preprocess, resume=(out / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=index_cfg)
+        train(
+            data,
+            out,
+            t_cfg,
+            preprocess=preprocess,
+            resume=(out / "resume.pt").exists(),
+            progress=progress,
+            cache_root=cache_root,
+            index_cfg=index_cfg,
+        )
     elif progress:
         print(f"teacher {teacher}: reusing {out}", flush=True)
     return str(out)
 
 
-def load_teacher(path: str, classes: list[str], preprocess: PreprocessConfig, val_md5s: Sequence[str], device: torch.device) -> nn.Module:
+def load_teacher(
+    path: str, classes: list[str], preprocess: PreprocessConfig, val_md5s: Sequence[str], device: torch.device
+) -> nn.Module:
     """The distillation teacher from a run folder, checked to fit this run: same classes, same
     preprocessing (it sees the student's batches), and none of this run's validation pages among
     its training pages (a teacher that saw them would leak their labels into the student)."""
@@ -580,15 +729,21 @@ def load_teacher(path: str, classes: list[str], preprocess: PreprocessConfig, va
     if lr.classes != list(classes):
         raise ValueError(f"teacher {path}: classes {lr.classes} differ from the data's {list(classes)}")
     if to_dict(lr.preprocess) != to_dict(preprocess):
-        raise ValueError(f"teacher {path}: its preprocessing {to_dict(lr.preprocess)} differs from this run's {to_dict(preprocess)}")
+        raise ValueError(
+            f"teacher {path}: its preprocessing {to_dict(lr.preprocess)} differs from this run's {to_dict(preprocess)}"
+        )
     pages_csv = Path(path) / "pages.csv"
     if not pages_csv.exists():
-        raise FileNotFoundError(f"teacher {path}: no pages.csv, so it cannot be checked for leaks into the validation pages")
+        raise FileNotFoundError(
+            f"teacher {path}: no pages.csv, so it cannot be checked for leaks into the validation pages"
+        )
     with open(pages_csv, newline="") as f:
         seen = {row["md5"] for row in csv.DictReader(f) if row["part"] == "train"}
     leaked = seen.intersection(val_md5s)
     if leaked:
-        raise ValueError(f"teacher {path} trained on {len(leaked)} of this run's validation pages: distilling it would leak their labels")
+        raise ValueError(
+            f"teacher {path} trained on {len(leaked)} of this run's validation pages: distilling it would leak their labels"
+        )
     for p in lr.model.parameters():
         p.requires_grad_(False)
     return lr.model.to(device).eval()
@@ -597,16 +752,42 @@ def load_teacher(path: str, classes: list[str], preprocess: PreprocessConfig, va
 # Settings that do not shape the synthetic pretraining (it runs without a split, teacher, gate or
 # the real run's epochs), so runs differing only in them share one cached pretraining: every CV
 # fold, the final model, with and without a teacher.
-_NOT_PRETRAINING = ("split", "fold", "init_weights", "epochs", "patience", "keep", "threads", "seed", "val_fraction", "teacher", "teacher_epochs", "distill_weight", "distill_temperature", "distill_targets", "gate", "average_last")
+_NOT_PRETRAINING = (
+    "split",
+    "fold",
+    "init_weights",
+    "epochs",
+    "patience",
+    "keep",
+    "threads",
+    "seed",
+    "val_fraction",
+    "teacher",
+    "teacher_epochs",
+    "distill_weight",
+    "distill_temperature",
+    "distill_targets",
+    "gate",
+    "average_last",
+)
 
 
 def pretrain_key(cfg: TrainConfig, preprocess: PreprocessConfig) -> str:
     """The cache key of `cfg`'s synthetic pretraining: a digest of the settings that shape it."""
     shaping = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_PRETRAINING}
-    return hashlib.sha1(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:8] + preprocess.key()[:8]
+    return (
+        hashlib.sha1(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:8] + preprocess.key()[:8]
+    )
 
 
-def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, classes: list[str], d: Dist, cache_root: str | Path | None, progress: bool) -> str | None:
+def synth_pretrained_weights(
+    cfg: TrainConfig,
+    preprocess: PreprocessConfig,
+    classes: list[str],
+    d: Dist,
+    cache_root: str | Path | None,
+    progress: bool,
+) -> str | None:
     """Weights of `cfg.model` pretrained on synthetic pages of the four Khan classes, cached.
 
     A few hundred real pages are too few for a transformer to find ST segments and Q waves;
@@ -633,22 +814,59 @@ def synth_pretrained_weights(cfg: TrainConfig, preprocess: PreprocessConfig, cla
             from ecgvit.synth import generate
 
             if progress:
-                print(f"pretraining on {cfg.pretrain_per_class} synthetic pages per class (cached in {root})", flush=True)
+                print(
+                    f"pretraining on {cfg.pretrain_per_class} synthetic pages per class (cached in {root})", flush=True
+                )
             if pages.exists():
                 import shutil
 
                 shutil.rmtree(pages)
-            generate(pages, per_class=cfg.pretrain_per_class, seed=cfg.pretrain_seed, workers=os.cpu_count() or 1, progress=progress)
+            generate(
+                pages,
+                per_class=cfg.pretrain_per_class,
+                seed=cfg.pretrain_seed,
+                workers=os.cpu_count() or 1,
+                progress=progress,
+            )
             (pages / "complete").write_text("ok\n")
         _barrier(d)
-        pre_cfg = replace(cfg, split=None, fold=None, init_weights=None, pretrain_per_class=0, epochs=cfg.pretrain_epochs, val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0, keep="last", patience=0, seed=cfg.pretrain_seed, teacher=None, gate=False, average_last=0.0)
-        train(pages, run, pre_cfg, preprocess=preprocess, resume=(run / "resume.pt").exists(), progress=progress, cache_root=cache_root, index_cfg=IndexConfig(near_dup_bits=0))
+        pre_cfg = replace(
+            cfg,
+            split=None,
+            fold=None,
+            init_weights=None,
+            pretrain_per_class=0,
+            epochs=cfg.pretrain_epochs,
+            val_fraction=0.1 if cfg.pretrain_per_class >= 20 else 0.0,
+            keep="last",
+            patience=0,
+            seed=cfg.pretrain_seed,
+            teacher=None,
+            gate=False,
+            average_last=0.0,
+        )
+        train(
+            pages,
+            run,
+            pre_cfg,
+            preprocess=preprocess,
+            resume=(run / "resume.pt").exists(),
+            progress=progress,
+            cache_root=cache_root,
+            index_cfg=IndexConfig(near_dup_bits=0),
+        )
         _barrier(d)
     return str(weights)
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, arrays: np.ndarray, batch_size: int = 64, device: torch.device | str = "cpu", temperature: float = 1.0) -> np.ndarray:
+def predict_proba(
+    model: nn.Module,
+    arrays: np.ndarray,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    temperature: float = 1.0,
+) -> np.ndarray:
     """Softmax probabilities (of logits / temperature) for uint8 page arrays (N, H, W[, 3])."""
     from ecgvit.models import prepare_batch
 
@@ -656,6 +874,8 @@ def predict_proba(model: nn.Module, arrays: np.ndarray, batch_size: int = 64, de
     model.eval()
     out = []
     for i in range(0, len(arrays), batch_size):
-        out.append(torch.softmax(model(prepare_batch(arrays[i : i + batch_size]).to(device)) / temperature, dim=1).cpu())
+        out.append(
+            torch.softmax(model(prepare_batch(arrays[i : i + batch_size]).to(device)) / temperature, dim=1).cpu()
+        )
     model.train(was)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

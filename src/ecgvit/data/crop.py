@@ -66,7 +66,13 @@ def column_means(a: np.ndarray) -> np.ndarray:
     cv2.reduce's row sum does the same additions in the same order. (Where the columns are the
     inner dimension in memory -- one column, a Fortran-ordered array -- numpy sums each column
     pairwise instead: left to numpy.)"""
-    if a.dtype != np.float32 or a.ndim != 2 or a.shape[0] == 0 or a.shape[1] < 2 or abs(a.strides[1]) >= abs(a.strides[0]):
+    if (
+        a.dtype != np.float32
+        or a.ndim != 2
+        or a.shape[0] == 0
+        or a.shape[1] < 2
+        or abs(a.strides[1]) >= abs(a.strides[0])
+    ):
         return a.mean(axis=0)
     return cv2.reduce(a, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F).ravel() / np.float32(a.shape[0])
 
@@ -96,11 +102,22 @@ def find_trace_box(
         l, t, r, b = res.box
         k = w / img.size[0]
         box = (max(0, int(l * k)), max(0, int(t * k)), min(w, int(np.ceil(r * k))), min(h, int(np.ceil(b * k))))
-        return CropResult(box, res.detected, res.reason.replace(f"{r - l}x{b - t} px at ({l}, {t})", f"{box[2] - box[0]}x{box[3] - box[1]} px at ({box[0]}, {box[1]})"))
+        return CropResult(
+            box,
+            res.detected,
+            res.reason.replace(
+                f"{r - l}x{b - t} px at ({l}, {t})", f"{box[2] - box[0]}x{box[3] - box[1]} px at ({box[0]}, {box[1]})"
+            ),
+        )
 
     def fallback(why: str) -> CropResult:
         l, t, r, b = fallback_box
-        return CropResult((round(l * w), round(t * h), round(r * w), round(b * h)), False, f"grid not found ({why}); used fallback box", full_tint)
+        return CropResult(
+            (round(l * w), round(t * h), round(r * w), round(b * h)),
+            False,
+            f"grid not found ({why}); used fallback box",
+            full_tint,
+        )
 
     # Tint first, then average it down: the mean tint of a dotted grid is the same at any scale,
     # whereas resampling the RGB first aliases the 1 mm dots away at some scale factors.
@@ -131,7 +148,9 @@ def find_trace_box(
         min(w, int(np.ceil(x1 * inv))),
         min(h, int(np.ceil(y1 * inv))),
     )
-    return CropResult(box, True, f"grid found: {box[2] - box[0]}x{box[3] - box[1]} px at ({box[0]}, {box[1]})", full_tint)
+    return CropResult(
+        box, True, f"grid found: {box[2] - box[0]}x{box[3] - box[1]} px at ({box[0]}, {box[1]})", full_tint
+    )
 
 
 def _percentiles(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
@@ -156,6 +175,7 @@ def _order_stats(v: np.ndarray, idx: list[int]) -> dict[int, float]:
     order like their bit patterns, so a histogram of the top 16 bits tells which few hundred
     values hold each rank, and only those are partitioned (~2x faster than partitioning all
     50 000, the same values). Anything else takes np.partition."""
+
     def by_partition() -> dict[int, float]:
         part = np.partition(v, idx)
         return {r: part[r] for r in idx}
@@ -211,7 +231,9 @@ def _whole_image(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool
     return (x1 - x0) >= 0.97 * w and (y1 - y0) >= 0.97 * h
 
 
-def _grid_box(level: np.ndarray, edge_map: np.ndarray, k: int, min_area_fraction: float, floor: float) -> tuple[int, int, int, int] | str:
+def _grid_box(
+    level: np.ndarray, edge_map: np.ndarray, k: int, min_area_fraction: float, floor: float
+) -> tuple[int, int, int, int] | str:
     """The grid's box (x0, y0, x1, y1) on `level` (a smoothed grid-ness map), or why not.
 
     floor: the least level that can be grid (tint 2 of 255; texture contrast 0.5)."""
@@ -275,7 +297,9 @@ def _refine_edges(profile: np.ndarray, start: int, stop: int, k: int) -> tuple[i
     return (lo, hi) if hi > lo else (start, stop)
 
 
-def contact_sheet(source: str | Path, out: str | Path, *, limit: int = 0, columns: int = 12, thumb_width: int = 220) -> dict[str, int]:
+def contact_sheet(
+    source: str | Path, out: str | Path, *, limit: int = 0, columns: int = 12, thumb_width: int = 220
+) -> dict[str, int]:
     """Write a PNG grid of page thumbnails with the detected box drawn (green) or the fallback (red).
 
     source: a manifest CSV (distinct, ok rows are used) or a folder of images.
@@ -309,7 +333,11 @@ def contact_sheet(source: str | Path, out: str | Path, *, limit: int = 0, column
         t = im.resize((thumb_width, th), Image.Resampling.BOX)
         f = thumb_width / im.width
         d = ImageDraw.Draw(t)
-        d.rectangle([res.box[0] * f, res.box[1] * f, res.box[2] * f - 1, res.box[3] * f - 1], outline=(0, 170, 0) if res.detected else (220, 0, 0), width=2)
+        d.rectangle(
+            [res.box[0] * f, res.box[1] * f, res.box[2] * f - 1, res.box[3] * f - 1],
+            outline=(0, 170, 0) if res.detected else (220, 0, 0),
+            width=2,
+        )
         d.text((3, 2), p.stem[:28], fill=(0, 0, 160))
         thumbs.append(t)
     rows_n = (len(thumbs) + columns - 1) // columns

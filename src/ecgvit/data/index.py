@@ -28,9 +28,10 @@ import sys
 import time
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,9 @@ def _discover_folder(root: Path, notes: list[str]) -> tuple[str, list[_Entry]]:
         notes.append(msg)
     layout = "khan" if khan_hits else "folders"
     if khan_hits and khan_hits < len(entries):
-        notes.append(f"{len(entries) - khan_hits} file(s) in folders that are not Khan class folders keep their folder name as label")
+        notes.append(
+            f"{len(entries) - khan_hits} file(s) in folders that are not Khan class folders keep their folder name as label"
+        )
     return layout, entries
 
 
@@ -160,9 +163,13 @@ def _find_trace_box() -> _TraceBoxFn | None:
             fn = getattr(crop, "find_trace_box", None)
         except ModuleNotFoundError as exc:
             if exc.name not in ("ecgvit.data.crop",):
-                warnings.warn(f"ecgvit.data.crop could not be imported ({exc}); hashing the fixed fallback box", stacklevel=2)
+                warnings.warn(
+                    f"ecgvit.data.crop could not be imported ({exc}); hashing the fixed fallback box", stacklevel=2
+                )
         except Exception as exc:  # a broken crop module must not stop indexing
-            warnings.warn(f"ecgvit.data.crop could not be imported ({exc!r}); hashing the fixed fallback box", stacklevel=2)
+            warnings.warn(
+                f"ecgvit.data.crop could not be imported ({exc!r}); hashing the fixed fallback box", stacklevel=2
+            )
         _trace_box_cache.append(fn)
     return _trace_box_cache[0]
 
@@ -208,7 +215,9 @@ def hamming_matrix_rows(packed: np.ndarray, start: int, stop: int) -> np.ndarray
     return _POPCOUNT[x].sum(axis=-1, dtype=np.int32)
 
 
-def near_pairs(packed: np.ndarray, max_bits: int, chunk: int = 256) -> tuple[list[tuple[int, int, int]], tuple[int, int, int] | None]:
+def near_pairs(
+    packed: np.ndarray, max_bits: int, chunk: int = 256
+) -> tuple[list[tuple[int, int, int]], tuple[int, int, int] | None]:
     """([(i, j, bits)] with i < j and bits <= max_bits, closest pair (i, j, bits) or None)."""
     n = len(packed)
     pairs: list[tuple[int, int, int]] = []
@@ -225,7 +234,7 @@ def near_pairs(packed: np.ndarray, max_bits: int, chunk: int = 256) -> tuple[lis
             closest = (start + int(ii[k]), int(jj[k]), int(vals[k]))
         if max_bits > 0:
             sel = vals <= max_bits
-            pairs.extend((start + int(i), int(j), int(v)) for i, j, v in zip(ii[sel], jj[sel], vals[sel]))
+            pairs.extend((start + int(i), int(j), int(v)) for i, j, v in zip(ii[sel], jj[sel], vals[sel], strict=False))
     return pairs, closest
 
 
@@ -301,7 +310,9 @@ def index_dataset(
     try:
         from tqdm import tqdm
 
-        it = tqdm(range(len(rows)), desc="index", unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        it = tqdm(
+            range(len(rows)), desc="index", unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True
+        )
     except ImportError:  # pragma: no cover
         it = range(len(rows))
     for i in it:
@@ -362,7 +373,9 @@ def index_dataset(
     for i, j, bits in pairs:
         a, b = rows[first_of[ok_md5s[i]]], rows[first_of[ok_md5s[j]]]
         if a.label != b.label:
-            conflicts.append(f"{a.path!r} ({a.label}) and {b.path!r} ({b.label}) are near duplicates ({bits} bits apart in the trace-area pHash)")
+            conflicts.append(
+                f"{a.path!r} ({a.label}) and {b.path!r} ({b.label}) are near duplicates ({bits} bits apart in the trace-area pHash)"
+            )
     if conflicts:
         more = f"\n  ... and {len(conflicts) - 10} more" if len(conflicts) > 10 else ""
         raise ValueError(
@@ -380,7 +393,7 @@ def index_dataset(
     for i, j, _ in pairs:
         uf.union(pos[ok_md5s[i]], pos[ok_md5s[j]])
     by_source_group: dict[str, int] = {}
-    for e, r in zip(entries, rows):
+    for e, r in zip(entries, rows, strict=False):
         if r.ok and e.source_group:
             k = pos[r.md5]
             if e.source_group in by_source_group:

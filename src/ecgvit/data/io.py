@@ -16,8 +16,9 @@ import struct
 import threading
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -206,7 +207,10 @@ def decode_pdf(
                     scale *= 0.999
                 full = size_at(scale)
                 if min(full) < min_side:
-                    raise BadImageError(name, f"image too small: PDF page {page} renders {full[0]}x{full[1]} at {dpi:g} dpi, shorter side < {min_side} pixels")
+                    raise BadImageError(
+                        name,
+                        f"image too small: PDF page {page} renders {full[0]}x{full[1]} at {dpi:g} dpi, shorter side < {min_side} pixels",
+                    )
                 render = scale
                 if draft_size is not None:
                     need = max(draft_size[0] / w_pt, draft_size[1] / h_pt)
@@ -278,7 +282,9 @@ def decode_checked(
     w, h = im.size
     source_mode = im.mode
     if w * h > max_pixels:
-        raise BadImageError(name, f"image too large: {w}x{h} = {w * h} pixels > {max_pixels} (decompression-bomb guard)")
+        raise BadImageError(
+            name, f"image too large: {w}x{h} = {w * h} pixels > {max_pixels} (decompression-bomb guard)"
+        )
     if min(w, h) < min_side:
         raise BadImageError(name, f"image too small: {w}x{h}, shorter side < {min_side} pixels")
     if data is not None and draft_size is not None and page is None:
@@ -318,7 +324,7 @@ def decode_checked(
 RGB_ARRAY_KEY = "ecgvit_rgb_array"
 
 
-def page_array(img: Image.Image) -> "np.ndarray":
+def page_array(img: Image.Image) -> np.ndarray:
     """The RGB pixels of a decoded page as a uint8 array: the array the decoder made when it
     kept one (no copy), else `np.asarray(img)`."""
     import numpy as np

@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Column order of a written manifest.
-MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "md5", "width", "height", "group", "duplicate_of", "status", "reason")
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "path",
+    "label",
+    "md5",
+    "width",
+    "height",
+    "group",
+    "duplicate_of",
+    "status",
+    "reason",
+)
 
 # Non-UTF-8 bytes in file names (possible on Linux) round-trip through the CSV unchanged.
 _ENCODING = "utf-8"
@@ -138,10 +148,12 @@ def read_csv_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[i
         for row in reader:
             if not row or all(not c.strip() for c in row):
                 continue
-            out.append((reader.line_num, dict(zip(header, row))))
+            out.append((reader.line_num, dict(zip(header, row, strict=False))))
     missing = [c for c in ("path", "label") if c not in header]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'} (need at least path,label[,group])")
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'} (need at least path,label[,group])"
+        )
     return header, out
 
 

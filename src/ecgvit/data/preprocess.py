@@ -9,12 +9,12 @@ training run decodes no JPEG at all.
 from __future__ import annotations
 
 import hashlib
-import os
 import multiprocessing
+import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -220,14 +220,16 @@ def load_arrays(
     if md5s is None:
         md5s = [file_md5(p) for p in paths]
     cache = PageCache(cfg, cache_root)
-    todo = {m: str(p) for p, m in zip(paths, md5s) if not cache.contains(m)}
+    todo = {m: str(p) for p, m in zip(paths, md5s, strict=False) if not cache.contains(m)}
     workers = workers or (os.cpu_count() or 1)
     if todo:
         jobs = [(p, m, cfg, str(cache.dir.parent.parent)) for m, p in todo.items()]
         bar = tqdm(total=len(jobs), desc="preprocess", disable=not progress, unit="page")
         if workers > 1 and len(jobs) > 1:
             # spawn, not fork: forking after torch started its thread pool can deadlock the child.
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_fill_worker_init) as ex:
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_fill_worker_init
+            ) as ex:
                 for _ in ex.map(_fill_one, jobs, chunksize=4):
                     bar.update()
         else:
@@ -237,7 +239,7 @@ def load_arrays(
         bar.close()
     if not paths:
         return np.zeros((0, cfg.height, cfg.width) + (() if cfg.grayscale else (3,)), dtype=np.uint8)
-    return np.stack([cache.get(p, m) for p, m in zip(paths, md5s)])
+    return np.stack([cache.get(p, m) for p, m in zip(paths, md5s, strict=False)])
 
 
 def iter_image_files(root: str | Path, suffixes: Iterable[str] | None = None) -> list[Path]:

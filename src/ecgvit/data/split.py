@@ -24,6 +24,7 @@ import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
 from ecgvit.config import KHAN_CLASSES, SplitConfig, save_json, to_dict
@@ -119,7 +120,10 @@ def make_splits(
         print(f"note: {mixed} group(s) hold more than one label; stratified by their majority label", file=sys.stderr)
         minority_only = [c for c in classes if c not in set(glabel.values())]
         if minority_only:
-            print(f"note: label(s) {', '.join(minority_only)} are never a group's majority: not stratified", file=sys.stderr)
+            print(
+                f"note: label(s) {', '.join(minority_only)} are never a group's majority: not stratified",
+                file=sys.stderr,
+            )
         classes = [c for c in classes if c in set(glabel.values())]
 
     per_class: dict[str, list[str]] = defaultdict(list)
@@ -205,7 +209,14 @@ def read_splits(path: str | os.PathLike[str]) -> list[SplitRow]:
         fold = (rec.get("fold") or "").strip().lower()
         if fold != TEST and not fold.isdigit():
             raise ValueError(f"{path}:{line}: fold={fold!r}, expected 0..K-1 or 'test'")
-        rows.append(SplitRow(path=resolve_path(rec["path"], base), label=rec["label"].strip(), group=(rec.get("group") or "").strip(), fold=fold))
+        rows.append(
+            SplitRow(
+                path=resolve_path(rec["path"], base),
+                label=rec["label"].strip(),
+                group=(rec.get("group") or "").strip(),
+                fold=fold,
+            )
+        )
     return rows
 
 
@@ -231,11 +242,21 @@ def split_summary_text(rows: list[SplitRow]) -> str:
     for r in rows:
         groups[r.fold].add(r.group or r.path)
     widths = [max(len(c), 4) for c in classes]
-    head = f"{'fold':<5}  " + "  ".join(f"{c:>{w}}" for c, w in zip(classes, widths)) + f"  {'groups':>6}  {'files':>6}"
+    head = (
+        f"{'fold':<5}  "
+        + "  ".join(f"{c:>{w}}" for c, w in zip(classes, widths, strict=False))
+        + f"  {'groups':>6}  {'files':>6}"
+    )
     lines = ["distinct groups per fold and class:", head]
     for f, per in counts.items():
-        lines.append(f"{f:<5}  " + "  ".join(f"{per[c]:>{w}}" for c, w in zip(classes, widths)) + f"  {len(groups[f]):>6}  {files[f]:>6}")
+        lines.append(
+            f"{f:<5}  "
+            + "  ".join(f"{per[c]:>{w}}" for c, w in zip(classes, widths, strict=False))
+            + f"  {len(groups[f]):>6}  {files[f]:>6}"
+        )
     total_groups = len({r.group or r.path for r in rows})
-    lines.append(f"{len(rows)} files, {total_groups} groups, {len([f for f in counts if f != TEST])} folds" + (", test held out" if TEST in counts else ""))
+    lines.append(
+        f"{len(rows)} files, {total_groups} groups, {len([f for f in counts if f != TEST])} folds"
+        + (", test held out" if TEST in counts else "")
+    )
     return "\n".join(lines)
-

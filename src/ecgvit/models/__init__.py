@@ -7,9 +7,10 @@ always travel together (ModelSpec.preprocess()).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,7 +20,16 @@ from torch import nn
 
 from ecgvit.config import PreprocessConfig
 
-__all__ = ["ModelSpec", "prepare_batch", "create_model", "list_models", "get_spec", "count_params", "count_gflops", "register_model"]
+__all__ = [
+    "ModelSpec",
+    "prepare_batch",
+    "create_model",
+    "list_models",
+    "get_spec",
+    "count_params",
+    "count_gflops",
+    "register_model",
+]
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,9 @@ def create_model(
     """Build a registered model. `weights`: a local .safetensors file (never a hub download)."""
     spec = get_spec(name)
     kw = {**spec.kwargs, **kwargs}
-    model = spec.builder(num_classes=num_classes, img_size=tuple(img_size or spec.img_size), in_chans=in_chans or spec.in_chans, **kw)
+    model = spec.builder(
+        num_classes=num_classes, img_size=tuple(img_size or spec.img_size), in_chans=in_chans or spec.in_chans, **kw
+    )
     if weights is not None:
         load_weights(model, weights)
     return model
@@ -160,6 +172,7 @@ for _arch, _desc in (
     # CNNs are unmeasured.
     register_model(ModelSpec(_arch, _timm(_arch), (192, 320), 1, _desc, channels_last=True))
 
+
 def _rowvit(num_classes: int, img_size: tuple[int, int], in_chans: int, **kw: Any) -> nn.Module:
     from ecgvit.models.ecg_vit import RowViT
 
@@ -203,7 +216,7 @@ register_model(
 )
 
 
-def prepare_batch(arrays: "np.ndarray | torch.Tensor") -> torch.Tensor:
+def prepare_batch(arrays: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 pages (N, H, W) or (N, H, W, 3) -> float (N, C, H, W) with ink high, paper ~0.
 
     Inverting makes the zero padding of augmentation and of convolutions look like paper.

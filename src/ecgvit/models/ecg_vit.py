@@ -59,6 +59,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
@@ -130,7 +131,9 @@ class Block(nn.Module):
         self.attn = Attention(dim, heads, proj_drop=drop)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), Dropout(drop), nn.Linear(hidden, dim), Dropout(drop))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), Dropout(drop), nn.Linear(hidden, dim), Dropout(drop)
+        )
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,8 +196,13 @@ class RowViT(nn.Module):
         self.num_features = dim
 
         chs = (in_chans, *stem_chs)
-        first = conv_bn_gelu(in_chans, stem_chs[0], 2) if patch0 == 2 else nn.Sequential(
-            nn.Conv2d(in_chans, stem_chs[0], patch0, patch0, bias=False), nn.BatchNorm2d(stem_chs[0]), nn.GELU())
+        first = (
+            conv_bn_gelu(in_chans, stem_chs[0], 2)
+            if patch0 == 2
+            else nn.Sequential(
+                nn.Conv2d(in_chans, stem_chs[0], patch0, patch0, bias=False), nn.BatchNorm2d(stem_chs[0]), nn.GELU()
+            )
+        )
         self.stem = nn.Sequential(first, *[conv_bn_gelu(chs[i], chs[i + 1], 2) for i in range(1, len(stem_chs))])
         self.token_proj = nn.Linear(stem_chs[-1] * self.band_h, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -237,7 +245,11 @@ class RowViT(nn.Module):
         """(B, C, H, W) -> row/time tokens (B, n_rows * T, dim) with position embeddings."""
         f = self.stem(x)  # (B, C', n_rows * band_h, T)
         B, C, _, T = f.shape
-        f = f.reshape(B, C, self.n_rows, self.band_h, T).permute(0, 2, 4, 1, 3).reshape(B, self.n_rows, T, C * self.band_h)
+        f = (
+            f.reshape(B, C, self.n_rows, self.band_h, T)
+            .permute(0, 2, 4, 1, 3)
+            .reshape(B, self.n_rows, T, C * self.band_h)
+        )
         t = self.token_proj(f) + self.row_embed + self.time_embed  # (B, R, T, D)
         t = t.reshape(B, self.n_rows * T, -1)
         if self.panel_embed is not None:

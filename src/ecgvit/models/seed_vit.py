@@ -34,7 +34,14 @@ class SeedViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, n, embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio=mlp_dim / embed_dim, qkv_bias=True, act_layer=nn.ReLU, proj_drop=drop_rate)
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_dim / embed_dim,
+                qkv_bias=True,
+                act_layer=nn.ReLU,
+                proj_drop=drop_rate,
+            )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim)

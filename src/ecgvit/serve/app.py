@@ -62,8 +62,20 @@ class _BodyLimit:
         self.max_bytes = max_bytes
 
     async def _reject(self, send: Any) -> None:
-        body = json.dumps({"detail": f"upload too large: the limit is {self.max_bytes - MULTIPART_SLACK} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        body = json.dumps(
+            {"detail": f"upload too large: the limit is {self.max_bytes - MULTIPART_SLACK} bytes"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -155,12 +167,17 @@ def create_app(
         if any("file" in [str(x) for x in e.get("loc", ())] for e in errs):
             msg = "missing file: send the image as multipart/form-data field 'file'"
         else:
-            msg = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg', '')}" for e in errs) or "invalid request"
+            msg = (
+                "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg', '')}" for e in errs)
+                or "invalid request"
+            )
         return JSONResponse({"detail": msg}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _internal(_req: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the request was not processed"}, status_code=500)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); the request was not processed"}, status_code=500
+        )
 
     async def _read(file: UploadFile) -> bytes:
         data = await file.read(max_upload_bytes + 1)
@@ -172,7 +189,9 @@ def create_app(
 
     async def _run(fn: Any, file: UploadFile) -> Any:
         if not gate.try_enter():
-            raise HTTPException(503, "server busy: too many requests in progress, try again shortly", headers={"Retry-After": "1"})
+            raise HTTPException(
+                503, "server busy: too many requests in progress, try again shortly", headers={"Retry-After": "1"}
+            )
         try:
             data = await _read(file)
             loop = asyncio.get_running_loop()
@@ -210,7 +229,14 @@ def create_app(
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness and what is loaded."""
-        return {"status": "ok", "model": model_name, "classes": predictor.classes, "in_flight": gate.inside, "capacity": gate.capacity, "max_upload_bytes": max_upload_bytes}
+        return {
+            "status": "ok",
+            "model": model_name,
+            "classes": predictor.classes,
+            "in_flight": gate.inside,
+            "capacity": gate.capacity,
+            "max_upload_bytes": max_upload_bytes,
+        }
 
     @app.post("/predict")
     async def predict(file: UploadFile = File(..., description="an ECG page image (JPEG, PNG, ...)")) -> dict[str, Any]:
@@ -221,12 +247,23 @@ def create_app(
         out["latency_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         return out
 
-    @app.post("/explain", response_class=Response, responses={200: {"content": {"image/png": {}}, "description": "the page with the heatmap, label and probability drawn on it"}})
+    @app.post(
+        "/explain",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"image/png": {}},
+                "description": "the page with the heatmap, label and probability drawn on it",
+            }
+        },
+    )
     async def explain(file: UploadFile = File(..., description="an ECG page image (JPEG, PNG, ...)")) -> Response:
         """Heatmap of what drove the prediction, drawn on the page (PNG)."""
         t0 = time.perf_counter()
         if getattr(predictor, "run", None) is None and getattr(predictor, "_loaded", None) is None:
-            raise HTTPException(501, "heatmaps need the PyTorch weights: start the server with the RUN folder, not only the .onnx file")
+            raise HTTPException(
+                501, "heatmaps need the PyTorch weights: start the server with the RUN folder, not only the .onnx file"
+            )
         png, info = await _run(_explain, file)
         headers = {
             "X-Status": info.get("status", "ok"),
@@ -249,15 +286,23 @@ def _version() -> str:
         return "0"
 
 
-def serve(model: Any, host: str = "127.0.0.1", port: int = 8000, workers: int = 2, queue: int = 16, max_upload_bytes: int = 20_000_000, threads: int = 0, log_level: str = "info") -> None:
+def serve(
+    model: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 2,
+    queue: int = 16,
+    max_upload_bytes: int = 20_000_000,
+    threads: int = 0,
+    log_level: str = "info",
+) -> None:
     """`ecgvit serve RUN`: load the model once, then run uvicorn (blocking)."""
+    import os
     import sys
 
     import uvicorn
 
     from ecgvit.predict import Predictor
-
-    import os
 
     # Requests run side by side in `workers` threads: split the cores between them rather than
     # let every request's intra-op threads fight for all of them.
@@ -265,6 +310,9 @@ def serve(model: Any, host: str = "127.0.0.1", port: int = 8000, workers: int = 
     pred = Predictor(model, threads=threads)
     app = create_app(pred, max_upload_bytes=max_upload_bytes, workers=workers, queue=queue)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"ecgvit: warning: serving on {host}: reachable from other machines; there is no authentication", file=sys.stderr)
+        print(
+            f"ecgvit: warning: serving on {host}: reachable from other machines; there is no authentication",
+            file=sys.stderr,
+        )
     print(f"ecgvit: {pred.model_name} ({pred.backend}) on http://{host}:{port}/  (API docs: /docs)", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5)

@@ -102,7 +102,13 @@ def page_rng(seed: int, cls: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), CLASSES.index(cls), int(index)]))
 
 
-def render_page(ecg: ECG, rng: np.random.Generator, style: PageStyle = KHAN_STYLE, distort: str = "none", layout: str = DEFAULT_LAYOUT) -> tuple[np.ndarray, dict[str, Any]]:
+def render_page(
+    ecg: ECG,
+    rng: np.random.Generator,
+    style: PageStyle = KHAN_STYLE,
+    distort: str = "none",
+    layout: str = DEFAULT_LAYOUT,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Draw `ecg` on a page; returns (HxWx3 uint8 RGB array, params: header fields, distortions, layout)."""
     meta = random_meta(rng, ecg.heart_rate)
     a = render(ecg.signals, style, meta, ecg.fs, layout)
@@ -110,7 +116,15 @@ def render_page(ecg: ECG, rng: np.random.Generator, style: PageStyle = KHAN_STYL
     return a, {"header": meta, "distortions": dparams, "layout": layout}
 
 
-def make_page(cls: str, rng: np.random.Generator, style: PageStyle = KHAN_STYLE, distort: str = "none", noise: bool = True, as_array: bool = False, layout: str = DEFAULT_LAYOUT) -> tuple[Image.Image | np.ndarray, np.ndarray, dict[str, Any]]:
+def make_page(
+    cls: str,
+    rng: np.random.Generator,
+    style: PageStyle = KHAN_STYLE,
+    distort: str = "none",
+    noise: bool = True,
+    as_array: bool = False,
+    layout: str = DEFAULT_LAYOUT,
+) -> tuple[Image.Image | np.ndarray, np.ndarray, dict[str, Any]]:
     """One page of class `cls` in memory: (PIL RGB image, or array if as_array; signals 12xN mV; params).
 
     `layout` arranges the panels: "3x4+1" (Khan template, default), "3x4", "6x2" or "12x1"
@@ -182,7 +196,12 @@ def _write_page(out: str, cls: str, index: int, cfg: SynthConfig) -> str:
     side = {
         "file": f"{stem}.{cfg.fmt}",
         "class": cls,
-        "seed": {"seed": cfg.seed, "class_index": CLASSES.index(cls), "index": index, "derivation": "SeedSequence([seed, class_index, index])"},
+        "seed": {
+            "seed": cfg.seed,
+            "class_index": CLASSES.index(cls),
+            "index": index,
+            "derivation": "SeedSequence([seed, class_index, index])",
+        },
         "distort": cfg.distort,
         **params,
     }
@@ -198,13 +217,25 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def generate(out: str | os.PathLike[str], per_class: int = 10, seed: int = 0, distort: str = "none", fmt: str = "jpg", workers: int = 1, progress: bool = True, style: PageStyle | None = None, layout: str = DEFAULT_LAYOUT) -> str:
+def generate(
+    out: str | os.PathLike[str],
+    per_class: int = 10,
+    seed: int = 0,
+    distort: str = "none",
+    fmt: str = "jpg",
+    workers: int = 1,
+    progress: bool = True,
+    style: PageStyle | None = None,
+    layout: str = DEFAULT_LAYOUT,
+) -> str:
     """Write `per_class` pages per class under `out` (see module doc); returns a one-paragraph summary.
 
     `layout`: "3x4+1" (default), "3x4", "6x2" or "12x1"; recorded in synth_config.json and each sidecar.
     """
     validate(per_class, seed, distort, fmt, workers, layout)
-    cfg = SynthConfig(per_class=int(per_class), seed=int(seed), distort=distort, fmt=fmt, style=style or KHAN_STYLE, layout=layout)
+    cfg = SynthConfig(
+        per_class=int(per_class), seed=int(seed), distort=distort, fmt=fmt, style=style or KHAN_STYLE, layout=layout
+    )
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
         raise ValueError(f"out={str(out)!r}: exists and is not a folder")

@@ -25,8 +25,34 @@ def _r(x: float, nd: int = 3) -> float:
 
 def _ranges(level: str) -> dict[str, Any]:
     if level == "light":
-        return dict(rot=1.5, persp=0.008, crop=0.015, blur=(0.0, 0.9), contrast=0.08, bright=10, cast=6, shadow=(0.0, 0.0), creases=(0, 0), noise=(0.0, 2.5), quality=(70, 92), p_shadow=0.0)
-    return dict(rot=7.0, persp=0.05, crop=0.05, blur=(0.4, 2.2), contrast=0.25, bright=30, cast=18, shadow=(0.15, 0.45), creases=(0, 3), noise=(2.0, 9.0), quality=(35, 80), p_shadow=0.8)
+        return dict(
+            rot=1.5,
+            persp=0.008,
+            crop=0.015,
+            blur=(0.0, 0.9),
+            contrast=0.08,
+            bright=10,
+            cast=6,
+            shadow=(0.0, 0.0),
+            creases=(0, 0),
+            noise=(0.0, 2.5),
+            quality=(70, 92),
+            p_shadow=0.0,
+        )
+    return dict(
+        rot=7.0,
+        persp=0.05,
+        crop=0.05,
+        blur=(0.4, 2.2),
+        contrast=0.25,
+        bright=30,
+        cast=18,
+        shadow=(0.15, 0.45),
+        creases=(0, 3),
+        noise=(2.0, 9.0),
+        quality=(35, 80),
+        p_shadow=0.8,
+    )
 
 
 def apply(a: np.ndarray, rng: np.random.Generator, level: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -57,7 +83,13 @@ def apply(a: np.ndarray, rng: np.random.Generator, level: str) -> tuple[np.ndarr
     bg_val = rng.uniform(40, 200) if level == "heavy" else rng.uniform(225, 255)
     bg = tuple(float(np.clip(bg_val + rng.uniform(-15, 15), 0, 255)) for _ in range(3))
     out = cv2.warpPerspective(a, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=bg)
-    p.update(rotation_deg=_r(ang, 2), perspective_jitter_px=np.round(jit, 1).tolist(), zoom=_r(1 + cz), shift_px=np.round(shift, 1).tolist(), background=[int(v) for v in bg])
+    p.update(
+        rotation_deg=_r(ang, 2),
+        perspective_jitter_px=np.round(jit, 1).tolist(),
+        zoom=_r(1 + cz),
+        shift_px=np.round(shift, 1).tolist(),
+        background=[int(v) for v in bg],
+    )
     p["homography"] = np.round(H, 6).tolist()
     # --- tone: shadow gradient and creases act on paper reflectance; computed at half size
     hh, hw = (h + 1) // 2, (w + 1) // 2
@@ -82,14 +114,24 @@ def apply(a: np.ndarray, rng: np.random.Generator, level: str) -> tuple[np.ndarr
         width = rng.uniform(2, 6)
         wd = width / 2  # at half size
         if vertical:
-            coord = np.arange(hw, dtype=np.float32)[None, :] - (pos * hw + tilt * np.arange(hh, dtype=np.float32)[:, None])
+            coord = np.arange(hw, dtype=np.float32)[None, :] - (
+                pos * hw + tilt * np.arange(hh, dtype=np.float32)[:, None]
+            )
         else:
-            coord = np.arange(hh, dtype=np.float32)[:, None] - (pos * hh + tilt * np.arange(hw, dtype=np.float32)[None, :])
+            coord = np.arange(hh, dtype=np.float32)[:, None] - (
+                pos * hh + tilt * np.arange(hw, dtype=np.float32)[None, :]
+            )
         # a dark fold line with a lighter side (the paper's two facets); only a band around it
         band = np.abs(coord) < 300
         c = coord[band]
-        f[band] *= 1 - strength * np.exp(-0.5 * (c / wd) ** 2) + 0.5 * strength * np.tanh(c / (8 * wd)) * np.exp(-np.abs(c) / 100)
-        creases.append({"vertical": vertical, "pos": _r(pos), "tilt": _r(tilt), "strength": _r(strength), "width_px": _r(width, 1)})
+        f[band] *= (
+            1
+            - strength * np.exp(-0.5 * (c / wd) ** 2)
+            + 0.5 * strength * np.tanh(c / (8 * wd)) * np.exp(-np.abs(c) / 100)
+        )
+        creases.append(
+            {"vertical": vertical, "pos": _r(pos), "tilt": _r(tilt), "strength": _r(strength), "width_px": _r(width, 1)}
+        )
     if creases:
         p["creases"] = creases
     out = np.ascontiguousarray(out)
@@ -103,7 +145,7 @@ def apply(a: np.ndarray, rng: np.random.Generator, level: str) -> tuple[np.ndarr
     p.update(contrast=_r(contrast), brightness=_r(bright, 1), colour_cast=np.round(cast, 1).tolist())
     v = np.arange(256, dtype=np.float32)
     luts = [np.clip((v - 128.0) * contrast + 128.0 + bright + cast[k], 0, 255).astype(np.uint8) for k in range(3)]
-    out = cv2.merge([cv2.LUT(ch, lut) for ch, lut in zip(cv2.split(out), luts)])
+    out = cv2.merge([cv2.LUT(ch, lut) for ch, lut in zip(cv2.split(out), luts, strict=False)])
     # --- blur (optics / motion), then sensor or scanner noise (2 px grain)
     sig = rng.uniform(*R["blur"])
     if sig > 0.3:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, Callable, Sequence
+from typing import Any
 
 
 def _in_worker(write: Callable[..., str], job: tuple[Any, ...]) -> str:
@@ -18,7 +19,15 @@ def _in_worker(write: Callable[..., str], job: tuple[Any, ...]) -> str:
     return write(*job)
 
 
-def run_jobs(write: Callable[..., str], jobs: Sequence[tuple[Any, ...]], keys: Sequence[str], workers: int, progress: bool, desc: str, unit: str) -> tuple[dict[str, int], float]:
+def run_jobs(
+    write: Callable[..., str],
+    jobs: Sequence[tuple[Any, ...]],
+    keys: Sequence[str],
+    workers: int,
+    progress: bool,
+    desc: str,
+    unit: str,
+) -> tuple[dict[str, int], float]:
     """Call `write(*job)` for every job (it returns the job's key); (count per key, seconds)."""
     counts = {k: 0 for k in keys}
     bar = None

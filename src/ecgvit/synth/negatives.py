@@ -31,20 +31,31 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ecgvit.synth.jobs import run_jobs
 from ecgvit.synth import _json_default, encode, make_page
+from ecgvit.synth.jobs import run_jobs
 from ecgvit.synth.page import KHAN_STYLE, _font, blank_page
 from ecgvit.synth.signals import CLASSES, FS, LEADS, simulate
 
-NEGATIVE_KINDS: tuple[str, ...] = ("single_lead", "layout_6x2", "layout_12x1", "blank_grid", "text_only", "texture", "gradient", "shapes", "photo")
+NEGATIVE_KINDS: tuple[str, ...] = (
+    "single_lead",
+    "layout_6x2",
+    "layout_12x1",
+    "blank_grid",
+    "text_only",
+    "texture",
+    "gradient",
+    "shapes",
+    "photo",
+)
 FORMATS = ("jpg", "png")
 # keeps negative RNG streams apart from the class pages' SeedSequence([seed, class_index, index])
 _KIND_OFFSET = 1000
@@ -54,7 +65,9 @@ Params = dict[str, Any]
 
 def negative_rng(seed: int, kind: str, index: int) -> np.random.Generator:
     """The RNG of image `index` of `kind`: depends only on (seed, kind, index)."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), _KIND_OFFSET + NEGATIVE_KINDS.index(kind), int(index)]))
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed), _KIND_OFFSET + NEGATIVE_KINDS.index(kind), int(index)])
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -84,7 +97,9 @@ def _add_noise(a: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndar
     return out.astype(np.uint8)
 
 
-def _value_noise(rng: np.random.Generator, h: int, w: int, octaves: int, base_cells: float, persistence: float) -> np.ndarray:
+def _value_noise(
+    rng: np.random.Generator, h: int, w: int, octaves: int, base_cells: float, persistence: float
+) -> np.ndarray:
     """Multi-octave value noise in [0, 1] (float32 HxW): random lattices upsampled bicubically.
     Built at a quarter of the size and upsampled once (the finest octave is still ~8 px)."""
     sh, sw = max(8, h // 4), max(8, w // 4)
@@ -161,9 +176,23 @@ def _single_lead(rng: np.random.Generator) -> tuple[np.ndarray, Params]:
     label = rng.random() < 0.7
     if label:
         im = Image.fromarray(a)
-        ImageDraw.Draw(im).text((x0 + 4, y0 - 1.5 * ppmv), lead, font=_font(KHAN_STYLE.font_file, int(3.5 * px_per_mm)), fill=(0, 0, 0), anchor="ls")
+        ImageDraw.Draw(im).text(
+            (x0 + 4, y0 - 1.5 * ppmv),
+            lead,
+            font=_font(KHAN_STYLE.font_file, int(3.5 * px_per_mm)),
+            fill=(0, 0, 0),
+            anchor="ls",
+        )
         a = np.array(im)
-    return a, {"size": [w, h], "px_per_mm": round(px_per_mm, 3), "grid": st.grid_kind, "lead": lead, "class": cls, "seconds": round(dur, 2), "label": label}
+    return a, {
+        "size": [w, h],
+        "px_per_mm": round(px_per_mm, 3),
+        "grid": st.grid_kind,
+        "lead": lead,
+        "class": cls,
+        "seconds": round(dur, 2),
+        "label": label,
+    }
 
 
 def _layout_page(layout: str) -> Callable[[np.random.Generator], tuple[np.ndarray, Params]]:
@@ -171,7 +200,12 @@ def _layout_page(layout: str) -> Callable[[np.random.Generator], tuple[np.ndarra
         cls = str(rng.choice(CLASSES))
         distort = "light" if rng.random() < 0.3 else "none"
         a, _, p = make_page(cls, rng, distort=distort, as_array=True, layout=layout)
-        return np.asarray(a), {"layout": layout, "class": cls, "distort": distort, "size": [int(a.shape[1]), int(a.shape[0])]}
+        return np.asarray(a), {
+            "layout": layout,
+            "class": cls,
+            "distort": distort,
+            "size": [int(a.shape[1]), int(a.shape[0])],
+        }
 
     return make
 
@@ -211,7 +245,9 @@ def _text_only(rng: np.random.Generator) -> tuple[np.ndarray, Params]:
     mx = int(w * rng.uniform(0.07, 0.12))
     y = int(h * rng.uniform(0.05, 0.1))
     variant = "lab_report" if rng.random() < 0.5 else "letter"
-    title = "LABORATORY REPORT" if variant == "lab_report" else " ".join(str(s).capitalize() for s in rng.choice(_WORDS, 3))
+    title = (
+        "LABORATORY REPORT" if variant == "lab_report" else " ".join(str(s).capitalize() for s in rng.choice(_WORDS, 3))
+    )
     d.text((mx, y), title, font=fb, fill=ink, anchor="lt")
     y += int(size * 3)
     lh = int(size * rng.uniform(1.35, 1.7))
@@ -248,7 +284,9 @@ def _texture(rng: np.random.Generator) -> tuple[np.ndarray, Params]:
     if variant == "wood":
         cx, cy = rng.uniform(-0.5, 1.5) * w, rng.uniform(-0.5, 1.5) * h
         yy, xx = np.ogrid[0:h, 0:w]
-        r = np.sqrt(((xx - cx) / max(w, h)) ** 2 + ((yy - cy) / max(w, h) * rng.uniform(0.2, 1.0)) ** 2, dtype=np.float32)
+        r = np.sqrt(
+            ((xx - cx) / max(w, h)) ** 2 + ((yy - cy) / max(w, h) * rng.uniform(0.2, 1.0)) ** 2, dtype=np.float32
+        )
         t = np.sin((r * rng.uniform(5, 20) + n * rng.uniform(1, 3)) * np.float32(2 * np.pi)) * 0.5 + 0.5
         base = _colour(rng, 90, 200)
         colours = [tuple(int(c * 0.55) for c in base), base]  # type: ignore[misc]
@@ -256,7 +294,9 @@ def _texture(rng: np.random.Generator) -> tuple[np.ndarray, Params]:
         ang = rng.uniform(0, np.pi)
         yy, xx = np.ogrid[0:h, 0:w]
         u = (xx * np.cos(ang) + yy * np.sin(ang)).astype(np.float32) / max(w, h)
-        t = np.abs(np.sin((u * rng.uniform(3, 10) + n * rng.uniform(3, 8)) * np.float32(np.pi))) ** np.float32(rng.uniform(0.3, 1.0))
+        t = np.abs(np.sin((u * rng.uniform(3, 10) + n * rng.uniform(3, 8)) * np.float32(np.pi))) ** np.float32(
+            rng.uniform(0.3, 1.0)
+        )
         colours = [_colour(rng, 0, 120), _colour(rng, 170, 256)]
     else:
         t = n
@@ -285,10 +325,17 @@ def _gradient(rng: np.random.Generator) -> tuple[np.ndarray, Params]:
     a = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     sigma = float(rng.uniform(1.0, 4.0))
     a = _add_noise(a, rng, sigma)
-    return a, {"size": [w, h], "radial": bool(radial), "colours": [list(c) for c in colours], "noise_sigma": round(sigma, 2)}
+    return a, {
+        "size": [w, h],
+        "radial": bool(radial),
+        "colours": [list(c) for c in colours],
+        "noise_sigma": round(sigma, 2),
+    }
 
 
-def _draw_shapes(a: np.ndarray, rng: np.random.Generator, n: int, palette: Callable[[], tuple[int, int, int]] | None = None) -> list[str]:
+def _draw_shapes(
+    a: np.ndarray, rng: np.random.Generator, n: int, palette: Callable[[], tuple[int, int, int]] | None = None
+) -> list[str]:
     h, w = a.shape[:2]
     s = max(h, w)
     kinds = []
@@ -362,7 +409,14 @@ def _photo(rng: np.random.Generator) -> tuple[np.ndarray, Params]:
     sub = a[max(0, hy - h // 4) :]
     kinds = _draw_shapes(sub, rng, n, palette=lambda: _colour(rng, 20, 200))
     if rng.random() < 0.5:  # a sun or lamp
-        cv2.circle(a, (int(rng.integers(0, w)), int(rng.uniform(0.05, 0.8) * hy)), int(rng.uniform(0.02, 0.08) * max(w, h)), (255, 250, 220), -1, cv2.LINE_AA)
+        cv2.circle(
+            a,
+            (int(rng.integers(0, w)), int(rng.uniform(0.05, 0.8) * hy)),
+            int(rng.uniform(0.02, 0.08) * max(w, h)),
+            (255, 250, 220),
+            -1,
+            cv2.LINE_AA,
+        )
     blur = float(rng.uniform(0.8, 3.0)) * max(W, H) / 1500  # in full-size pixels
     a = cv2.GaussianBlur(a, (0, 0), max(0.3, blur * f))
     if (w, h) != (W, H):
@@ -371,7 +425,15 @@ def _photo(rng: np.random.Generator) -> tuple[np.ndarray, Params]:
     a = _add_noise(a, rng, sigma)
     q = int(rng.integers(40, 90))
     a = _jpeg(a, q)
-    return a, {"size": [W, H], "horizon": round(horizon, 3), "n_shapes": n, "shapes": sorted(set(kinds)), "blur_sigma": round(blur, 2), "noise_sigma": round(sigma, 2), "jpeg_quality": q}
+    return a, {
+        "size": [W, H],
+        "horizon": round(horizon, 3),
+        "n_shapes": n,
+        "shapes": sorted(set(kinds)),
+        "blur_sigma": round(blur, 2),
+        "noise_sigma": round(sigma, 2),
+        "jpeg_quality": q,
+    }
 
 
 _MAKERS: dict[str, Callable[[np.random.Generator], tuple[np.ndarray, Params]]] = {
@@ -405,7 +467,9 @@ def check_kinds(kinds: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kinds))
 
 
-def make_negative(kind: str, rng: np.random.Generator, with_params: bool = False) -> np.ndarray | tuple[np.ndarray, Params]:
+def make_negative(
+    kind: str, rng: np.random.Generator, with_params: bool = False
+) -> np.ndarray | tuple[np.ndarray, Params]:
     """One out-of-scope image of `kind` (HxWx3 uint8 RGB); with `with_params`, (image, params)."""
     check_kinds((kind,))
     a, p = _MAKERS[kind](rng)
@@ -418,12 +482,30 @@ def _write(out: str, kind: str, index: int, seed: int, fmt: str) -> str:
     stem = f"{kind}_{index:05d}"
     d = Path(out) / kind
     (d / f"{stem}.{fmt}").write_bytes(encode(a, fmt, quality=85))
-    side = {"file": f"{stem}.{fmt}", "kind": kind, "seed": {"seed": seed, "kind_index": NEGATIVE_KINDS.index(kind), "index": index, "derivation": f"SeedSequence([seed, {_KIND_OFFSET} + kind_index, index])"}, **p}
+    side = {
+        "file": f"{stem}.{fmt}",
+        "kind": kind,
+        "seed": {
+            "seed": seed,
+            "kind_index": NEGATIVE_KINDS.index(kind),
+            "index": index,
+            "derivation": f"SeedSequence([seed, {_KIND_OFFSET} + kind_index, index])",
+        },
+        **p,
+    }
     (d / f"{stem}.json").write_text(json.dumps(side, indent=1, sort_keys=True, default=_json_default))
     return kind
 
 
-def generate_negatives(out: str | os.PathLike[str], per_kind: int = 10, seed: int = 0, kinds: Any = NEGATIVE_KINDS, fmt: str = "jpg", workers: int = 1, progress: bool = True) -> str:
+def generate_negatives(
+    out: str | os.PathLike[str],
+    per_kind: int = 10,
+    seed: int = 0,
+    kinds: Any = NEGATIVE_KINDS,
+    fmt: str = "jpg",
+    workers: int = 1,
+    progress: bool = True,
+) -> str:
     """Write `per_kind` images of each kind under `out` (see module doc); returns a one-paragraph summary."""
     kinds = check_kinds(kinds)
     if isinstance(per_kind, bool) or not isinstance(per_kind, (int, np.integer)) or per_kind < 1:
@@ -439,7 +521,14 @@ def generate_negatives(out: str | os.PathLike[str], per_kind: int = 10, seed: in
         raise ValueError(f"out={str(out)!r}: exists and is not a folder")
     for k in kinds:
         (outp / k).mkdir(parents=True, exist_ok=True)
-    cfg = {"kinds": list(kinds), "per_kind": int(per_kind), "seed": int(seed), "format": fmt, "rng": f"SeedSequence([seed, {_KIND_OFFSET} + NEGATIVE_KINDS.index(kind), index])", "all_kinds": list(NEGATIVE_KINDS)}
+    cfg = {
+        "kinds": list(kinds),
+        "per_kind": int(per_kind),
+        "seed": int(seed),
+        "format": fmt,
+        "rng": f"SeedSequence([seed, {_KIND_OFFSET} + NEGATIVE_KINDS.index(kind), index])",
+        "all_kinds": list(NEGATIVE_KINDS),
+    }
     (outp / "negatives_config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
     jobs = [(str(outp), k, i, int(seed), fmt) for k in kinds for i in range(int(per_kind))]
     counts, dt = run_jobs(_write, jobs, kinds, int(workers), progress, desc="negatives", unit="image")

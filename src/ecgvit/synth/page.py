@@ -31,7 +31,13 @@ from ecgvit.synth.signals import FS, LEADS
 
 RGB = tuple[int, int, int]
 
-_FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF", "/Library/Fonts", "C:/Windows/Fonts")
+_FONT_DIRS = (
+    "/usr/share/fonts/truetype/dejavu",
+    "/usr/share/fonts/dejavu",
+    "/usr/share/fonts/TTF",
+    "/Library/Fonts",
+    "C:/Windows/Fonts",
+)
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ class PageStyle:
     def panel_w(self) -> float:
         return 2.5 * self.px_per_s
 
-    def scaled(self, factor: float) -> "PageStyle":
+    def scaled(self, factor: float) -> PageStyle:
         """The same template at another resolution (e.g. 0.5 for 100 dpi)."""
         f = factor
         s = lambda v: int(round(v * f))  # noqa: E731
@@ -173,7 +179,7 @@ class Layout:
 LAYOUTS: dict[str, Layout] = {
     "3x4+1": Layout("3x4+1", LAYOUT, 2.5, RHYTHM_LEAD, "4*2.5s+1r"),
     "3x4": Layout("3x4", LAYOUT, 2.5, None, "4*2.5s"),
-    "6x2": Layout("6x2", tuple(zip(LEADS[:6], LEADS[6:])), 5.0, None, "2*5s"),
+    "6x2": Layout("6x2", tuple(zip(LEADS[:6], LEADS[6:], strict=False)), 5.0, None, "2*5s"),
     "12x1": Layout("12x1", tuple((lead,) for lead in LEADS), 10.0, None, "1*10s", gain_factor=0.5),
 }
 DEFAULT_LAYOUT = "3x4+1"
@@ -251,19 +257,19 @@ def _draw_grid(a: np.ndarray, st: PageStyle) -> None:
         a[np.ix_(half_y, xi[major_x])] = st.major_color
         a[np.ix_(yi[major_y], half_x)] = st.major_color
     else:
-        for x, mj in zip(xs, major_x):
+        for x, mj in zip(xs, major_x, strict=False):
             xi = int(round(x))
             c, w = (st.major_color, st.major_width) if mj else (st.minor_color, st.minor_width)
             cv2.line(a, (xi, it), (xi, ib), c, w)
-        for y, mj in zip(ys, major_y):
+        for y, mj in zip(ys, major_y, strict=False):
             yi = int(round(y))
             c, w = (st.major_color, st.major_width) if mj else (st.minor_color, st.minor_width)
             cv2.line(a, (il, yi), (ir, yi), c, w)
         # majors on top
-        for x, mj in zip(xs, major_x):
+        for x, mj in zip(xs, major_x, strict=False):
             if mj:
                 cv2.line(a, (int(round(x)), it), (int(round(x)), ib), st.major_color, st.major_width)
-        for y, mj in zip(ys, major_y):
+        for y, mj in zip(ys, major_y, strict=False):
             if mj:
                 cv2.line(a, (il, int(round(y))), (ir, int(round(y))), st.major_color, st.major_width)
     # pink border rectangle (the crop detector looks for it)
@@ -289,7 +295,16 @@ def _draw_header_text(d: ImageDraw.ImageDraw, st: PageStyle) -> None:
     ft = _font(st.font_file, st.title_size)
     fh = _font(st.font_file, st.header_size)
     _text(d, (1135 * s, 61 * s), st.title, ft, ink, "ms")
-    row1 = [(322, "Years"), (617, "cm"), (765, "kg"), (907, "/"), (958, "mmHg"), (1095, "Race:Unknown"), (1334, "Room No.:"), (1525, "Department:")]
+    row1 = [
+        (322, "Years"),
+        (617, "cm"),
+        (765, "kg"),
+        (907, "/"),
+        (958, "mmHg"),
+        (1095, "Race:Unknown"),
+        (1334, "Room No.:"),
+        (1525, "Department:"),
+    ]
     for x, txt in row1:
         _text(d, (x * s, 92 * s), txt, fh, ink)
     _text(d, (70 * s, 92 * s), "ID :", fh, ink)
@@ -360,7 +375,9 @@ def _template(st: PageStyle, layout: str) -> np.ndarray:
     return out
 
 
-def trace_polylines(signals: np.ndarray, st: PageStyle, fs: int = FS, shift: int = 3, layout: str | Layout = DEFAULT_LAYOUT) -> list[np.ndarray]:
+def trace_polylines(
+    signals: np.ndarray, st: PageStyle, fs: int = FS, shift: int = 3, layout: str | Layout = DEFAULT_LAYOUT
+) -> list[np.ndarray]:
     """Fixed-point (cv2 `shift`) polylines of the 12 panels and the rhythm strip (if the layout has one)."""
     lay = get_layout(layout)
     idx = {lead: i for i, lead in enumerate(LEADS)}
@@ -391,7 +408,9 @@ def trace_polylines(signals: np.ndarray, st: PageStyle, fs: int = FS, shift: int
     return out
 
 
-def render(signals: np.ndarray, st: PageStyle, meta: dict[str, Any], fs: int = FS, layout: str = DEFAULT_LAYOUT) -> np.ndarray:
+def render(
+    signals: np.ndarray, st: PageStyle, meta: dict[str, Any], fs: int = FS, layout: str = DEFAULT_LAYOUT
+) -> np.ndarray:
     """A page (HxWx3 uint8 RGB) with `signals` (12 x N mV, order LEADS) and header fields `meta`,
     panels arranged as `layout` (a key of LAYOUTS).
 
@@ -413,7 +432,9 @@ def render(signals: np.ndarray, st: PageStyle, meta: dict[str, Any], fs: int = F
     _text(d, (1793 * s, fy), f"{meta.get('date', '')}  {meta.get('time', '')}", ff, ink)
     a = np.array(im)
     shift = 3
-    cv2.polylines(a, trace_polylines(signals, st, fs, shift, lay), False, st.trace_color, st.trace_width, cv2.LINE_AA, shift)
+    cv2.polylines(
+        a, trace_polylines(signals, st, fs, shift, lay), False, st.trace_color, st.trace_width, cv2.LINE_AA, shift
+    )
     return a
 
 

@@ -94,7 +94,9 @@ def _sinus_rr(rng: np.random.Generator, hr: float, n_max: int, var: float) -> li
     return out
 
 
-def _schedule(rng: np.random.Generator, cls: str, rhythm: str, hr: float, extras: dict[str, Any]) -> tuple[list[tuple[float, str, float]], list[float]]:
+def _schedule(
+    rng: np.random.Generator, cls: str, rhythm: str, hr: float, extras: dict[str, Any]
+) -> tuple[list[tuple[float, str, float]], list[float]]:
     """Ventricular beats as (qrs_onset_s, type, pr_s) and P-wave peak times (s).
 
     pr_s < 0 means "no P wave drawn for this beat" (AF, PVC, escape rhythm).
@@ -248,7 +250,14 @@ def _apply_acute_mi(rng: np.random.Generator, W: np.ndarray, territory: str) -> 
         W[1, _CI[comp]] += d2
 
     if territory == "anterior":
-        prof = {"V1": _u(rng, 0.5, 1.0), "V2": 1.0, "V3": 1.0, "V4": _u(rng, 0.7, 1.0), "V5": _u(rng, 0.0, 0.4), "V6": 0.0}
+        prof = {
+            "V1": _u(rng, 0.5, 1.0),
+            "V2": 1.0,
+            "V3": 1.0,
+            "V4": _u(rng, 0.7, 1.0),
+            "V5": _u(rng, 0.0, 0.4),
+            "V6": 0.0,
+        }
         ang = _u(rng, -80, -40)
         add_limb("ST", 0.3 * e, ang)
         add_limb("T", 0.3 * e, ang)
@@ -335,7 +344,9 @@ def _add_plateau(row: np.ndarray, t_on: float, t_off: float, amp: float) -> None
     row[lo:hi] += amp / (1 + np.exp(-(x - t_on) / 0.005)) / (1 + np.exp((x - t_off) / 0.03))
 
 
-def _basis(beats: list[tuple[float, str, float]], ps: list[float], rng: np.random.Generator, m: dict[str, float], af: bool) -> np.ndarray:
+def _basis(
+    beats: list[tuple[float, str, float]], ps: list[float], rng: np.random.Generator, m: dict[str, float], af: bool
+) -> np.ndarray:
     B = np.zeros((len(_COMPONENTS), N_SAMPLES))
     prev = None
     for t, kind, _pr in beats:
@@ -363,7 +374,9 @@ def _basis(beats: list[tuple[float, str, float]], ps: list[float], rng: np.rando
         f = np.zeros(N_SAMPLES)
         for _ in range(4):
             fr = _u(rng, 4.0, 8.0)
-            f += rng.uniform(0.5, 1.0) * np.sin(2 * math.pi * fr * tt + _u(rng, 0, 6.3) + 0.8 * np.sin(2 * math.pi * 0.3 * tt))
+            f += rng.uniform(0.5, 1.0) * np.sin(
+                2 * math.pi * fr * tt + _u(rng, 0, 6.3) + 0.8 * np.sin(2 * math.pi * 0.3 * tt)
+            )
         B[_CI["F"]] = f / 2.5
     return B
 
@@ -382,7 +395,12 @@ def _noise(rng: np.random.Generator, n_leads: int) -> tuple[np.ndarray, dict[str
         w = np.convolve(w, np.ones(3) / 3, mode="same")  # band-limit a little
         out[k] += emg_amp * w
         out[k] += hum_amp * _u(rng, 0.3, 1.0) * np.sin(2 * math.pi * hum_f * tt + _u(rng, 0, 6.3))
-    return out, {"baseline_wander_mV": round(bw_amp, 4), "muscle_noise_mV": round(emg_amp, 4), "mains_hum_mV": round(hum_amp, 4), "mains_hz": hum_f}
+    return out, {
+        "baseline_wander_mV": round(bw_amp, 4),
+        "muscle_noise_mV": round(emg_amp, 4),
+        "mains_hum_mV": round(hum_amp, 4),
+        "mains_hz": hum_f,
+    }
 
 
 CLASSES: tuple[str, ...] = ("normal", "myocardial_infarction", "abnormal_heartbeat", "history_of_mi")
@@ -453,7 +471,9 @@ def simulate(cls: str, rng: np.random.Generator, noise: bool = True) -> ECG:
     morph = {
         "hr": hr,
         "qtc": _u(rng, 0.38, 0.44),
-        "q_sigma": _u(rng, 0.012, 0.02) if (cls == "history_of_mi" and "q" in params["old_mi"]["mode"]) else _u(rng, 0.006, 0.009),
+        "q_sigma": _u(rng, 0.012, 0.02)
+        if (cls == "history_of_mi" and "q" in params["old_mi"]["mode"])
+        else _u(rng, 0.006, 0.009),
         "r_sigma": _u(rng, 0.008, 0.012) * (1.6 if escape else 1.0),
         "s_sigma": _u(rng, 0.009, 0.014) * (1.6 if escape else 1.0),
         "p_sigma": _u(rng, 0.018, 0.026),
