@@ -18,10 +18,11 @@ import numpy as np
 from PIL import Image
 
 from ecgvit.config import save_json
-from ecgvit.data.preprocess import _draft_size, load_page_array, preprocess_image
-from ecgvit.evaluate import compute_metrics, load_run
+from ecgvit.data.preprocess import draft_size, load_page_array, preprocess_image
+from ecgvit.metrics import compute_metrics
+from ecgvit.models.inference import predict_proba
+from ecgvit.run import load_run
 from ecgvit.synth.distort import apply
-from ecgvit.train import predict_proba
 
 
 def page_arrays(paths: list[str], run, level: str, seed: int) -> np.ndarray:
@@ -37,7 +38,7 @@ def page_arrays(paths: list[str], run, level: str, seed: int) -> np.ndarray:
         buf = io.BytesIO()
         Image.fromarray(a).save(buf, format="JPEG", quality=int(params.get("jpeg_quality", 90)))
         img = Image.open(io.BytesIO(buf.getvalue()))
-        img.draft("RGB", _draft_size(cfg))
+        img.draft("RGB", draft_size(cfg))
         out.append(preprocess_image(img.convert("RGB"), cfg).array)
     return np.stack(out)
 

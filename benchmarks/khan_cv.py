@@ -24,7 +24,7 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, torch
-from ecgvit.evaluate import cross_validate
+from ecgvit.engine.cv import cross_validate
 from ecgvit.models import get_spec
 a = json.loads(sys.argv[1])
 torch.set_num_threads(a["threads"])
@@ -55,8 +55,8 @@ def forward_speed(name: str, threads: int, batch: int = 8, reps: int = 3) -> flo
 
 
 def main() -> None:
+    from ecgvit.config import DEFAULT_MODEL
     from ecgvit.models import count_gflops, count_params, create_model, get_spec
-    from ecgvit.train import DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/khan")

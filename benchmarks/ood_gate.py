@@ -56,9 +56,11 @@ def main() -> None:
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from ecgvit.evaluate import expected_calibration_error
-    from ecgvit.gate import calibrate, load_gate, measure_pages, softmax_t
-    from ecgvit.predict import Predictor
+    from ecgvit.engine.calibrate import calibrate, measure_pages
+    from ecgvit.metrics import expected_calibration_error
+    from ecgvit.metrics import softmax as softmax_t
+    from ecgvit.runtime.gate import load_gate
+    from ecgvit.runtime.predictor import Predictor
     from ecgvit.synth import generate
     from ecgvit.synth.negatives import NEGATIVE_KINDS, generate_negatives
 

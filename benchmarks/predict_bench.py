@@ -38,8 +38,8 @@ import torch
 def make_random_run(out: Path, model: str, seed: int = 0) -> Path:
     """A run folder for `model` at its registered input size with seeded random weights."""
     from ecgvit.config import KHAN_CLASSES, to_dict
+    from ecgvit.engine.train import save_model
     from ecgvit.models import create_model, get_spec
-    from ecgvit.train import save_model
 
     spec = get_spec(model)
     torch.manual_seed(seed)
@@ -77,8 +77,8 @@ def register_rowvit_preview() -> None:
 
 
 def default_model() -> tuple[str, str]:
+    from ecgvit.config import DEFAULT_MODEL
     from ecgvit.models import list_models
-    from ecgvit.train import DEFAULT_MODEL
 
     if DEFAULT_MODEL in list_models():
         return DEFAULT_MODEL, ""
@@ -95,7 +95,7 @@ def bench_one(
     latency_n: int,
     processes: int = 0,
 ) -> dict:
-    from ecgvit.predict import Predictor
+    from ecgvit.runtime.predictor import Predictor
 
     pred = Predictor(run, backend=backend, threads=threads, workers=workers, batch_size=batch_size, processes=processes)
     # Warm-up on the whole list: allocator, oneDNN / ORT kernels, decoder tables, and the
@@ -172,7 +172,7 @@ def _floor_batch(job: tuple[int, list[str], object]) -> int:
     from dataclasses import replace
 
     from ecgvit.data.io import open_page
-    from ecgvit.predict import load_input
+    from ecgvit.runtime.inputs import load_input
 
     stage, files, spec = job
     for f in files:
@@ -192,7 +192,7 @@ def pipeline_floor(run: Path, files: list[str], batch_size: int, rounds: int = 3
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from ecgvit.predict import Predictor
+    from ecgvit.runtime.predictor import Predictor
 
     spec = Predictor(run, backend="torch")._spec()
     n = os.cpu_count() or 1
@@ -221,7 +221,7 @@ def interleaved_ratio(main_r: dict, seed_r: dict, files: list[str], rounds: int)
     the order swapped every round, gives each ratio from one stretch of time, and the median
     over rounds says more than any one of them.
     """
-    from ecgvit.predict import Predictor
+    from ecgvit.runtime.predictor import Predictor
 
     def build(r: dict) -> tuple[Predictor, list[str]]:
         s = r["setup"]

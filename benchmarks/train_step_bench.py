@@ -91,7 +91,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    import ecgvit.train as train_mod
+    import ecgvit.engine.train as train_mod
     from ecgvit.models import get_spec, prepare_batch
 
     y = torch.arange(args.batch) % 4

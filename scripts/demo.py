@@ -69,7 +69,7 @@ def main() -> None:
         "--quiet",
     )
     try:
-        import ecgvit.predict  # noqa: F401
+        import ecgvit.runtime.predictor  # noqa: F401
     except ImportError:
         pass
     else:

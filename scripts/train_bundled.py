@@ -23,10 +23,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ecgvit.bundled import BUNDLED_NAME, bundled_dir
-from ecgvit.config import save_json
+from ecgvit.config import TrainConfig, save_json
+
+# The ViT alone at its spec's 288x320 input for 90 epochs (`ecgvit train`'s default): 5-fold CV
+from ecgvit.engine.train import train, train_teacher
 from ecgvit.models import get_spec
-from ecgvit.train import TrainConfig, train, train_teacher
+from ecgvit.run import BUNDLED_NAME, bundled_dir
 
 # The ViT alone at its spec's 288x320 input for 90 epochs (`ecgvit train`'s default): 5-fold CV
 # macro-F1 0.936 and 0.934 on the same folds (MODEL_CARD.md), against 0.902, 0.879 and 0.868 for the
@@ -123,7 +125,7 @@ def main() -> None:
     save_json(dest / "config.json", meta)
     size = (dest / "model.safetensors").stat().st_size / 1e6
     print(f"installed {BUNDLED_NAME} into {dest} ({size:.1f} MB)")
-    from ecgvit.gate import calibrate, format_calibration
+    from ecgvit.engine.calibrate import calibrate, format_calibration
 
     oof = a.oof if Path(a.oof).exists() else None
     if oof is None:

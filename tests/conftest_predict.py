@@ -23,8 +23,8 @@ def make_run(
 ) -> Path:
     """A run folder (config.json + model.safetensors) holding `model` with seeded random weights."""
     from ecgvit.config import KHAN_CLASSES, to_dict
+    from ecgvit.engine.train import save_model
     from ecgvit.models import create_model, get_spec
-    from ecgvit.train import save_model
 
     spec = get_spec(model)
     size = tuple(size or spec.img_size)

@@ -35,7 +35,7 @@ def _free_port() -> int:
 def _serve(run):
     import uvicorn
 
-    from ecgvit.predict import Predictor
+    from ecgvit.runtime.predictor import Predictor
     from ecgvit.serve import create_app
 
     app = create_app(Predictor(run, backend="torch", threads=1), workers=2)
@@ -61,7 +61,7 @@ def server(tiny_run):
 
 @pytest.fixture(scope="module")
 def gated_server():
-    from ecgvit.bundled import bundled_run
+    from ecgvit.run import bundled_run
 
     run = bundled_run()
     if run is None:

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ecgvit.bundled import bundled_run
+from ecgvit.run import bundled_run
 
 pytestmark = pytest.mark.skipif(
     bundled_run() is None, reason="no bundled model in this checkout (scripts/train_bundled.py makes it)"
@@ -16,9 +16,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_bundled_config_matches_the_code():
-    from ecgvit.config import KHAN_CLASSES, PreprocessConfig, from_dict
+    from ecgvit.config import KHAN_CLASSES, PreprocessConfig, TrainConfig, from_dict
     from ecgvit.models import get_spec
-    from ecgvit.train import TrainConfig
 
     meta = json.loads((bundled_run() / "config.json").read_text())
     assert meta["classes"] == list(KHAN_CLASSES)
@@ -30,9 +29,9 @@ def test_bundled_config_matches_the_code():
 
 def test_bundled_predictions_are_deterministic(tmp_path):
     from ecgvit.data.preprocess import load_arrays
-    from ecgvit.evaluate import load_run
+    from ecgvit.models.inference import predict_proba
+    from ecgvit.run import load_run
     from ecgvit.synth import generate
-    from ecgvit.train import predict_proba
 
     generate(tmp_path / "pages", per_class=1, seed=11, progress=False)
     paths = sorted(str(p) for p in (tmp_path / "pages").rglob("*.jpg"))
@@ -48,7 +47,7 @@ def test_bundled_predictions_are_deterministic(tmp_path):
 def test_bundled_model_runs_on_its_shipped_onnx(tmp_path):
     # The package ships model.onnx beside the weights, so `ecgvit predict` runs ONNX Runtime
     # out of the box; it must come from these very weights and answer as PyTorch does.
-    from ecgvit.predict import Predictor
+    from ecgvit.runtime.predictor import Predictor
     from ecgvit.synth import generate
 
     generate(tmp_path / "pages", per_class=1, seed=11, progress=False)
@@ -57,14 +56,14 @@ def test_bundled_model_runs_on_its_shipped_onnx(tmp_path):
     assert fast.backend == "onnx" and fast.gate is not None
     ref = Predictor(bundled_run(), backend="torch")
     for a, b in zip(fast.predict(paths), ref.predict(paths), strict=False):
-        assert (a["status"], a["label"]) == (b["status"], b["label"])
-        for k, v in b["probabilities"].items():
-            assert a["probabilities"][k] == pytest.approx(v, abs=1e-5)
+        assert (a.status, a.label) == (b.status, b.label)
+        for k, v in b.probabilities.items():
+            assert a.probabilities[k] == pytest.approx(v, abs=1e-5)
 
 
-def test_predict_with_the_shipped_onnx_never_imports_torch(tmp_path):
+def test_predict_with_the_shipped_onnx_never_imports_torch_or_the_engine(tmp_path):
     # Importing torch costs ~1.2 s: `ecgvit predict page.jpg` (and every worker process) with an
-    # ONNX model must not pay it. Checked in a fresh interpreter.
+    # ONNX model must not pay it, nor load any training code. Checked in a fresh interpreter.
     import subprocess
     import sys
 
@@ -78,6 +77,8 @@ def test_predict_with_the_shipped_onnx_never_imports_torch(tmp_path):
         # page; which one depends on the shipped weights, not on what is tested here.
         f"assert main(['predict', {page!r}, '--quiet']) in (0, 1)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "engine = sorted(m for m in sys.modules if m == 'ecgvit.engine' or m.startswith('ecgvit.engine.'))\n"
+        "assert not engine, f'training code imported: {engine}'\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

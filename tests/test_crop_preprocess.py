@@ -169,10 +169,10 @@ def test_lightly_distorted_photos_still_crop_to_the_grid():
     grid (about half of these pages); the texture fallback finds the real grid box."""
     import io
 
-    from ecgvit.data.preprocess import _draft_size
+    from ecgvit.data.preprocess import draft_size
     from ecgvit.synth import make_page
 
-    draft = _draft_size(PreprocessConfig(height=192, width=320))  # what predict decodes
+    draft = draft_size(PreprocessConfig(height=192, width=320))  # what predict decodes
     whole, inside = 0, 0
     for i in range(6):
         img, _, p = make_page("normal", np.random.default_rng(300 + i), distort="light")

@@ -11,8 +11,8 @@ from torch import nn
 
 from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
 from ecgvit.cli import main
-from ecgvit.explain import choose_method, heatmap
-from ecgvit.predict import Predictor
+from ecgvit.runtime.explain import choose_method, heatmap
+from ecgvit.runtime.predictor import Predictor
 
 
 def _seed_vit():
@@ -77,7 +77,7 @@ def test_unknown_method_and_rollout_without_attention():
 
 @pytest.mark.parametrize("decoded_scale", [1.0, 0.5])
 def test_render_overlay_maps_the_crop_into_original_coordinates(decoded_scale):
-    from ecgvit.explain import render_overlay
+    from ecgvit.runtime.explain import render_overlay
 
     full = (2000, 1000)
     page = Image.new(
@@ -103,7 +103,7 @@ def test_explain_page_end_to_end(tiny_run, synth_pages, tmp_path):
     assert out.exists() and Image.open(out).format == "PNG"
     page = Image.open(synth_pages[0]).convert("RGB")
     assert img.size == (1000, round(1000 * page.height / page.width))
-    assert info["crop_box"] == pred.predict(synth_pages[0])[0]["crop_box"]
+    assert info["crop_box"] == pred.predict(synth_pages[0])[0].crop_box
     assert info["label"] in pred.classes and info["method"] in ("gradcam", "gradxinput")
     s = 1000 / page.width
     l, t, r, b = (round(v * s) for v in info["crop_box"])
@@ -152,4 +152,4 @@ def test_default_vit_explained_by_attention_rollout(tmp_path, synth_pages):
     pred = Predictor(run, backend="torch")
     img, info = pred.explain(synth_pages[2], max_side=800)
     assert info["method"] == "rollout" and img.size[0] == 800
-    assert info["crop_box"] == pred.predict(synth_pages[2])[0]["crop_box"]
+    assert info["crop_box"] == pred.predict(synth_pages[2])[0].crop_box

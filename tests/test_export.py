@@ -14,7 +14,7 @@ from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
 from conftest_predict import make_run  # noqa: E402
 from ecgvit.cli import main
 from ecgvit.config import KHAN_CLASSES
-from ecgvit.predict import Predictor
+from ecgvit.runtime.predictor import Predictor
 
 
 def test_export_report_and_files(onnx_run):
@@ -28,8 +28,8 @@ def test_export_report_and_files(onnx_run):
 def test_parity_on_real_pages_any_batch(onnx_run, synth_pages):
     import onnxruntime as ort
 
-    from ecgvit.evaluate import load_run
     from ecgvit.models import prepare_batch
+    from ecgvit.run import load_run
 
     run, _ = onnx_run
     lr = load_run(run)
@@ -48,14 +48,15 @@ def test_parity_on_real_pages_any_batch(onnx_run, synth_pages):
 def test_onnx_runs_in_chunks_with_the_logits_of_one_call(onnx_run, synth_pages, monkeypatch):
     """Predictor feeds ONNX Runtime ORT_CHUNK pages at a time (faster: the activations stay in
     cache); any batch length, a partial last chunk included, gives what one call gives."""
-    import ecgvit.predict as predict_mod
+    import ecgvit.runtime.backends as predict_mod
     from ecgvit.data.preprocess import model_input
 
     run, _ = onnx_run
     pred = Predictor(run, backend="onnx")
     pages = np.stack([pred.load(p).array for p in synth_pages])
     arrays = np.concatenate([pages, pages[::-1], pages[:3]])  # 11 pages
-    whole = pred._ort.run(None, {pred._ort_input: model_input(arrays)})
+    be = pred.model_backend
+    whole = be.session.run(None, {be.session.get_inputs()[0].name: model_input(arrays)})
     for chunk in (1, 4, predict_mod.ORT_CHUNK):
         monkeypatch.setattr(predict_mod, "ORT_CHUNK", chunk)
         logits, feats = pred.infer_logits(arrays, features=True)
@@ -73,21 +74,21 @@ def test_predict_uses_onnx_alone_and_beside_the_run(onnx_run, synth_pages):
     assert alone.backend == "onnx" and alone.classes == list(KHAN_CLASSES) and alone.run is None
     ref = Predictor(run, backend="torch").predict(synth_pages)
     for a, b, c in zip(auto.predict(synth_pages), alone.predict(synth_pages), ref, strict=False):
-        assert a["label"] == b["label"] == c["label"]
+        assert a.label == b.label == c.label
         for k in KHAN_CLASSES:
-            assert a["probabilities"][k] == pytest.approx(c["probabilities"][k], abs=1e-5)
+            assert a.probabilities[k] == pytest.approx(c.probabilities[k], abs=1e-5)
     with pytest.raises(ValueError, match="PyTorch weights"):
         alone.explain(synth_pages[0])
 
 
-def test_stale_onnx_is_not_used(onnx_run, tmp_path, capsys):
+def test_stale_onnx_is_not_used(onnx_run, tmp_path, caplog):
     run, _ = onnx_run
     stale = tmp_path / "stale"
     shutil.copytree(run, stale)
     make_run(stale, seed=123)  # new weights in the same folder; the old model.onnx stays
     p = Predictor(stale)
     assert p.backend == "torch"
-    assert "out of date" in capsys.readouterr().err
+    assert "out of date" in caplog.text  # logged to the "ecgvit" logger (the CLI shows it on stderr)
     with pytest.raises(ValueError, match="other weights"):
         Predictor(stale, backend="onnx")
 
@@ -105,6 +106,9 @@ def test_cli_export(tiny_run, tmp_path, capsys):
     assert "parity max |logit diff|" in text and out.exists()
     assert not (tiny_run / "model.onnx").exists()
     assert main(["export", str(tmp_path / "norun")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / "empty")]) == 2
     assert "not a training run" in capsys.readouterr().err
 
 
@@ -156,12 +160,12 @@ def test_worker_processes_give_the_same_rows_in_order(onnx_run, synth_pages, tmp
     pred = Predictor(run, batch_size=2, processes=2)
     try:
         rows = pred.predict(items)
-        assert pred._pool is not None and pred._pool[1] == 2  # whole batches ran in 2 processes
+        assert pred._pool is not None and pred._pool.n == 2  # whole batches ran in 2 processes
         assert rows == ref  # same rows, same order, the bad file in its place
-        assert [r["path"] for r in rows] == items and rows[len(synth_pages)]["status"] == "bad"
+        assert [r.path for r in rows] == items and rows[len(synth_pages)].status == "bad"
         assert pred.predict(items[:3]) == ref[:3]  # the pool is kept and reused
         # The processes are the parallelism: each runs OpenCV and BLAS on one thread.
-        assert set(pred._pool[0].map(_library_threads, range(4))) == {(1, 1)}
+        assert set(pred._pool.map(_library_threads, range(4))) == {(1, 1)}
         arrays = [pred.load(p).array for p in synth_pages]
         pred.close()
         assert pred._pool is None

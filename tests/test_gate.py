@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from conftest_predict import make_run
-from ecgvit.gate import Gate, GateConfig, PageStructure, calibrate, fit_temperature, load_gate
-from ecgvit.predict import Predictor, predict_files
+from ecgvit.engine.calibrate import calibrate, fit_temperature
+from ecgvit.runtime.files import predict_files
+from ecgvit.runtime.gate import Gate, GateConfig, PageStructure, load_gate
+from ecgvit.runtime.predictor import Predictor
 from ecgvit.synth.negatives import make_negative
 
 
@@ -61,9 +63,9 @@ def test_generated_out_of_scope_inputs_are_refused_with_a_reason(gated_run, kind
     pred = Predictor(run, backend="torch")
     a = make_negative(kind, np.random.default_rng(5))
     (row,) = pred.predict(a)
-    assert row["status"] == "out_of_scope", row
-    assert words in row["reason"] and row["reason"]
-    assert row["label"] is None and row["probabilities"] is None
+    assert row.status == "out_of_scope", row
+    assert words in row.reason and row.reason
+    assert row.label is None and row.probabilities is None
 
 
 def test_fresh_pages_pass_the_structure_checks(gated_run):
@@ -81,7 +83,7 @@ def test_fresh_pages_pass_the_structure_checks(gated_run):
 def test_blank_page_is_named(gated_run):
     run, _ = gated_run
     (row,) = Predictor(run, backend="torch").predict(np.full((1200, 1700, 3), 250, np.uint8))
-    assert row["status"] == "out_of_scope" and row["reason"] == "blank page"
+    assert row.status == "out_of_scope" and row.reason == "blank page"
 
 
 def test_csv_rows_of_out_of_scope_pages_have_no_label(gated_run, train_dir, tmp_path):
@@ -137,8 +139,8 @@ def test_low_confidence_and_feature_distance_decisions():
     logits = np.array([[4.0, 0.0], [0.1, 0.0], [4.0, 0.0]])
     feats = np.array([[1.0, 0, 0], [1.0, 0, 0], [10.0, 0, 0]])
     v = gate.assess([s, s, s], logits, feats)
-    assert [x["status"] for x in v] == ["ok", "low_confidence", "out_of_scope"]
-    assert "feature distance 10.0 > 5.0" in v[2]["reason"]
+    assert [x.status for x in v] == ["ok", "low_confidence", "out_of_scope"]
+    assert "feature distance 10.0 > 5.0" in v[2].reason
     six = PageStructure(True, 100.0, 6, 0.02, 0.03, 10.0)
     assert "6x2" in gate.structure_reason(six)
 
@@ -149,15 +151,15 @@ def test_reasons_never_print_a_value_equal_to_its_limit():
     p = 0.789
     logits = np.log(np.array([[p, 1 - p]]))
     v = gate.assess([PageStructure(True, 100.0, 4, 0.02, 0.03, 10.0)], logits, None)
-    assert v[0]["status"] == "low_confidence"
-    assert "top probability 0.789 < 0.792" in v[0]["reason"]
+    assert v[0].status == "low_confidence"
+    assert "top probability 0.789 < 0.792" in v[0].reason
     faint = PageStructure(True, 11.5, 4, 0.02, 0.03, 10.0)
     assert "grid regularity 11.5 < 11.6" in gate.structure_reason(faint)
     assert "grid regularity 3 < 12" in gate.structure_reason(PageStructure(True, 3.0, 4, 0.02, 0.03, 10.0))
 
 
 def test_bundled_model_ships_a_gate():
-    from ecgvit.bundled import bundled_run
+    from ecgvit.run import bundled_run
 
     run = bundled_run()
     if run is None:
@@ -167,7 +169,7 @@ def test_bundled_model_ships_a_gate():
     rows = Predictor(run).predict(
         [make_negative(k, np.random.default_rng(3)) for k in ("layout_12x1", "blank_grid", "photo")]
     )
-    assert [r["status"] for r in rows] == ["out_of_scope"] * 3 and all(r["reason"] for r in rows)
+    assert [r.status for r in rows] == ["out_of_scope"] * 3 and all(r.reason for r in rows)
 
 
 def test_explain_cli_on_an_out_of_scope_page_says_so(gated_run, tmp_path, capsys):
@@ -184,7 +186,7 @@ def test_explain_cli_on_an_out_of_scope_page_says_so(gated_run, tmp_path, capsys
 def test_structure_ink_measures_are_the_float_means_bit_for_bit():
     """page_structure counts ink in integers (cv2) for speed: the values must be exactly the
     float32 means it computed before, so fitted gates keep their meaning."""
-    from ecgvit.gate import _row_means
+    from ecgvit.runtime.gate import _row_means
 
     rng = np.random.default_rng(3)
     for h, w in ((1, 1), (7, 3), (312, 133), (305, 532)):
@@ -202,7 +204,7 @@ def test_page_measures_taken_beside_the_model_give_the_same_answers(gated_run, t
     # One page (`ecgvit predict page.jpg`, serve) takes the gate's page measures on a side
     # thread while the model runs; a batch takes them while decoding. Same rows either way, and
     # a measure that fails is that page's reason, not a crash.
-    from ecgvit import gate as egate
+    import ecgvit.runtime.inputs as egate
     from ecgvit.synth import make_page
 
     run, _ = gated_run
@@ -226,5 +228,5 @@ def test_page_measures_taken_beside_the_model_give_the_same_answers(gated_run, t
 
     monkeypatch.setattr(egate, "page_structure", broken)
     (row,) = pred.predict(pages[0])
-    assert row["status"] == "bad" and "measure exploded" in row["reason"]
+    assert row.status == "bad" and "measure exploded" in row.reason
     pred.close()

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from ecgvit.data.io import IMAGE_SUFFIXES, BadImageError, count_pages, open_page
 from ecgvit.data.preprocess import iter_image_files
-from ecgvit.predict import expand_inputs, open_image_bytes
+from ecgvit.runtime.inputs import expand_inputs, open_image_bytes
 
 
 def _page(size=(600, 428), colour="white") -> Image.Image:
@@ -357,21 +357,21 @@ def test_empty_and_non_image_inputs(tmp_path):
     assert _reason(open_image_bytes, b"") == "empty file (0 bytes)"
     assert _reason(open_page, tmp_path / "missing.pdf#page=2").startswith("unreadable file")
     files, bad = expand_inputs([tmp_path / "missing.pdf#page=2"])
-    assert files == [] and bad[0]["reason"] == "no such file or folder"
+    assert files == [] and bad[0].reason == "no such file or folder"
 
 
 def test_png_pages_reach_the_model_at_the_jpeg_draft_scale(tmp_path):
     """No DCT draft for PNG: it is block-averaged to the scale a JPEG draft decode gives, so both
     formats of one page give nearly the same model input (and a huge PNG is not cropped at full size)."""
     from ecgvit.config import PreprocessConfig
-    from ecgvit.data.preprocess import _draft_size, load_page_array
+    from ecgvit.data.preprocess import draft_size, load_page_array
     from ecgvit.synth import make_page
 
     img, _, _ = make_page("normal", np.random.default_rng(0))
     img.save(tmp_path / "p.png")
     img.save(tmp_path / "p.jpg", quality=95)
     cfg = PreprocessConfig(height=192, width=320)
-    draft = _draft_size(cfg)
+    draft = draft_size(cfg)
     png, jpg = open_page(tmp_path / "p.png", draft_size=draft), open_page(tmp_path / "p.jpg", draft_size=draft)
     assert png.size == jpg.size and png.info["full_size"] == jpg.info["full_size"] == (2213, 1572)
     a, b = load_page_array(tmp_path / "p.png", cfg).array, load_page_array(tmp_path / "p.jpg", cfg).array

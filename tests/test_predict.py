@@ -15,7 +15,9 @@ from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
 from conftest_predict import make_run  # noqa: E402
 from ecgvit.cli import main
 from ecgvit.config import KHAN_CLASSES
-from ecgvit.predict import NO_MODEL, Predictor, expand_inputs, predict_files
+from ecgvit.runtime.files import predict_files
+from ecgvit.runtime.inputs import expand_inputs
+from ecgvit.runtime.predictor import NO_MODEL, Predictor
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +42,19 @@ def _bad_files(d: Path, good: Path) -> dict[str, Path]:
 
 def test_predict_paths_match_the_training_pipeline(pred, tiny_run, synth_pages):
     from ecgvit.data.preprocess import load_page_array
-    from ecgvit.evaluate import load_run
-    from ecgvit.train import predict_proba
+    from ecgvit.models.inference import predict_proba
+    from ecgvit.run import load_run
 
     rows = pred.predict(synth_pages)
-    assert [r["path"] for r in rows] == [str(p) for p in synth_pages]
+    assert [r.path for r in rows] == [str(p) for p in synth_pages]
     lr = load_run(tiny_run)
     ref = predict_proba(lr.model, np.stack([load_page_array(p, lr.preprocess).array for p in synth_pages]))
     for r, p in zip(rows, ref, strict=False):
-        assert r["status"] == "ok" and r["label"] in KHAN_CLASSES
-        got = np.array([r["probabilities"][c] for c in KHAN_CLASSES])
+        assert r.status == "ok" and r.label in KHAN_CLASSES
+        got = np.array([r.probabilities[c] for c in KHAN_CLASSES])
         assert np.allclose(got, p, atol=1e-5)
-        assert r["probability"] == pytest.approx(max(got))
-        l, t, rr, b = r["crop_box"]  # on the original 2213x1572 page
+        assert r.probability == pytest.approx(max(got))
+        l, t, rr, b = r.crop_box  # on the original 2213x1572 page
         assert 0 <= l < rr <= 2213 and 0 <= t < b <= 1572 and rr - l > 1500
 
 
@@ -60,22 +62,22 @@ def test_inputs_of_every_kind(pred, synth_pages):
     page = synth_pages[0]
     by_path = pred.predict(page)[0]
     by_bytes = pred.predict(page.read_bytes())[0]
-    assert by_bytes["probabilities"] == pytest.approx(by_path["probabilities"], abs=1e-6)  # same draft decode
+    assert by_bytes.probabilities == pytest.approx(by_path.probabilities, abs=1e-6)  # same draft decode
     img = Image.open(page)
     by_pil, by_array = pred.predict([img, np.asarray(img.convert("RGB"))])
-    assert by_pil["status"] == by_array["status"] == "ok"
-    assert by_pil["probabilities"] == pytest.approx(by_array["probabilities"], abs=1e-6)
-    assert by_pil["path"] == "<input 0>" and by_array["path"] == "<input 1>"
+    assert by_pil.status == by_array.status == "ok"
+    assert by_pil.probabilities == pytest.approx(by_array.probabilities, abs=1e-6)
+    assert by_pil.path == "<input 0>" and by_array.path == "<input 1>"
     bad = pred.predict([np.zeros((5, 5), np.float32)])[0]
-    assert bad["status"] == "bad" and "uint8" in bad["reason"]
+    assert bad.status == "bad" and "uint8" in bad.reason
 
 
 def test_bad_files_are_listed_not_raised(pred, synth_pages, tmp_path):
     bad = _bad_files(tmp_path / "bad", synth_pages[0])
     items = [synth_pages[0], *bad.values(), tmp_path / "missing.jpg", synth_pages[1]]
     rows = pred.predict(items, batch_size=2)
-    assert [r["status"] for r in rows] == ["ok", "bad", "bad", "bad", "bad", "bad", "ok"]
-    reasons = {Path(r["path"]).name: r["reason"] for r in rows if r["status"] == "bad"}
+    assert [r.status for r in rows] == ["ok", "bad", "bad", "bad", "bad", "bad", "ok"]
+    reasons = {Path(r.path).name: r.reason for r in rows if r.status == "bad"}
     assert "empty" in reasons["empty.jpg"]
     assert "not an image" in reasons["notes.jpg"]
     assert "truncated" in reasons["truncated.jpg"] or "corrupt" in reasons["truncated.jpg"]
@@ -87,8 +89,8 @@ def test_batching_and_threads_do_not_change_results(tiny_run, synth_pages):
     a = Predictor(tiny_run, backend="torch", workers=1).predict(synth_pages, batch_size=1)
     b = Predictor(tiny_run, backend="torch", workers=3, threads=1).predict(synth_pages, batch_size=3)
     for x, y in zip(a, b, strict=False):
-        assert x["label"] == y["label"]
-        assert x["probabilities"] == pytest.approx(y["probabilities"], abs=1e-5)
+        assert x.label == y.label
+        assert x.probabilities == pytest.approx(y.probabilities, abs=1e-5)
 
 
 def test_expand_inputs_folders_globs_and_missing(synth_dir, tmp_path):
@@ -103,7 +105,7 @@ def test_expand_inputs_folders_globs_and_missing(synth_dir, tmp_path):
     )
     assert len(files) == 4 and len(set(files)) == 4  # folder recursive; the glob adds no duplicates
     assert all(f.endswith(".jpg") for f in files)
-    reasons = [b["reason"] for b in bad]
+    reasons = [b.reason for b in bad]
     assert (
         reasons == ["no such file or folder", "no files match this pattern", reasons[2]]
         and "no image files" in reasons[2]
@@ -179,14 +181,14 @@ def test_interrupted_run_keeps_finished_batches(tiny_run, synth_pages, tmp_path,
 
 
 def test_cli_without_a_model_uses_the_bundled_one_or_says_so(synth_pages, synth_dir, capsys, monkeypatch):
-    import ecgvit.bundled as bundled
+    import ecgvit.runtime.files as files_mod
 
-    if bundled.bundled_run() is not None:
+    if files_mod.bundled_run() is not None:
         # `ecgvit predict page.jpg` answers with the model shipped in the package (exit 0 when
         # the answer is confident, 1 when it is labelled but low-confidence: the weights decide).
         assert main(["predict", str(synth_pages[0]), "--quiet"]) in (0, 1)
         assert "1 labelled" in capsys.readouterr().out
-    monkeypatch.setattr(bundled, "bundled_run", lambda: None)
+    monkeypatch.setattr(files_mod, "bundled_run", lambda: None)
     assert main(["predict", str(synth_pages[0])]) == 2
     assert NO_MODEL in capsys.readouterr().err
     assert main(["predict", str(synth_dir)]) == 2  # a folder without config.json is an input, not a run
@@ -212,4 +214,4 @@ def test_other_architecture_with_colour_input(tmp_path, synth_pages):
     p = Predictor(run)
     assert p.preprocess.grayscale is False
     r = p.predict(synth_pages[:1])[0]
-    assert r["status"] == "ok" and sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert r.status == "ok" and sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-5)

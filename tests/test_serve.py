@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
 from ecgvit.config import KHAN_CLASSES  # noqa: E402
-from ecgvit.predict import Predictor  # noqa: E402
+from ecgvit.runtime.predictor import Predictor  # noqa: E402
 from ecgvit.serve import create_app  # noqa: E402
 
 
@@ -72,7 +72,7 @@ def test_predict_json(client, page_bytes, predictor, synth_pages):
     assert set(j) >= {"label", "probabilities", "model", "latency_ms"}
     assert j["label"] in KHAN_CLASSES and sum(j["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     ref = predictor.predict(synth_pages[0])[0]
-    assert j["label"] == ref["label"] and j["probabilities"] == pytest.approx(ref["probabilities"], abs=1e-5)
+    assert j["label"] == ref.label and j["probabilities"] == pytest.approx(ref.probabilities, abs=1e-5)
     assert j["latency_ms"] > 0
 
 

@@ -17,8 +17,16 @@ import numpy as np
 import pytest
 
 from ecgvit.config import DEFAULT_MODEL, PreprocessConfig, TrainConfig
-from ecgvit.evaluate import _confusion, _scores_from_confusion, compute_metrics, cross_validate, evaluate, load_run
-from ecgvit.train import predict_proba, train, train_teacher
+from ecgvit.engine.cv import cross_validate
+from ecgvit.engine.evaluate import evaluate
+
+# Tiny inputs keep every training in these tests to seconds on 2 cores.
+from ecgvit.engine.train import train, train_teacher
+from ecgvit.metrics import compute_metrics
+from ecgvit.metrics import confusion as _confusion
+from ecgvit.metrics import scores_from_confusion as _scores_from_confusion
+from ecgvit.models.inference import predict_proba
+from ecgvit.run import load_run
 
 # Tiny inputs keep every training in these tests to seconds on 2 cores.
 TINY = PreprocessConfig(height=64, width=128)
@@ -375,7 +383,7 @@ def test_affine_grid_equals_torchs():
     import torch
     import torch.nn.functional as F
 
-    from ecgvit.train import affine_grid
+    from ecgvit.engine.train import affine_grid
 
     theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
     for h, w in ((288, 320), (7, 5), (1, 1)):
@@ -386,7 +394,7 @@ def test_affine_grid_equals_torchs():
 def test_weight_averager_is_the_plain_mean_of_the_last_steps():
     import torch
 
-    from ecgvit.train import weight_averager
+    from ecgvit.engine.train import weight_averager
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     avg = weight_averager(model, total_steps=10, last_fraction=0.4)  # steps 7..10 averaged
@@ -564,8 +572,9 @@ def test_pretrain_key_ignores_settings_that_do_not_shape_pretraining():
     what does shape it (the model, the pretraining size) gives another key."""
     from dataclasses import replace
 
+    from ecgvit.config import TrainConfig
+    from ecgvit.engine.train import pretrain_key
     from ecgvit.models import get_spec
-    from ecgvit.train import TrainConfig, pretrain_key
 
     base = TrainConfig()
     pre = get_spec(base.model).preprocess()
@@ -592,7 +601,7 @@ def test_pretrain_key_ignores_settings_that_do_not_shape_pretraining():
 def test_the_default_teacher_is_the_models_own():
     """`--teacher auto` (with --epochs 60 --average-last 0: the bundled recipe): the ViT distilled from its CNN, the teacher
     trained for two thirds of the student's epochs; a CNN has none; the default is none."""
-    from ecgvit.train import resolve_teacher, teacher_epochs
+    from ecgvit.engine.teachers import resolve_teacher, teacher_epochs
 
     assert resolve_teacher(TrainConfig()).teacher is None
     assert resolve_teacher(TrainConfig(model="ecgvit-tiny", teacher="auto")).teacher == "mobilenetv4_conv_small"

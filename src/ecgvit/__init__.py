@@ -1,1 +1,31 @@
-__version__ = "0.1.0"
+"""ecgvit: classify 12-lead ECG report pages with a Vision Transformer.
+
+    from ecgvit import Predictor
+    preds = Predictor().predict(["page.jpg"])
+
+Names are imported on first use, so `import ecgvit` stays cheap and never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ecgvit._version import __version__
+
+if TYPE_CHECKING:
+    from ecgvit.runtime.prediction import Prediction
+    from ecgvit.runtime.predictor import Predictor
+
+__all__ = ["Prediction", "Predictor", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Predictor":
+        from ecgvit.runtime.predictor import Predictor
+
+        return Predictor
+    if name == "Prediction":
+        from ecgvit.runtime.prediction import Prediction
+
+        return Prediction
+    raise AttributeError(f"module 'ecgvit' has no attribute {name!r}")

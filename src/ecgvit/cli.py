@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
+import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ecgvit.config import TrainConfig
+from types import FrameType
 
 
 class Parser(argparse.ArgumentParser):
@@ -205,7 +204,7 @@ def _cmd_models(a: argparse.Namespace) -> int:
         star = " (default)" if name == DEFAULT_MODEL else ""
         taught = f"; --teacher auto: {spec.default_teacher}" if spec.default_teacher else ""
         print(f"{name:<{nw}}{count_params(m) / 1e6:>9.2f}M{g:>9.2f}{size:>16}  {spec.description}{taught}{star}")
-    from ecgvit.bundled import bundled_run, bundled_version
+    from ecgvit.run import bundled_run, bundled_version
 
     b = bundled_run()
     print(
@@ -214,51 +213,70 @@ def _cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from ecgvit.config import DEFAULT_MODEL, TrainConfig
+# TrainConfig fields `ecgvit cv` sets itself for every fold (fixed epochs, last epoch kept, no gate).
+_CV_FIXED = ("split", "fold", "keep", "patience", "gate", "val_fraction")
 
-    d = TrainConfig()
+
+def _config_flags(p: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> list[str]:
+    """One flag per field of a config dataclass, help text from the field's metadata; returns
+    the field names added (the handler builds the config from exactly these)."""
+    import dataclasses
+
+    types = {"int": int, "float": float, "str": str}
+    added = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.metadata.get("cli", True):
+            continue
+        base = str(f.type).replace(" | None", "")
+        default = f.default
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        help_ = f.metadata.get("help", "")
+        if base == "bool":
+            p.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"{help_} (default: %(default)s)",
+            )
+        elif base in types:
+            shown = "none" if default is None else default
+            p.add_argument(
+                flag,
+                dest=f.name,
+                type=types[base],
+                default=default,
+                choices=f.metadata.get("choices"),
+                help=f"{help_} (default: {shown})",
+            )
+        else:
+            continue
+        added.append(f.name)
+    return added
+
+
+def _add_size_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--height", type=int, default=None, help="input height (default: the model's)")
+    p.add_argument("--width", type=int, default=None, help="input width (default: the model's)")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from ecgvit.config import TrainConfig
+
     p = sub.add_parser("train", help="train a model (grouped validation, early stopping, resumable, torchrun-ready)")
     p.add_argument("--data", required=True, help="dataset folder or manifest CSV")
     p.add_argument("--out", default=None, help="run folder (default: runs/train, runs/train2, ...)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see `ecgvit models`)")
-    p.add_argument("--split", default=None, help="splits.csv from `ecgvit data split`; validate on --fold")
-    p.add_argument("--fold", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--balance", choices=["sampler", "weights", "none"], default=d.balance)
-    p.add_argument("--augment", choices=["ecg", "none"], default=d.augment)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: all cores)")
-    p.add_argument("--height", type=int, default=None, help="input height (default: the model's)")
-    p.add_argument("--width", type=int, default=None, help="input width (default: the model's)")
-    p.add_argument("--weights", default=None, help="initial weights: a local .safetensors file")
-    p.add_argument(
-        "--pretrain-per-class",
-        type=int,
-        default=d.pretrain_per_class,
-        help=f"synthetic pages per class to pretrain on first (default {d.pretrain_per_class}; 0: off; cached)",
-    )
-    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
-    _add_distill_args(p, d)
-    _add_average_last_arg(p, d)
-    p.add_argument(
-        "--no-gate",
-        action="store_true",
-        help="do not fit the out-of-scope gate at the end (fit it later with `ecgvit calibrate RUN`)",
-    )
+    fields = _config_flags(p, TrainConfig)
+    _add_size_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(_parser=p, func=_cmd_train)
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.set_defaults(_parser=p, func=_cmd_train, _config_fields=fields)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    from ecgvit.config import TrainConfig
+    from ecgvit.engine.train import train
     from ecgvit.models import get_spec
-    from ecgvit.train import TrainConfig, train
 
     if a.resume:
         if not a.out:
@@ -267,33 +285,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
         result = train(a.data, a.out, resume=True, progress=not a.quiet)
         print(f"run: {result['run']}")
         return 0
-    cfg = TrainConfig(
-        model=a.model,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        weight_decay=a.weight_decay,
-        patience=a.patience,
-        balance=a.balance,
-        augment=a.augment,
-        val_fraction=a.val_fraction,
-        seed=a.seed,
-        threads=a.threads,
-        split=a.split,
-        fold=a.fold,
-        init_weights=a.weights,
-        pretrain_per_class=a.pretrain_per_class,
-        pretrain_epochs=a.pretrain_epochs,
-        gate=not a.no_gate,
-        teacher=a.teacher,
-        distill_weight=a.distill_weight,
-        distill_temperature=a.distill_temperature,
-        teacher_epochs=a.teacher_epochs,
-        distill_targets=a.distill_targets,
-        average_last=a.average_last,
-    )
+    cfg = TrainConfig(**{k: getattr(a, k) for k in a._config_fields})
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
-    pre = get_spec(a.model).preprocess(**over)
+    pre = get_spec(cfg.model).preprocess(**over)
     result = train(a.data, a.out, cfg, preprocess=pre, resume=a.resume, progress=not a.quiet)
     if result.get("val_macro_f1") is not None:
         print(
@@ -323,7 +317,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from ecgvit.evaluate import evaluate, format_metrics
+    from ecgvit.engine.evaluate import evaluate, format_metrics
 
     m = evaluate(a.run, a.data, report=a.report, json_out=a.json, all_files=a.all_files, progress=not a.quiet)
     if m["duplicates_dropped"]:
@@ -338,94 +332,30 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_average_last_arg(p: argparse.ArgumentParser, d: TrainConfig) -> None:
-    """--average-last (train and cv)."""
-    p.add_argument(
-        "--average-last",
-        type=float,
-        default=d.average_last,
-        help=f"keep the plain average of the weights over this last fraction of training steps (stochastic weight averaging; default {d.average_last}; 0: the last step's weights)",
-    )
-
-
-def _add_distill_args(p: argparse.ArgumentParser, d: TrainConfig, teacher_note: str = "") -> None:
-    """--teacher, --distill-weight, --distill-temperature (train and cv)."""
-    p.add_argument(
-        "--teacher",
-        default=d.teacher,
-        help=f"distil from this trained run or model name, or several comma-separated (same classes and preprocessing; a model name is trained first); auto: the model's own default teacher (ecgvit-tiny: mobilenetv4_conv_small; `ecgvit models`); default none: the ViT alone, the bundled recipe{teacher_note}",
-    )
-    p.add_argument(
-        "--distill-weight",
-        type=float,
-        default=d.distill_weight,
-        help=f"weight of the distillation loss (default {d.distill_weight})",
-    )
-    p.add_argument(
-        "--distill-temperature",
-        type=float,
-        default=d.distill_temperature,
-        help=f"softmax temperature of the distillation loss (default {d.distill_temperature})",
-    )
-    p.add_argument(
-        "--distill-targets",
-        choices=["online", "cached"],
-        default=d.distill_targets,
-        help="online: the teacher scores every augmented batch; cached: each clean page once, before training (faster)",
-    )
-    p.add_argument(
-        "--teacher-epochs",
-        type=int,
-        default=d.teacher_epochs,
-        help="epochs of a teacher named by model (default: two thirds of --epochs, e.g. 40 for 60)",
-    )
-
-
 def _add_cv(sub: argparse._SubParsersAction) -> None:
-    from ecgvit.config import DEFAULT_MODEL, TrainConfig
+    from ecgvit.config import TrainConfig
 
-    d = TrainConfig()
     p = sub.add_parser("cv", help="repeated grouped stratified k-fold cross-validation")
-    p.add_argument("--data", required=True)
-    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--data", required=True, help="dataset folder or manifest CSV")
+    p.add_argument("--out", required=True, help="CV folder: a run per fold, folds.csv, oof.csv, cv.json")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=d.epochs, help="fixed epochs per fold; the last epoch is scored")
     p.add_argument(
-        "--weights",
-        default=None,
-        help="initial weights for every fold: a local .safetensors file (e.g. pretrained on `ecgvit synth` pages)",
+        "--repeats", type=int, default=1, help="repeat r assigns folds with split seed + r, trains with seed + r"
     )
-    p.add_argument(
-        "--pretrain-per-class",
-        type=int,
-        default=d.pretrain_per_class,
-        help="synthetic pretraining pages per class (0: off); done once, shared by all folds",
-    )
-    p.add_argument(
-        "--pretrain-epochs",
-        type=int,
-        default=d.pretrain_epochs,
-        help=f"epochs of synthetic pretraining (default {d.pretrain_epochs})",
-    )
-    _add_distill_args(p, d, "; for CV, the teacher's CV folder: each fold distils its own fold's run")
-    _add_average_last_arg(p, d)
-    p.add_argument("--seed", type=int, default=d.seed, help="training seed (repeat r uses seed + r)")
     p.add_argument(
         "--split-seed",
         type=int,
         default=None,
         help="seed of the fold assignment (default: --seed); keep it and change --seed to retrain on the same folds with other random draws",
     )
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
+    fields = _config_flags(p, TrainConfig, skip=_CV_FIXED)
+    _add_size_args(p)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(_parser=p, func=_cmd_cv)
+    p.set_defaults(_parser=p, func=_cmd_cv, _config_fields=fields)
 
 
 def _cmd_cv(a: argparse.Namespace) -> int:
-    from ecgvit.evaluate import cross_validate, format_cv
+    from ecgvit.engine.cv import cross_validate, format_cv
     from ecgvit.models import get_spec
 
     over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
@@ -435,19 +365,7 @@ def _cmd_cv(a: argparse.Namespace) -> int:
         model=a.model,
         folds=a.folds,
         repeats=a.repeats,
-        train_overrides={
-            "epochs": a.epochs,
-            "seed": a.seed,
-            "init_weights": a.weights,
-            "pretrain_per_class": a.pretrain_per_class,
-            "pretrain_epochs": a.pretrain_epochs,
-            "teacher": a.teacher,
-            "distill_weight": a.distill_weight,
-            "distill_temperature": a.distill_temperature,
-            "teacher_epochs": a.teacher_epochs,
-            "distill_targets": a.distill_targets,
-            "average_last": a.average_last,
-        },
+        train_overrides={k: getattr(a, k) for k in a._config_fields if k != "model"},
         preprocess=get_spec(a.model).preprocess(**over),
         progress=not a.quiet,
         split_seed=a.split_seed,
@@ -481,7 +399,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_calibrate(a: argparse.Namespace) -> int:
-    from ecgvit.gate import calibrate, format_calibration
+    from ecgvit.engine.calibrate import calibrate, format_calibration
 
     if a.synthetic_per_class < 0:
         raise ValueError(f"--synthetic-per-class {a.synthetic_per_class}: must be >= 0")
@@ -532,7 +450,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from ecgvit.predict import format_table, predict_files, split_model_and_paths
+    from ecgvit.runtime.files import predict_files, split_model_and_paths
+    from ecgvit.runtime.writers import format_table
 
     model, paths = split_model_and_paths(a.inputs, onnx=a.onnx)
     import os
@@ -581,8 +500,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_explain(a: argparse.Namespace) -> int:
-    from ecgvit.explain import explain_file
-    from ecgvit.predict import split_model_and_paths
+    from ecgvit.runtime.files import explain_file, split_model_and_paths
 
     if len(a.inputs) > 2:
         raise ValueError(f"explain takes [RUN] IMAGE, got {len(a.inputs)} arguments: {' '.join(a.inputs)}")
@@ -644,12 +562,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from ecgvit.predict import NO_MODEL
+    from ecgvit.run import bundled_run
+    from ecgvit.runtime.predictor import NO_MODEL
     from ecgvit.serve import serve
 
     if a.run is None:
-        from ecgvit.bundled import bundled_run
-
         a.run = bundled_run()
         if a.run is None:
             raise ValueError(NO_MODEL)
@@ -666,10 +583,11 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> Parser:
-    from ecgvit import __version__
+    from ecgvit._version import __version__
 
     parser = Parser(prog="ecgvit", description="Classify 12-lead ECG report pages with a Vision Transformer.")
     parser.add_argument("--version", action="version", version=f"ecgvit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     data = sub.add_parser("data", help="dataset index, splits, crop contact sheet")
     data_sub = data.add_subparsers(dest="data_command", metavar="VERB", parser_class=Parser)
@@ -703,15 +621,61 @@ def main(argv: list[str] | None = None) -> int:
             target = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["data"]
         target.print_help()
         return 0 if args.command is None else 2
+    _configure_logging(verbose=args.verbose, quiet=bool(getattr(args, "quiet", False)))
+    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, FileExistsError, ValueError, PermissionError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, PermissionError, IsADirectoryError) as exc:
         # Expected user errors: one clear line, no traceback.
         print(f"ecgvit: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(
+            f"ecgvit: error: {args.command} needs a package that is not installed ({exc.name or exc})", file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         print("ecgvit: interrupted; finished outputs were kept", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM stops like Ctrl-C: queued work cancelled, worker processes stopped, outputs kept.
+    raise KeyboardInterrupt
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # the stream is whatever sys.stderr is
+    """Writes to sys.stderr as it is at each record (a redirected or captured stderr included)."""
+
+    @property  # type: ignore[override]  # a property where the base class has an attribute
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    """The library logs to the "ecgvit" logger; the command line shows it on stderr."""
+    log = logging.getLogger("ecgvit")
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    log.setLevel(level)
+    if not any(getattr(h, "_ecgvit_cli", False) for h in log.handlers):
+        h = _StderrHandler()
+        h.setFormatter(logging.Formatter("%(message)s"))
+        h._ecgvit_cli = True  # type: ignore[attr-defined]  # marks the handler this function owns
+        log.addHandler(h)
+        log.propagate = False
 
 
 if __name__ == "__main__":

@@ -103,70 +103,77 @@ def saved_train_settings(saved: dict[str, Any]) -> dict[str, Any]:
     return {**TRAIN_SETTINGS_BEFORE_THEY_EXISTED, **saved}
 
 
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    """A config field with its command-line help (`ecgvit train`/`cv` build their flags from these)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = DEFAULT_MODEL
-    # 90: two same-fold CV runs of the ViT alone (last weights) scored 0.889 and 0.881, against 0.868
-    # and 0.873 at 60 and 0.861 and 0.845 at 40 (a third: 0.892, a fourth: 0.870), in 457-499 s per fold
-    # (MODEL_CARD.md), all at 192x320. The bundled model is this recipe at ecgvit-tiny's 288x320.
-    epochs: int = 90
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: int = 3
-    label_smoothing: float = 0.1
-    balance: str = "sampler"  # "sampler": class-balanced sampling; "weights": weighted loss; "none"
-    augment: str = "ecg"  # "ecg": small affine, blur, contrast, noise; "none"
-    val_fraction: float = 0.15  # grouped hold-out when no split file is given; 0: train on all, keep the last epoch
-    patience: int = 12  # epochs without a better validation macro-F1 before stopping; 0: never stop early
-    # "best": keep the epoch with the best validation macro-F1; "last": keep the last epoch. CV uses
-    # "last" with patience 0, because picking an epoch on the fold being scored would flatter it.
-    keep: str = "best"
-    seed: int = 0
-    threads: int = 0  # torch intra-op threads; 0 = all cores
-    split: str | None = None
-    fold: int | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    init_weights: str | None = None  # a local .safetensors file to start from (never a hub download)
-    # Pretraining on synthetic pages (`ecgvit synth`) before the real ones: pages per class and
-    # epochs (0 pages: off). Done once per (model, preprocessing, these settings) and cached.
-    pretrain_per_class: int = 250
-    pretrain_epochs: int = 20
-    pretrain_seed: int = 100
-    # Fit the out-of-scope gate and temperature (ecgvit.gate.calibrate) when training ends, so a
-    # new run refuses what it cannot read from the start. CV folds skip it.
-    gate: bool = True
-    # Knowledge distillation from a trained run (e.g. a CNN baseline) with the same classes and
-    # preprocessing: loss = (1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T), the
-    # teacher seeing the same augmented batch. A teacher is a trained run folder, or a
-    # registered model name: that model is then trained first with this recipe on the same
-    # pages (into RUN/teacher-NAME). Several, comma-separated, teach together (probabilities
-    # averaged). In CV, a CV folder of the teacher (its r{repeat}_fold{k} run is used for each
-    # fold). A teacher must not have trained on this run's validation pages (checked).
-    # "auto": the model's own default teacher (ModelSpec.default_teacher: the CNN
-    # mobilenetv4_conv_small for ecgvit-tiny, none for the CNNs), resolved when training starts
-    # and recorded as resolved (with epochs=60, average_last=0: the bundled model's recipe). None ("none"): no
-    # teacher, the default: distilled at 60 epochs the ViT averaged 0.883 macro-F1 over three CV
-    # runs, alone at 90 it averaged 0.887, in ~8 min per fold against ~12 with the teacher and
-    # without the teacher's 2.06 GiB peak (MODEL_CARD.md).
-    teacher: str | None = None
-    distill_weight: float = 0.5
-    distill_temperature: float = 2.0
-    # Epochs of a teacher given by model name (trained first); None: two thirds of `epochs`
-    # (rounded), as measured: the CNN trains for 40 while the ViT trains for 60 (MODEL_CARD.md).
-    teacher_epochs: int | None = None
-    # "online": the teacher scores every augmented batch the student sees (~2 s a ViT epoch
-    # here); "cached": it scores each clean training page once before the first epoch (~1 s),
-    # and those tempered probabilities are the targets every epoch. Cached is faster but scored
-    # lower on all five CV folds (0.871 against 0.902 macro-F1, same teachers; MODEL_CARD.md).
-    distill_targets: str = "online"
-    # Stochastic weight averaging (Izmailov et al. 2018): the model kept and scored is the plain
-    # average of the weights after every optimiser step of the last `average_last` fraction of
-    # training (0: off, the last step's weights). Off by default: on the very trajectories of the
-    # three 90-epoch CV runs (same folds), averaging the last half scored 0.908, 0.884 and 0.887
-    # macro-F1 over folds against 0.889, 0.881 and 0.892 for the last weights: +0.006 on average,
-    # one run of three lower, within the run-to-run spread (MODEL_CARD.md).
-    average_last: float = 0.0
+    """How `ecgvit train` trains (and `ecgvit cv` trains each fold). Measured comparisons of these
+    settings are in docs/experiments.md; what is here says what each does."""
+
+    model: str = _opt(DEFAULT_MODEL, "model name (see `ecgvit models`)")
+    # The default epochs were chosen by grouped CV on the Khan pages, never on a test split.
+    epochs: int = _opt(90, "training epochs (CV: fixed epochs per fold, the last one scored)")
+    batch_size: int = _opt(32, "pages per optimiser step")
+    lr: float = _opt(1e-3, "peak AdamW learning rate (linear warm-up, cosine decay)")
+    weight_decay: float = _opt(0.05, "AdamW weight decay (not on norms, biases, tokens, positions)")
+    warmup_epochs: int = _opt(3, "epochs of linear learning-rate warm-up")
+    label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy")
+    balance: str = _opt(
+        "sampler",
+        "class balance: sampler (balanced sampling), weights (weighted loss) or none",
+        choices=("sampler", "weights", "none"),
+    )
+    # No flips in "ecg": a flipped lead is another diagnosis.
+    augment: str = _opt(
+        "ecg", "augmentation: ecg (small affine, blur, contrast, noise) or none", choices=("ecg", "none")
+    )
+    val_fraction: float = _opt(
+        0.15, "grouped hold-out for validation when no --split is given (0: train on all, keep the last epoch)"
+    )
+    patience: int = _opt(12, "epochs without a better validation macro-F1 before stopping (0: never stop early)")
+    # CV uses "last" with patience 0: picking an epoch on the fold being scored would flatter it.
+    keep: str = _opt("best", "which epoch to keep: best (validation macro-F1) or last", choices=("best", "last"))
+    seed: int = _opt(0, "training seed")
+    threads: int = _opt(0, "torch intra-op threads (0: all cores)")
+    split: str | None = _opt(None, "splits.csv from `ecgvit data split`; validate on --fold")
+    fold: int | None = _opt(None, "the fold of --split to validate on")
+    model_kwargs: dict[str, Any] = _opt({}, "extra keyword arguments of the model's constructor", cli=False)
+    # Local files only: weights never come from a hub.
+    init_weights: str | None = _opt(None, "initial weights: a local .safetensors file", flag="--weights")
+    # Synthetic pretraining (`ecgvit synth` pages) before the real ones: a few hundred real pages
+    # are too few for a transformer to find ST segments and Q waves. Done once per (model,
+    # preprocessing, these settings) and cached.
+    pretrain_per_class: int = _opt(250, "synthetic pages per class to pretrain on first (0: off; cached)")
+    pretrain_epochs: int = _opt(20, "epochs of synthetic pretraining")
+    pretrain_seed: int = _opt(100, "seed of the synthetic pretraining pages and run")
+    # Fitted when training ends, so a new run refuses what it cannot read from the start. CV folds skip it.
+    gate: bool = _opt(True, "fit the out-of-scope gate when training ends (else later: `ecgvit calibrate RUN`)")
+    # Distillation: loss = (1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T), the teacher
+    # seeing the same augmented batch. A teacher must not have trained on this run's validation
+    # pages (checked); in CV, a teacher's CV folder gives each fold its own fold's run.
+    teacher: str | None = _opt(
+        None,
+        "distil from this trained run or model name (a model name is trained first), or several comma-separated; "
+        "auto: the model's own default teacher (`ecgvit models`); in CV, the teacher's CV folder; default: none",
+    )
+    distill_weight: float = _opt(0.5, "weight of the distillation loss")
+    distill_temperature: float = _opt(2.0, "softmax temperature of the distillation loss")
+    teacher_epochs: int | None = _opt(None, "epochs of a teacher named by model (default: two thirds of --epochs)")
+    # "cached" is faster (each clean page scored once) but gives the student fixed targets.
+    distill_targets: str = _opt(
+        "online",
+        "online: the teacher scores every augmented batch; cached: each clean page once, before training",
+        choices=("online", "cached"),
+    )
+    # Stochastic weight averaging (Izmailov et al. 2018).
+    average_last: float = _opt(
+        0.0, "keep the plain average of the weights over this last fraction of training steps (0: the last weights)"
+    )
 
     def __post_init__(self) -> None:
         if self.balance not in ("sampler", "weights", "none"):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ecgvit.config import DEFAULT_OPSET
-from ecgvit.predict import ONNX_META_KEY, weights_digest
+from ecgvit.run import ONNX_META_KEY, load_run, weights_digest
 
 __all__ = ["export_onnx", "parity_check", "page_like_batch"]
 
@@ -143,7 +143,7 @@ def export_onnx(
     """Export RUN's model to `out` (default RUN/model.onnx); returns a report (parity, sizes, timings)."""
     import onnx
 
-    from ecgvit.evaluate import load_run
+
     from ecgvit.models import prepare_batch
 
     lr = load_run(run)
@@ -159,7 +159,7 @@ def export_onnx(
     t0 = time.perf_counter()
     from ecgvit.models import WithFeatures
 
-    # Two outputs: logits, and the pooled features the out-of-scope gate scores (ecgvit.gate).
+    # Two outputs: logits, and the pooled features the out-of-scope gate scores (ecgvit.runtime.gate).
     how = _torch_export(WithFeatures(model).eval(), x, tmp, opset, exporter)
     secs = time.perf_counter() - t0
 

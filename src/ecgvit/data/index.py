@@ -428,7 +428,7 @@ def index_dataset(
         def pair_info(i: int, j: int, bits: int) -> dict[str, Any]:
             return {"a": rel(first_path[ok_md5s[i]]), "b": rel(first_path[ok_md5s[j]]), "bits": bits}
 
-        from ecgvit import __version__
+        from ecgvit._version import __version__
 
         save_json(
             out_path.with_suffix(".json"),

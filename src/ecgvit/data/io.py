@@ -252,7 +252,7 @@ def decode_checked(
     (see `_fast_jpeg_draft`), which gives the same pixels as PIL's draft ~25 % faster; with
     `as_array` that decode comes back as a `DecodedPage` (see `open_page`).
 
-    Shared by files (`open_page`) and in-memory uploads (`ecgvit.predict.open_image_bytes`).
+    Shared by files (`open_page`) and in-memory uploads (`ecgvit.runtime.inputs.open_image_bytes`).
     """
     try:
         with warnings.catch_warnings():

@@ -40,7 +40,7 @@ def file_md5(path: str | Path) -> str:
         return hashlib.file_digest(f, "md5").hexdigest()
 
 
-def _draft_size(cfg: PreprocessConfig) -> tuple[int, int]:
+def draft_size(cfg: PreprocessConfig) -> tuple[int, int]:
     # The crop keeps roughly 95% x 78% of a Khan page; ask the decoder for enough pixels that
     # the crop is still at least the target size, and enough for crop detection.
     w = int(np.ceil(cfg.width / 0.9))
@@ -113,7 +113,7 @@ def pil_luma(rgb: np.ndarray) -> np.ndarray:
 
 def load_page_array(path: str | Path, cfg: PreprocessConfig = PreprocessConfig()) -> PageArray:
     """Decode `path` and preprocess it; raises BadImageError for unusable files."""
-    page = open_page(path, draft_size=_draft_size(cfg) if cfg.draft else None, as_array=True)
+    page = open_page(path, draft_size=draft_size(cfg) if cfg.draft else None, as_array=True)
     if isinstance(page, DecodedPage):
         return preprocess_array(page.rgb, cfg)
     return preprocess_image(page, cfg)

@@ -233,7 +233,7 @@ def prepare_batch(arrays: np.ndarray | torch.Tensor) -> torch.Tensor:
 class WithFeatures(nn.Module):
     """Wraps a registry model so one forward pass returns (logits, pooled features).
 
-    The gate (ecgvit.gate) scores the pooled features; exporting this wrapper gives an ONNX
+    The gate (ecgvit.runtime.gate) scores the pooled features; exporting this wrapper gives an ONNX
     model with both outputs, so ONNX Runtime serves the gate too.
     """
 

@@ -292,11 +292,3 @@ class RowViT(nn.Module):
         finally:
             self.set_store_attention(False)
             self.train(was_training)
-
-
-if __name__ == "__main__":  # smoke test
-    from ecgvit.models import count_params, prepare_batch
-
-    m = RowViT()
-    x = prepare_batch(torch.randint(0, 256, (2, 192, 320), dtype=torch.uint8))
-    print(m(x).shape, m.forward_features(x).shape, count_params(m), m.attention_rollout(x).shape)

@@ -204,7 +204,7 @@ def create_app(
 
     def _predict(data: bytes) -> dict[str, Any]:
         ld = predictor.load(data)
-        row = predictor.answer(ld, "<upload>")
+        row = predictor.answer(ld, "<upload>").to_dict()
         probs = row["probabilities"]
         return {
             "status": row["status"],
@@ -279,7 +279,7 @@ def create_app(
 
 def _version() -> str:
     try:
-        from ecgvit import __version__
+        from ecgvit._version import __version__
 
         return __version__
     except Exception:  # pragma: no cover
@@ -302,7 +302,7 @@ def serve(
 
     import uvicorn
 
-    from ecgvit.predict import Predictor
+    from ecgvit.runtime.predictor import Predictor
 
     # Requests run side by side in `workers` threads: split the cores between them rather than
     # let every request's intra-op threads fight for all of them.

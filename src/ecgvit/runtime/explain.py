@@ -20,7 +20,6 @@ file's full size), blended over the page, and the label and probability are writ
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -29,10 +28,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-if TYPE_CHECKING:
-    from ecgvit.predict import Loaded
+from ecgvit.metrics import softmax
+from ecgvit.models import prepare_batch
 
-__all__ = ["METHODS", "choose_method", "heatmap", "render_overlay", "explain_loaded", "explain_file"]
+if TYPE_CHECKING:
+    from ecgvit.runtime.inputs import Loaded
+
+__all__ = ["METHODS", "choose_method", "explain_loaded", "heatmap", "render_overlay"]
 
 METHODS = ("auto", "rollout", "gradcam", "gradxinput")
 
@@ -226,16 +228,14 @@ def explain_loaded(
     target: int | None = None,
     title: str | None = None,
 ) -> tuple[Image.Image, dict[str, Any]]:
-    """Predict + heatmap + overlay for one preprocessed input (ecgvit.predict.Loaded with .image).
+    """Predict + heatmap + overlay for one preprocessed input (a `Loaded` kept with its .image).
 
     title: the text drawn on the image (default: label, probability and method)."""
-    from ecgvit.models import prepare_batch
-
     if ld.image is None:
         raise ValueError("explain needs the decoded page (load with keep_image=True)")
     x = prepare_batch(ld.array[None])
     with torch.no_grad():
-        probs = torch.softmax(model(x).float(), 1)[0].numpy()
+        probs = softmax(model(x).float().numpy())[0]
     k = int(np.argmax(probs)) if target is None else int(target)
     heat, used = heatmap(model, x, k, method)
     title = title or f"{classes[k]}  p={probs[k]:.2f}   ({used})"
@@ -250,18 +250,3 @@ def explain_loaded(
         "size": list(img.size),
     }
     return img, info
-
-
-def explain_file(
-    run: str | Path, image: str | Path, out: str | Path, method: str = "auto", max_side: int = 1600
-) -> dict[str, Any]:
-    """`ecgvit explain RUN IMAGE --out heat.png`."""
-    from ecgvit.data.io import BadImageError
-    from ecgvit.predict import Predictor
-
-    pred = Predictor(run, backend="torch")
-    try:
-        _, info = pred.explain(image, out=out, method=method, max_side=max_side)
-    except BadImageError as exc:
-        raise ValueError(f"{image}: {exc.reason}") from None
-    return info

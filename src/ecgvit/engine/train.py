@@ -22,12 +22,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
 import os
 import random
-import sys
+import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,118 +35,30 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import f1_score
 from torch import nn
+from tqdm.auto import tqdm
 
-from ecgvit import __version__
-
-# TrainConfig and DEFAULT_MODEL live in ecgvit.config (no torch there: the CLI builds its
-# options from them without importing torch); importable from here too, where they are used.
+from ecgvit._version import __version__
 from ecgvit.config import (
+    KHAN_CLASSES,
+    IndexConfig,
     PreprocessConfig,
     TrainConfig,
     from_dict,
-    save_json,
     saved_train_settings,
     to_dict,
-)  # noqa: F401
+)
+from ecgvit.data.pageset import holdout_split, load_pageset, split_from_file
+from ecgvit.data.preprocess import default_cache_dir, load_arrays
+from ecgvit.engine.calibrate import calibrate, format_calibration
+from ecgvit.engine.teachers import check_teacher, load_teacher, resolve_teacher, teacher_epochs
+from ecgvit.models import count_params, create_model, get_spec, prepare_batch
+from ecgvit.models.inference import predict_proba
+from ecgvit.run import Run, read_json
+from ecgvit.synth import generate
 
-# --- data -----------------------------------------------------------------------------------
-
-
-@dataclass
-class PageSet:
-    """Distinct pages with labels, groups and the preprocessed arrays (filled later)."""
-
-    paths: list[str]
-    md5s: list[str]
-    labels: np.ndarray  # int class index
-    groups: list[str]
-    classes: list[str]
-
-    def subset(self, idx: np.ndarray) -> PageSet:
-        return PageSet(
-            [self.paths[i] for i in idx],
-            [self.md5s[i] for i in idx],
-            self.labels[idx],
-            [self.groups[i] for i in idx],
-            self.classes,
-        )
-
-
-def load_pageset(
-    data: str | Path, run_dir: Path | None = None, progress: bool = True, index_cfg: Any = None
-) -> PageSet:
-    """Index a folder (manifest saved into run_dir) or read a manifest; keep one file per group."""
-    from ecgvit.config import KHAN_CLASSES
-    from ecgvit.data.index import index_dataset
-    from ecgvit.data.manifest import read_manifest
-    from ecgvit.data.preprocess import file_md5
-
-    data = Path(data)
-    if not data.exists():
-        raise FileNotFoundError(f"{data}: no such data folder or manifest")
-    if data.is_dir():
-        kw = {"cfg": index_cfg} if index_cfg is not None else {}
-        rows = index_dataset(data, out=(run_dir / "manifest.csv") if run_dir else None, progress=progress, **kw)
-    else:
-        rows = read_manifest(data)
-    rows = [r for r in rows if r.ok]
-    seen: set[str] = set()
-    keep = []
-    for r in sorted(rows, key=lambda r: (r.label, r.path)):
-        md5 = r.md5 or file_md5(r.path)
-        key = r.group or md5
-        if key in seen:
-            continue  # a duplicate adds no information and would only re-weight its page
-        seen.add(key)
-        keep.append((r.path, md5, r.label, key))
-    if not keep:
-        raise ValueError(f"{data}: no usable pages")
-    labels_present = sorted({k[2] for k in keep})
-    # Khan classes keep their canonical order; other label sets are sorted.
-    classes = (
-        [c for c in KHAN_CLASSES if c in labels_present] if set(labels_present) <= set(KHAN_CLASSES) else labels_present
-    )
-    index = {c: i for i, c in enumerate(classes)}
-    return PageSet(
-        [k[0] for k in keep], [k[1] for k in keep], np.array([index[k[2]] for k in keep]), [k[3] for k in keep], classes
-    )
-
-
-def holdout_split(pages: PageSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Grouped, stratified hold-out: about `fraction` of each class's groups go to validation."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    n_splits = max(2, round(1 / fraction))
-    min_class = np.bincount(pages.labels).min()
-    if min_class < n_splits:
-        raise ValueError(
-            f"a class has only {min_class} distinct pages: too few for a {fraction:.0%} grouped validation part"
-        )
-    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(sgkf.split(np.zeros(len(pages.labels)), pages.labels, pages.groups))
-    return np.sort(train_idx), np.sort(val_idx)
-
-
-def split_from_file(pages: PageSet, split_path: str, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train on every fold but `fold` (and never on 'test'); validate on `fold`."""
-    from ecgvit.data.split import read_splits
-
-    fold_of = {}
-    for r in read_splits(split_path):
-        fold_of[os.path.abspath(r.path)] = str(r.fold)
-    folds = sorted({f for f in fold_of.values() if f != "test"})
-    if str(fold) not in folds:
-        raise ValueError(f"fold {fold} not in {split_path} (folds: {', '.join(folds)})")
-    f_of_page = [fold_of.get(os.path.abspath(p)) for p in pages.paths]
-    missing = sum(f is None for f in f_of_page)
-    if missing:
-        raise ValueError(f"{missing} pages of the data are not in {split_path}: was it made from this data?")
-    idx = np.arange(len(pages.paths))
-    val = idx[[f == str(fold) for f in f_of_page]]
-    train = idx[[f not in (str(fold), "test") for f in f_of_page]]
-    return train, val
-
+log = logging.getLogger("ecgvit")
 
 # --- augmentation ---------------------------------------------------------------------------
 
@@ -245,7 +157,7 @@ def _barrier(d: Dist) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: two writers never share a temp file
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
@@ -254,11 +166,28 @@ def save_model(run_dir: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """model.safetensors + config.json (classes, preprocessing, model and training config)."""
     from safetensors.torch import save_file
 
-    tmp = run_dir / "model.safetensors.tmp"
+    run = Run(run_dir)
+    tmp = run.weights_file.with_name(f"{run.weights_file.name}.{os.getpid()}.tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata={"format": "pt", "ecgvit": __version__})
-    os.replace(tmp, run_dir / "model.safetensors")
-    save_json(run_dir / "config.json", meta)
+    os.replace(tmp, run.weights_file)
+    run.write_config(meta)
+
+
+def load_resume(path: Path) -> dict[str, Any]:
+    """A resume checkpoint, loaded as data only (`weights_only`: a pickled object in a planted
+    file is refused, never run); a missing, truncated or foreign file is one clear error."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: nothing to resume (no resume checkpoint in {path.parent})")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a readable resume checkpoint ({first[:200]})") from None
+    need = ("model", "optimizer", "scheduler", "epoch", "train", "preprocess")
+    if not isinstance(saved, dict) or any(k not in saved for k in need):
+        raise ValueError(f"{path}: not an ecgvit resume checkpoint (expected the keys {', '.join(need)})")
+    return saved
 
 
 def next_run_dir(base: str | Path = "runs/train") -> Path:
@@ -284,24 +213,20 @@ def train(
     progress: bool = True,
     cache_root: str | Path | None = None,
     index_cfg: Any = None,
+    stage: str = "train",
 ) -> dict[str, Any]:
-    """Train a model; returns the summary written to RUN/config.json (best epoch and metrics)."""
-    from sklearn.metrics import f1_score
-    from tqdm.auto import tqdm
+    """Train a model; returns the summary written to RUN/config.json (best epoch and metrics).
 
-    from ecgvit.data.preprocess import load_arrays
-    from ecgvit.models import count_params, create_model, get_spec, prepare_batch
-
+    stage: what the progress bars and log lines call this training ("train", "pretrain", "teacher")."""
     d = setup_distributed()
     run_dir = Path(out) if out else next_run_dir()
-    resume_file = run_dir / "resume.pt"
+    run = Run(run_dir)
+    resume_file = run.resume_file
     if resume:
-        if not resume_file.exists():
-            raise FileNotFoundError(f"{resume_file}: nothing to resume (no resume checkpoint in {run_dir})")
-        saved = torch.load(resume_file, map_location="cpu", weights_only=False)
+        saved = load_resume(resume_file)
         cfg = from_dict(TrainConfig, saved_train_settings(saved["train"]))  # the run goes on exactly as it started
         preprocess = from_dict(PreprocessConfig, saved["preprocess"])
-    elif d.main and (run_dir / "config.json").exists():
+    elif d.main and run.config_file.exists():
         raise FileExistsError(
             f"{run_dir} already holds a trained model: pass --resume to continue it, or another --out"
         )
@@ -329,7 +254,7 @@ def train(
     train_set, val_set = pages.subset(tr_idx), pages.subset(va_idx)
     n_cls = len(pages.classes)
     if d.main:
-        with open(run_dir / "pages.csv", "w", newline="") as f:
+        with open(run.pages_file, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "md5", "label", "group", "part"])
             for part, s in (("train", train_set), ("val", val_set)):
@@ -442,7 +367,12 @@ def train(
         "world_size": d.world,
         "initial_weights": str(init) if init else None,
     }
-    metrics_path = run_dir / "metrics.csv"
+    if resume:
+        # What the uninterrupted run would have recorded by now: its best epoch and what it started from.
+        meta["initial_weights"] = saved.get("initial_weights", meta["initial_weights"])
+        if saved.get("best") is not None:
+            meta["best"] = saved["best"]
+    metrics_path = run.metrics_file
     if d.main and not resume:
         with open(metrics_path, "w", newline="") as f:
             csv.writer(f).writerow(
@@ -453,7 +383,7 @@ def train(
         # will be trained again: keep only the epochs the checkpoint holds.
         lines = metrics_path.read_text().splitlines()
         kept = [lines[0]] + [ln for ln in lines[1:] if ln and int(ln.split(",")[0]) <= start_epoch]
-        tmp = metrics_path.with_name("metrics.csv.tmp")
+        tmp = metrics_path.with_name(f"{metrics_path.name}.{os.getpid()}.tmp")
         tmp.write_text("\n".join(kept) + "\n")
         os.replace(tmp, metrics_path)
 
@@ -472,7 +402,7 @@ def train(
         batches = range(0, len(order), cfg.batch_size)
         bar = tqdm(
             batches,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            desc=f"{stage} epoch {epoch + 1}/{cfg.epochs}",
             disable=not (progress and d.main),
             leave=False,
             unit="batch",
@@ -547,9 +477,8 @@ def train(
             else:
                 stale += 1
             if progress:
-                print(
-                    f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {tot_loss / seen:.3f}  val acc {val_acc:.3f}  val macro-F1 {val_f1:.3f}{'  *' if improved else ''}  ({secs:.0f}s)",
-                    flush=True,
+                log.info(
+                    f"{stage} epoch {epoch + 1:3d}/{cfg.epochs}  loss {tot_loss / seen:.3f}  val acc {val_acc:.3f}  val macro-F1 {val_f1:.3f}{'  *' if improved else ''}  ({secs:.0f}s)"
                 )
             _atomic_torch_save(
                 {
@@ -563,6 +492,8 @@ def train(
                     "stale": stale,
                     "train": to_dict(cfg),
                     "preprocess": to_dict(preprocess),
+                    "best": meta.get("best"),
+                    "initial_weights": meta["initial_weights"],
                 },
                 resume_file,
             )
@@ -575,27 +506,21 @@ def train(
             stop = bool(flag.item())
         if stop:
             if d.main and progress:
-                print(f"early stop: no better validation macro-F1 for {cfg.patience} epochs")
+                log.info(f"{stage}: early stop, no better validation macro-F1 for {cfg.patience} epochs")
             break
 
     summary = meta.get("best", {})
     if d.main:
         meta["finished"] = True
-        save_json(run_dir / "config.json", meta)
+        run.write_config(meta)
         if cfg.gate:
-            from ecgvit.gate import calibrate, format_calibration
-
             try:
                 g = calibrate(run_dir, progress=False)
                 if progress:
-                    print(
-                        "out-of-scope gate (ecgvit calibrate):\n  " + format_calibration(g).replace("\n", "\n  "),
-                        flush=True,
-                    )
+                    log.info("out-of-scope gate (ecgvit calibrate):\n  " + format_calibration(g).replace("\n", "\n  "))
             except Exception as exc:  # the trained model is kept whatever happens here
-                print(
-                    f"warning: no out-of-scope gate fitted ({type(exc).__name__}: {exc}); run `ecgvit calibrate {run_dir}`",
-                    file=sys.stderr,
+                log.warning(
+                    f"no out-of-scope gate fitted ({type(exc).__name__}: {exc}); run `ecgvit calibrate {run_dir}`"
                 )
     if d.world > 1:
         import torch.distributed as dist
@@ -619,49 +544,6 @@ def weight_averager(model: nn.Module, total_steps: int, last_fraction: float) ->
     return ModelEmaV3(
         model, decay=1.0, update_after_step=start, use_warmup=True, warmup_gamma=1.0, warmup_power=1.0, foreach=False
     )
-
-
-def resolve_teacher(cfg: TrainConfig) -> TrainConfig:
-    """`cfg` with teacher "auto" replaced by its model's default teacher, and "none" by None."""
-    from ecgvit.models import get_spec
-
-    if cfg.teacher == "auto":
-        return replace(cfg, teacher=get_spec(cfg.model).default_teacher)
-    if cfg.teacher is not None and cfg.teacher.strip().lower() in ("", "none"):
-        return replace(cfg, teacher=None)
-    return cfg
-
-
-def teacher_epochs(cfg: TrainConfig) -> int:
-    """Epochs of a teacher trained by name: `teacher_epochs`, else two thirds of `epochs`."""
-    return cfg.teacher_epochs or max(1, round(cfg.epochs * 2 / 3))
-
-
-def check_teacher(teacher: str) -> str:
-    """ "run" for a trained run folder, "model" for a registered model name; else a clear error."""
-    from ecgvit.models import list_models
-
-    if (Path(teacher) / "config.json").exists():
-        return "run"
-    if teacher in list_models():
-        return "model"
-    import difflib
-
-    close = difflib.get_close_matches(teacher, list_models(), n=3)
-    hint = (
-        f" (did you mean {', '.join(close)}?)"
-        if close
-        else " (give a trained run folder or a registered model name: `ecgvit models`)"
-    )
-    raise ValueError(f"teacher {teacher!r}: neither a trained run folder nor a model name{hint}")
-
-
-def fold_teacher(teacher: str, fold_run: str) -> str:
-    """A CV fold's teacher: a teacher's CV folder stands for its run on the same repeat and fold
-    (`fold_run`, e.g. r0_fold2; train() checks it never saw this fold's pages); a run folder or
-    a model name (trained inside the fold) is used as given."""
-    p = Path(teacher)
-    return str(p / fold_run) if p.is_dir() and not (p / "config.json").exists() else teacher
 
 
 def train_teacher(
@@ -691,8 +573,8 @@ def train_teacher(
         teacher_epochs=None,
         distill_targets="online",
     )
-    meta_file = out / "config.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    meta_file = Run(out).config_file
+    meta = read_json(meta_file) if meta_file.exists() else {}
     was, want = saved_train_settings(meta["train"]) if "train" in meta else {}, to_dict(t_cfg)
     # Settings a run recorded (one made before a setting existed is compared on the rest); threads change no result.
     differ = sorted(k for k in want if k in was and k != "threads" and was[k] != want[k])
@@ -701,52 +583,21 @@ def train_teacher(
         raise ValueError(f"{out} was trained with other settings ({what}): remove it or give another --out")
     if not meta.get("finished"):
         if progress:
-            print(f"training the teacher {teacher} first ({out})", flush=True)
+            log.info(f"training the teacher {teacher} first ({out})")
         train(
             data,
             out,
             t_cfg,
             preprocess=preprocess,
-            resume=(out / "resume.pt").exists(),
+            resume=Run(out).resume_file.exists(),
+            stage="teacher",
             progress=progress,
             cache_root=cache_root,
             index_cfg=index_cfg,
         )
     elif progress:
-        print(f"teacher {teacher}: reusing {out}", flush=True)
+        log.info(f"teacher {teacher}: reusing {out}")
     return str(out)
-
-
-def load_teacher(
-    path: str, classes: list[str], preprocess: PreprocessConfig, val_md5s: Sequence[str], device: torch.device
-) -> nn.Module:
-    """The distillation teacher from a run folder, checked to fit this run: same classes, same
-    preprocessing (it sees the student's batches), and none of this run's validation pages among
-    its training pages (a teacher that saw them would leak their labels into the student)."""
-    from ecgvit.evaluate import load_run
-
-    lr = load_run(path)
-    if lr.classes != list(classes):
-        raise ValueError(f"teacher {path}: classes {lr.classes} differ from the data's {list(classes)}")
-    if to_dict(lr.preprocess) != to_dict(preprocess):
-        raise ValueError(
-            f"teacher {path}: its preprocessing {to_dict(lr.preprocess)} differs from this run's {to_dict(preprocess)}"
-        )
-    pages_csv = Path(path) / "pages.csv"
-    if not pages_csv.exists():
-        raise FileNotFoundError(
-            f"teacher {path}: no pages.csv, so it cannot be checked for leaks into the validation pages"
-        )
-    with open(pages_csv, newline="") as f:
-        seen = {row["md5"] for row in csv.DictReader(f) if row["part"] == "train"}
-    leaked = seen.intersection(val_md5s)
-    if leaked:
-        raise ValueError(
-            f"teacher {path} trained on {len(leaked)} of this run's validation pages: distilling it would leak their labels"
-        )
-    for p in lr.model.parameters():
-        p.requires_grad_(False)
-    return lr.model.to(device).eval()
 
 
 # Settings that do not shape the synthetic pretraining (it runs without a split, teacher, gate or
@@ -794,32 +645,26 @@ def synth_pretrained_weights(
     thousands of generated pages with the same layout and the textbook signs of each class
     teach it where to look, and fine-tuning on the real pages does the rest.
     """
-
-    from ecgvit.config import KHAN_CLASSES, IndexConfig
-    from ecgvit.data.preprocess import default_cache_dir
-
     if list(classes) != list(KHAN_CLASSES):
         if d.main and progress:
-            print(f"note: no synthetic pretraining: the classes {classes} are not the four Khan classes")
+            log.info(f"note: no synthetic pretraining: the classes {classes} are not the four Khan classes")
         return None
     # Only what shapes the pretrained weights is in the key: every fold of a CV, and the final
     # model trained on all pages, share one pretraining.
     root = Path(cache_root or default_cache_dir()) / "pretrain" / pretrain_key(cfg, preprocess)
-    run = root / "run"
-    weights = run / "model.safetensors"
-    done = (run / "config.json").exists() and json.loads((run / "config.json").read_text()).get("finished")
+    run = Run(root / "run")
+    weights = run.weights_file
+    done = run.config_file.exists() and read_json(run.config_file).get("finished")
     if not done:
         pages = root / "pages"
         if d.main and not (pages / "complete").exists():
-            from ecgvit.synth import generate
-
             if progress:
-                print(
-                    f"pretraining on {cfg.pretrain_per_class} synthetic pages per class (cached in {root})", flush=True
+                log.info(
+                    f"pretrain: first generating {cfg.pretrain_per_class} synthetic pages per class and pretraining on them "
+                    f"for {cfg.pretrain_epochs} epochs (the first time only: roughly 15-20 min on 2 cores; cached in {root}; "
+                    "--pretrain-per-class 0 skips it)"
                 )
             if pages.exists():
-                import shutil
-
                 shutil.rmtree(pages)
             generate(
                 pages,
@@ -847,35 +692,14 @@ def synth_pretrained_weights(
         )
         train(
             pages,
-            run,
+            run.path,
             pre_cfg,
             preprocess=preprocess,
-            resume=(run / "resume.pt").exists(),
+            resume=run.resume_file.exists(),
+            stage="pretrain",
             progress=progress,
             cache_root=cache_root,
             index_cfg=IndexConfig(near_dup_bits=0),
         )
         _barrier(d)
     return str(weights)
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module,
-    arrays: np.ndarray,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    temperature: float = 1.0,
-) -> np.ndarray:
-    """Softmax probabilities (of logits / temperature) for uint8 page arrays (N, H, W[, 3])."""
-    from ecgvit.models import prepare_batch
-
-    was = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(arrays), batch_size):
-        out.append(
-            torch.softmax(model(prepare_batch(arrays[i : i + batch_size]).to(device)) / temperature, dim=1).cpu()
-        )
-    model.train(was)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

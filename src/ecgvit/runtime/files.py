@@ -1,0 +1,140 @@
+"""The `ecgvit predict` and `ecgvit explain` pipelines over files: name the model, expand the
+inputs, predict in batches, write as it goes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ecgvit.data.io import INPUT_SUFFIXES, BadImageError, split_page
+from ecgvit.run import RunError, bundled_run, is_run_dir
+from ecgvit.runtime.inputs import expand_inputs
+from ecgvit.runtime.prediction import Prediction
+from ecgvit.runtime.predictor import NO_MODEL, Predictor
+from ecgvit.runtime.writers import ResultWriter, summarize
+
+__all__ = ["explain_file", "predict_files", "split_model_and_paths"]
+
+
+def split_model_and_paths(inputs: Sequence[str], onnx: str | None = None) -> tuple[str | None, list[str]]:
+    """`ecgvit predict [RUN|MODEL.onnx] PATH...`: the first argument is the model when it is a run
+    folder (has config.json) or an .onnx file; otherwise every argument is an input and the
+    model is the bundled one. A first argument that exists nowhere and is not named like a page
+    (an image or PDF suffix, a glob, `file#page=N`) is taken for a mistyped run folder: an error,
+    never a silent fall-back to the bundled model."""
+    inputs = list(inputs)
+    if inputs and (is_run_dir(inputs[0]) or (inputs[0].lower().endswith(".onnx") and Path(inputs[0]).is_file())):
+        return inputs[0], inputs[1:]
+    if inputs:
+        first = inputs[0]
+        p = Path(split_page(first)[0])
+        looks_like_input = p.suffix.lower() in INPUT_SUFFIXES or any(ch in first for ch in "*?[")
+        if not p.exists() and not looks_like_input:
+            what = "ONNX model" if first.lower().endswith(".onnx") else "run folder"
+            raise RunError(f"{first}: no such {what} or input (a run folder holds config.json + model.safetensors)")
+        if p.is_dir() and (p / "model.safetensors").exists() and not is_run_dir(p):
+            raise RunError(f"{first}: looks like a run folder but has no config.json")
+    if onnx is None:
+        # No model named: the one shipped inside the package, when this install has it.
+        bundled = bundled_run()
+        if bundled is None:
+            raise ValueError(NO_MODEL)
+        return str(bundled), inputs
+    return None, inputs
+
+
+def predict_files(
+    model: str | Path | None,
+    paths: Sequence[str],
+    *,
+    out: str | Path | None = None,
+    explain_dir: str | Path | None = None,
+    onnx: str | Path | None = None,
+    backend: str = "auto",
+    batch_size: int = 16,
+    threads: int = 0,
+    workers: int = 0,
+    processes: int = 1,
+    progress: bool = True,
+    predictor: Predictor | None = None,
+) -> tuple[list[Prediction], dict[str, Any]]:
+    """The `ecgvit predict` pipeline: expand inputs, predict in batches, write as it goes.
+
+    processes: see `Predictor` (the CLI passes 0, auto)."""
+    if not paths:
+        raise ValueError("no images given: ecgvit predict RUN PATH... (files, folders or globs)")
+    pred = predictor or Predictor(
+        model, onnx=onnx, backend=backend, threads=threads, batch_size=batch_size, workers=workers, processes=processes
+    )
+    if explain_dir is not None:
+        pred.torch_model  # noqa: B018  (fail now, not after the first batch, when only an .onnx was given)
+    files, bad = expand_inputs(paths)
+    writer = ResultWriter(out, pred.classes, pred.model_name) if out else None
+    rows: list[Prediction] = []
+    t0 = time.perf_counter()
+    complete = False
+    used_names: set[str] = set()
+    try:
+        if bad:
+            bad_rows = [Prediction.bad(b.path, b.reason) for b in bad]
+            rows.extend(bad_rows)
+            if writer:
+                writer.write(bad_rows)
+
+        bar = tqdm(
+            total=len(files), unit="page", desc="predict", disable=not progress or len(files) < 2, file=sys.stderr
+        )
+        for batch in pred.iter_batches(files, batch_size=batch_size):
+            if explain_dir is not None:
+                for r in batch:
+                    if r.answered:
+                        name = _unique_name(Path(r.path).stem, used_names)
+                        try:
+                            _, info = pred.explain(r.path, out=Path(explain_dir) / f"{name}.png")
+                            r.heatmap = info["heatmap"]
+                        except Exception as exc:  # an explanation failing must not lose the prediction
+                            r.reason = (
+                                r.reason + "; " if r.reason else ""
+                            ) + f"no heatmap ({type(exc).__name__}: {exc})"
+            rows.extend(batch)
+            if writer:
+                writer.write(batch)
+            bar.update(len(batch))
+        bar.close()
+        complete = True
+    finally:
+        secs = time.perf_counter() - t0
+        summary = summarize(rows, secs)
+        summary["backend"] = pred.backend
+        summary["complete"] = complete
+        if writer:
+            writer.close(summary, complete=complete)
+        if predictor is None:
+            pred.close()
+    return rows, summary
+
+
+def _unique_name(stem: str, used: set[str]) -> str:
+    name, i = stem, 2
+    while name in used:
+        name = f"{stem}_{i}"
+        i += 1
+    used.add(name)
+    return name
+
+
+def explain_file(
+    run: str | Path | None, image: str | Path, out: str | Path, method: str = "auto", max_side: int = 1600
+) -> dict[str, Any]:
+    """`ecgvit explain [RUN] IMAGE --out heat.png`."""
+    pred = Predictor(run, backend="torch")
+    try:
+        _, info = pred.explain(image, out=out, method=method, max_side=max_side)
+    except BadImageError as exc:
+        raise ValueError(f"{image}: {exc.reason}") from None
+    return info
