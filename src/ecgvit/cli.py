@@ -206,10 +206,9 @@ def _cmd_models(a: argparse.Namespace) -> int:
         print(f"{name:<{nw}}{count_params(m) / 1e6:>9.2f}M{g:>9.2f}{size:>16}  {spec.description}{taught}{star}")
     from ecgvit.run import bundled_run, bundled_version
 
-    b = bundled_run()
-    print(
-        f"\nbundled model: {bundled_version() + ' at ' + str(b) if b else 'none in this install (scripts/train_bundled.py makes it)'}"
-    )
+    b, version = bundled_run(), bundled_version()
+    shown = f"{version} at {b}" if b else "none in this install (scripts/train_bundled.py makes it)"
+    print(f"\nbundled model: {shown}")
     return 0
 
 
@@ -653,10 +652,10 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # the stream is whatever sys.stderr is
+class _StderrHandler(logging.StreamHandler):
     """Writes to sys.stderr as it is at each record (a redirected or captured stderr included)."""
 
-    @property  # type: ignore[override]  # a property where the base class has an attribute
+    @property
     def stream(self) -> object:
         return sys.stderr
 

@@ -25,7 +25,7 @@ from ecgvit.data.crop import CropResult, find_trace_box
 from ecgvit.data.io import BadImageError
 from ecgvit.data.pageset import load_pageset
 from ecgvit.metrics import expected_calibration_error, softmax
-from ecgvit.run import GATE_JSON, GATE_TENSORS
+from ecgvit.run import Run
 from ecgvit.runtime.gate import Gate, GateConfig, PageStructure, page_structure, save_gate
 from ecgvit.runtime.inputs import Loaded
 from ecgvit.runtime.predictor import Predictor
@@ -35,7 +35,9 @@ from ecgvit.synth.signals import CLASSES as SYNTH_CLASSES
 __all__ = ["calibrate", "fit_gate", "fit_temperature", "format_calibration", "measure_pages"]
 
 
-def _log_fence(values: Sequence[float], side: str, domains: Sequence[int] | None = None, k: float = 3.0) -> float:
+def _log_fence(
+    values: Sequence[float] | np.ndarray, side: str, domains: Sequence[int] | np.ndarray | None = None, k: float = 3.0
+) -> float:
     """Tukey's far-out fence on log(values): Q1 - k IQR ("low") or Q3 + k IQR ("high").
 
     With `domains` (e.g. 0 = real pages, 1 = synthetic pretraining pages) each domain gets its
@@ -71,7 +73,7 @@ def fit_gate(
     cal_logits: np.ndarray | None,
     cal_labels: np.ndarray | None,
     fitted_on: dict[str, Any] | None = None,
-    domains: Sequence[int] | None = None,
+    domains: Sequence[int] | np.ndarray | None = None,
 ) -> Gate:
     """Fit every threshold from training pages (structures, features, labels) and the
     temperature + confidence threshold from held-out pages (cal_logits, cal_labels)."""
@@ -127,28 +129,28 @@ def fit_gate(
 
 
 def measure_pages(
-    predictor: Any, items: Sequence[Any], batch_size: int = 32, progress: bool = False
-) -> tuple[list[PageStructure | None], np.ndarray, np.ndarray, list[str | None]]:
+    predictor: Predictor, items: Sequence[Any], batch_size: int = 32, progress: bool = False
+) -> tuple[list[PageStructure | None], np.ndarray, np.ndarray | None, list[str | None]]:
     """(structures, logits, features, errors) for pages, read the way `predictor` reads them.
 
     A page that cannot be decoded gets structure None, NaN logits/features and its reason."""
     structures: list[PageStructure | None] = []
     errors: list[str | None] = []
-    arrays: list[np.ndarray | None] = []
-    for it in tqdm(items, desc="gate", unit="page", disable=not progress):
+    arrays: dict[int, np.ndarray] = {}
+    for n, it in enumerate(tqdm(items, desc="gate", unit="page", disable=not progress)):
         try:
             ld = predictor.load(it, keep_image=True)
         except BadImageError as exc:
             structures.append(None)
             errors.append(exc.reason)
-            arrays.append(None)
             continue
+        assert ld.image is not None  # keep_image=True
         crop = find_trace_box(ld.image) if ld.crop_detected is None else None
         st = ld.structure or page_structure(ld.image, crop or _crop_of(ld))
         structures.append(st)
         errors.append(None)
-        arrays.append(ld.array)
-    ok = [i for i, a in enumerate(arrays) if a is not None]
+        arrays[n] = ld.array
+    ok = sorted(arrays)
     k = len(predictor.classes)
     logits = np.full((len(items), k), np.nan, np.float32)
     feats: np.ndarray | None = None
@@ -165,6 +167,7 @@ def measure_pages(
 
 def _crop_of(ld: Loaded) -> CropResult:
     """The crop box of a Loaded input, in the pixels of its decoded (possibly draft) image."""
+    assert ld.image is not None, "load with keep_image=True"
     sx = ld.image.size[0] / ld.full_size[0]
     sy = ld.image.size[1] / ld.full_size[1]
     l, t, r, b = ld.box
@@ -186,8 +189,9 @@ def calibrate(
     same recipe: `ecgvit cv` writes one), else none (temperature 1, no low-confidence threshold).
     """
     run = Path(run)
-    for f in (GATE_JSON, GATE_TENSORS):  # fit with the raw model, not a previous gate
-        (run / f).unlink(missing_ok=True)
+    r = Run(run).check()
+    for stale in (r.gate_file, r.gate_tensors_file):  # fit with the raw model, not a previous gate
+        stale.unlink(missing_ok=True)
     pred = Predictor(run, backend="torch")
     classes = pred.classes
     train_items: list[str] = []
@@ -195,9 +199,11 @@ def calibrate(
     train_dom: list[int] = []
     val_items: list[str] = []
     val_y: list[int] = []
-    pages_csv = run / "pages.csv"
+    pages_csv = Run(run).pages_file
     if pages_csv.exists():
-        for row in csv.DictReader(open(pages_csv)):
+        with open(pages_csv, newline="") as f:
+            page_rows = list(csv.DictReader(f))
+        for row in page_rows:
             (train_items if row["part"] == "train" else val_items).append(row["path"])
             (train_y if row["part"] == "train" else val_y).append(classes.index(row["label"]))
         source = str(pages_csv)
@@ -232,16 +238,18 @@ def calibrate(
         vk = [i for i, e in enumerate(verr) if e is None]
         cal_logits, cal_y, cal_source = vlog[vk], np.array(val_y)[vk], f"{len(vk)} validation pages of {pages_csv}"
     elif oof is not None:
-        rows = list(csv.DictReader(open(oof)))
+        with open(oof, newline="") as f:
+            rows = list(csv.DictReader(f))
         missing = [f"p_{c}" for c in classes if f"p_{c}" not in rows[0]]
         if missing:
             raise ValueError(f"{oof}: no column(s) {', '.join(missing)}; expected the oof.csv `ecgvit cv` writes")
-        p = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
-        cal_logits = np.log(np.clip(p, 1e-6, 1.0))  # log-probabilities are logits up to a constant
+        oof_probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
+        cal_logits = np.log(np.clip(oof_probs, 1e-6, 1.0))  # log-probabilities are logits up to a constant
         cal_y = np.array([classes.index(r["label"]) for r in rows])
         cal_source = f"{len(rows)} out-of-fold predictions in {oof}"
+    measured = [s for s in (st[i] for i in keep) if s is not None]  # a readable page always has its structure
     gate = fit_gate(
-        [st[i] for i in keep],
+        measured,
         None if feats is None else feats[keep],
         np.array(train_y)[keep],
         cal_logits,
@@ -255,7 +263,7 @@ def calibrate(
     )
     save_gate(gate, run)
     out = gate.cfg.to_dict()
-    if cal_logits is not None:
+    if cal_logits is not None and cal_y is not None:
         out["ece_before"] = expected_calibration_error(cal_y, softmax(cal_logits, 1.0))[0]
         out["ece_after"] = expected_calibration_error(cal_y, softmax(cal_logits, gate.cfg.temperature))[0]
     train_status = gate.assess([st[i] for i in keep], logits[keep], None if feats is None else feats[keep])

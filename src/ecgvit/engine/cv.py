@@ -10,7 +10,7 @@ when the run is restarted with the same settings.
 from __future__ import annotations
 
 import csv
-import json
+import logging
 import os
 import time
 from dataclasses import replace
@@ -29,7 +29,9 @@ from ecgvit.engine.teachers import fold_teacher, resolve_teacher
 from ecgvit.engine.train import train
 from ecgvit.metrics import compute_metrics
 from ecgvit.models.inference import predict_proba
-from ecgvit.run import load_run
+from ecgvit.run import Run, load_run, read_json
+
+log = logging.getLogger("ecgvit")
 
 
 def _same_setting(a: Any, b: Any) -> bool:
@@ -69,7 +71,8 @@ def cross_validate(
         index_dataset(data, out=manifest, progress=progress)
     else:
         write_manifest(read_manifest(data), manifest)
-    base = resolve_teacher(TrainConfig(**({"model": model} if model else {}), **(train_overrides or {})))
+    settings: dict[str, Any] = {**({"model": model} if model else {}), **(train_overrides or {})}
+    base = resolve_teacher(TrainConfig(**settings))
     fold_rows: list[dict[str, Any]] = []
     oof: list[tuple[int, int, str, int, np.ndarray]] = []
     classes: list[str] = []
@@ -80,7 +83,7 @@ def cross_validate(
         make_splits(
             manifest, SplitConfig(folds=folds, seed=(base.seed if split_seed is None else split_seed) + r), out=fresh
         )
-        started = any((out / f"r{r}_fold{k}" / "pages.csv").exists() for k in range(folds))
+        started = any(Run(out / f"r{r}_fold{k}").pages_file.exists() for k in range(folds))
         if started and split_file.exists() and split_file.read_bytes() != fresh.read_bytes():
             fresh.unlink()
             fresh.with_suffix(".json").unlink(missing_ok=True)
@@ -96,7 +99,8 @@ def cross_validate(
             if base.teacher:
                 cfg = replace(cfg, teacher=",".join(fold_teacher(t, run_dir.name) for t in base.teacher.split(",")))
             t0 = time.time()
-            saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+            fold_run = Run(run_dir)
+            saved = read_json(fold_run.config_file) if fold_run.config_file.exists() else {}
             done = bool(saved.get("finished"))
             if done:  # reused only if it was trained the way this call asks
                 want = to_dict(cfg)
@@ -116,14 +120,15 @@ def cross_validate(
                     run_dir,
                     cfg,
                     preprocess=preprocess,
-                    resume=(run_dir / "resume.pt").exists(),
+                    resume=fold_run.resume_file.exists(),
                     progress=progress,
                     cache_root=cache_root,
                 )
             secs = time.time() - t0
             lr = load_run(run_dir)
             classes = lr.classes
-            pages = [row for row in csv.DictReader(open(run_dir / "pages.csv")) if row["part"] == "val"]
+            with open(fold_run.pages_file, newline="") as f:
+                pages = [row for row in csv.DictReader(f) if row["part"] == "val"]
             x = load_arrays(
                 [p["path"] for p in pages],
                 [p["md5"] for p in pages],
@@ -151,19 +156,18 @@ def cross_validate(
             for p, yi, pr in zip(pages, y, probs, strict=False):
                 oof.append((r, k, p["path"], int(yi), pr))
             if progress:
-                print(
-                    f"repeat {r} fold {k}: accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  ({secs:.0f}s)",
-                    flush=True,
+                log.info(
+                    f"repeat {r} fold {k}: accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  ({secs:.0f}s)"
                 )
             with open(out / "folds.csv", "w", newline="") as f:  # rewritten each fold: progress survives a kill
-                w = csv.DictWriter(f, fieldnames=list(fold_rows[0]))
-                w.writeheader()
-                w.writerows(fold_rows)
+                dw = csv.DictWriter(f, fieldnames=list(fold_rows[0]))
+                dw.writeheader()
+                dw.writerows(fold_rows)
     with open(out / "oof.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["repeat", "fold", "path", "label", *[f"p_{c}" for c in classes]])
-        for r, k, p, yi, pr in oof:
-            w.writerow([r, k, p, classes[yi], *[f"{v:.5f}" for v in pr]])
+        for rep, fold, path, yi, pr in oof:
+            w.writerow([rep, fold, path, classes[yi], *[f"{v:.5f}" for v in pr]])
     summary: dict[str, Any] = {
         "folds": folds,
         "repeats": repeats,

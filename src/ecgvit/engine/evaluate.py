@@ -203,11 +203,11 @@ def write_report(
     wrong = np.flatnonzero(pred != y)
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:12]
     rows_html = []
-    for i in wrong:
+    for i in wrong.tolist():
         try:
-            im = Image.open(paths[i])
-            im.draft("RGB", (400, 300))
-            im = im.convert("RGB")
+            src = Image.open(paths[i])
+            src.draft("RGB", (400, 300))
+            im = src.convert("RGB")
             im.thumbnail((360, 260))
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=80)

@@ -346,7 +346,7 @@ def train(
             model, device_ids=[d.device.index] if d.device.type == "cuda" else None
         )
 
-    meta = {
+    meta: dict[str, Any] = {
         "ecgvit_version": __version__,
         "classes": pages.classes,
         "model": {
@@ -392,8 +392,8 @@ def train(
         t0 = time.time()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order on every rank
         if cfg.balance == "sampler":
-            w = torch.as_tensor(1.0 / counts[train_set.labels])
-            order = torch.multinomial(w, len(y_train), replacement=True, generator=gen)
+            page_weights = torch.as_tensor(1.0 / counts[train_set.labels])
+            order = torch.multinomial(page_weights, len(y_train), replacement=True, generator=gen)
         else:
             order = torch.randperm(len(y_train), generator=gen)
         order = order[d.rank :: d.world]
@@ -509,15 +509,17 @@ def train(
                 log.info(f"{stage}: early stop, no better validation macro-F1 for {cfg.patience} epochs")
             break
 
-    summary = meta.get("best", {})
+    summary: dict[str, Any] = dict(meta.get("best") or {})
     if d.main:
         meta["finished"] = True
         run.write_config(meta)
         if cfg.gate:
             try:
-                g = calibrate(run_dir, progress=False)
+                fitted = calibrate(run_dir, progress=False)
                 if progress:
-                    log.info("out-of-scope gate (ecgvit calibrate):\n  " + format_calibration(g).replace("\n", "\n  "))
+                    log.info(
+                        "out-of-scope gate (ecgvit calibrate):\n  " + format_calibration(fitted).replace("\n", "\n  ")
+                    )
             except Exception as exc:  # the trained model is kept whatever happens here
                 log.warning(
                     f"no out-of-scope gate fitted ({type(exc).__name__}: {exc}); run `ecgvit calibrate {run_dir}`"
@@ -531,7 +533,7 @@ def train(
     return {"run": str(run_dir), **summary}
 
 
-def weight_averager(model: nn.Module, total_steps: int, last_fraction: float) -> nn.Module:
+def weight_averager(model: nn.Module, total_steps: int, last_fraction: float) -> Any:
     """A running plain average of `model`'s weights (and BatchNorm statistics) over the optimiser
     steps of the last `last_fraction` of training: call `.update(model, step=k)` after step k.
 

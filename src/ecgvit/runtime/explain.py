@@ -68,7 +68,7 @@ def _rollout_matrices(attns: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _timm_rollout(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    mods = _timm_attn_modules(model)
+    mods: list[Any] = _timm_attn_modules(model)  # timm Attention modules (attn_drop, fused_attn)
     caught: list[torch.Tensor] = []
     hooks = [m.attn_drop.register_forward_hook(lambda _m, _i, o: caught.append(o.detach())) for m in mods]
     saved = [m.fused_attn for m in mods]
@@ -131,6 +131,7 @@ def _grad_x_input(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
     with torch.enable_grad():
         logits = model(x)
         logits[0, target].backward()
+    assert x.grad is not None  # backward() above filled it
     g = (x.grad * x).abs().sum(1)[0].detach().numpy()
     sigma = max(1.0, 0.015 * g.shape[1])
     return cv2.GaussianBlur(g.astype(np.float32), (0, 0), sigma)
@@ -146,8 +147,9 @@ def heatmap(model: nn.Module, x: torch.Tensor, target: int, method: str = "auto"
     model.eval()
     h, w = x.shape[-2:]
     if method == "rollout":
-        if callable(getattr(model, "attention_rollout", None)):
-            m = model.attention_rollout(x)[0].detach().float().numpy()
+        rollout = getattr(model, "attention_rollout", None)
+        if callable(rollout):
+            m = rollout(x)[0].detach().float().numpy()
         elif _timm_attn_modules(model):
             m = _timm_rollout(model, x)
         else:
@@ -172,7 +174,7 @@ def heatmap(model: nn.Module, x: torch.Tensor, target: int, method: str = "auto"
 # --- drawing on the page --------------------------------------------------------------------
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1

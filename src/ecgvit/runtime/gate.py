@@ -213,6 +213,8 @@ def _profile_period(
     cols = cols - cv2.GaussianBlur(cols, (1, 0), sigmaX=0.1, sigmaY=n / 40)
     spec = (np.abs(np.fft.rfft(cols * _hann(n), axis=0)) ** 2).sum(axis=1)
     f = np.arange(len(spec))
+    lo: float
+    hi: float
     if period_range is None:
         lo, hi = _GRID_PERIODS
     else:

@@ -82,11 +82,19 @@ def open_image_bytes(
     """
     if not data:
         raise BadImageError(name, "empty file (0 bytes)")
-    kw = dict(max_pixels=max_pixels, min_side=min_side, draft_size=draft_size, page=page)
     if is_pdf(data[:1024]):
-        return decode_pdf(bytes(data), name, **kw)
+        return decode_pdf(bytes(data), name, max_pixels=max_pixels, min_side=min_side, draft_size=draft_size, page=page)
     # data=: a JPEG upload takes the fast draft decode, as a JPEG file does.
-    return decode_checked(lambda: Image.open(io.BytesIO(data)), name, data=bytes(data), as_array=as_array, **kw)
+    return decode_checked(
+        lambda: Image.open(io.BytesIO(data)),
+        name,
+        max_pixels=max_pixels,
+        min_side=min_side,
+        draft_size=draft_size,
+        page=page,
+        data=bytes(data),
+        as_array=as_array,
+    )
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[str], list[BadInput]]:
@@ -188,11 +196,16 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False, defer_struct
     full = tuple(page.info.get("full_size", page.size))
     # One array view of the page for crop detection, cropping and the structure measures (each
     # PIL -> numpy conversion copies the page); a fast-decoded JPEG never becomes a PIL image.
+    src: np.ndarray | Image.Image
     if isinstance(page, DecodedPage):
-        rgb: np.ndarray | None = page.rgb
+        src = page.rgb
+        pa: PageArray = preprocess_array(page.rgb, cfg)
+    elif page.mode == "RGB":
+        src = page_array(page)
+        pa = preprocess_array(src, cfg)
     else:
-        rgb = page_array(page) if page.mode == "RGB" else None
-    pa: PageArray = preprocess_array(rgb, cfg) if rgb is not None else preprocess_image(page, cfg)
+        src = page
+        pa = preprocess_image(page, cfg)
     sx, sy = full[0] / page.size[0], full[1] / page.size[1]
     if pa.crop is None:
         box = (0, 0, full[0], full[1])
@@ -203,7 +216,7 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False, defer_struct
         detected = pa.crop.detected
     measure: Callable[[], PageStructure] | None = None
     if spec.structure:
-        src, crop = (rgb if rgb is not None else page), pa.crop
+        crop = pa.crop
 
         def measure_page() -> PageStructure:
             return page_structure(src, crop if crop is not None else find_trace_box(src))

@@ -401,8 +401,9 @@ class Predictor:
         """Heatmap of what drove the prediction, overlaid on the original page (see ecgvit.runtime.explain)."""
         from ecgvit.runtime.explain import explain_loaded
 
-        model = self.torch_model  # fail before decoding when only an .onnx was given
+        # Read first: a bad upload is refused before PyTorch is imported for the heatmap.
         ld = self.load(item, keep_image=True)
+        model = self.torch_model
         if (
             isinstance(item, (str, Path))
             and max_side
