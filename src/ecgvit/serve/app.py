@@ -10,8 +10,9 @@ Guards, in the order a request meets them:
   * admission, on the headers, before the body is read: at most `workers` requests decode/infer
     at once and `queue` more may upload or wait; beyond that the answer is 503 (with Retry-After)
     and the connection is closed without reading the upload. An admitted upload is spooled by the
-    multipart parser (to a temp file past 1 MB) and then read into memory, so what uploads hold
-    is bounded by (workers + queue) x the body limit, on disk and in memory.
+    multipart parser (to a temp file past 1 MB) and read into memory only by the worker that
+    runs it: uploads hold at most (workers + queue) x the body limit on disk, and workers x the
+    body limit in memory.
   * body time: the whole body must arrive within `body_timeout` seconds of the headers: 408.
   * content: the bytes must decode as an image (magic numbers, never the file name): 415 if
     they are not one, 400 if corrupt or too small, 413 above `max_pixels` (decompression bombs).
@@ -285,11 +286,14 @@ def create_app(
             {"detail": f"internal error ({type(exc).__name__}); the request was not processed"}, status_code=500
         )
 
-    async def _read(file: UploadFile) -> bytes:
+    def _read(file: UploadFile) -> bytes:
+        """The upload's bytes, read in the worker: a request waiting for one keeps its upload in
+        the parser's spooled temp file, so only running requests hold uploads in memory."""
         try:
-            data = await file.read(max_upload_bytes + 1)
+            file.file.seek(0)
+            data = file.file.read(max_upload_bytes + 1)
         finally:
-            await file.close()  # the spooled temp file goes now, not when the answer is sent
+            file.file.close()  # the temp file goes now, not when the answer is sent
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"upload too large: the limit is {max_upload_bytes} bytes")
         if not data:
@@ -298,12 +302,15 @@ def create_app(
 
     async def _run(fn: Any, file: UploadFile) -> Any:
         # Admission (the 503) was decided on the headers, by _UploadGuard.
-        data = await _read(file)
+        if file.size == 0:
+            raise HTTPException(400, "empty file (0 bytes)")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(pool, fn, data)
+            return await loop.run_in_executor(pool, lambda: fn(_read(file)))
         except BadImageError as exc:
             raise HTTPException(_status_for(exc.reason), exc.reason) from None
+        finally:
+            await file.close()
 
     def _predict(data: bytes) -> dict[str, Any]:
         ld = predictor.load(data)
@@ -422,20 +429,78 @@ def _version() -> str:
         return "0"
 
 
+LINGER_IDLE = 0.5  # after an answer that leaves the upload unread: close once the client pauses this long
+LINGER_MAX = 2.0  # ... or after this long in all
+
+
+class _LingeringTransport:
+    """The connection's transport as uvicorn sees it, with nginx's "lingering close": when an
+    answer (503, 413, 408) leaves part of the request body unsent or unread, closing at once
+    would make the kernel reset the connection, and a client still sending (most send the whole
+    body before reading) gets "connection reset" instead of the answer. Instead the write side is
+    shut after the answer and what still arrives is discarded (never stored) until the client
+    pauses LINGER_IDLE s or LINGER_MAX s pass; then the connection is closed."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: Any):
+        self._t = transport
+        self._protocol = protocol
+        self.lingering = False
+        self._idle: asyncio.TimerHandle | None = None
+        self._cap: asyncio.TimerHandle | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._t.is_closing()
+
+    def close(self) -> None:
+        import h11
+
+        if self.is_closing():
+            return
+        if self._protocol.conn.their_state is not h11.SEND_BODY:
+            return self._t.close()
+        self.lingering = True
+        try:
+            self._t.write_eof()  # after what is buffered: the answer
+            self._t.resume_reading()
+        except (OSError, RuntimeError):
+            return self._t.close()
+        loop = self._protocol.loop
+        self._cap = loop.call_later(LINGER_MAX, self.force_close)
+        self.discard(0)
+
+    def discard(self, n: int) -> None:
+        """Bytes that arrived while lingering: dropped; the idle deadline starts again."""
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = self._protocol.loop.call_later(LINGER_IDLE, self.force_close)
+
+    def force_close(self) -> None:
+        for h in (self._idle, self._cap):
+            if h is not None:
+                h.cancel()
+        self._idle = self._cap = None
+        self._t.close()
+
+
 def _http_protocol(header_timeout: float) -> type:
-    """uvicorn's h11 protocol with a deadline for each request head.
+    """uvicorn's h11 protocol with a deadline for each request head and a lingering close.
 
     uvicorn times out only idle keep-alive connections, and any byte resets that timer, so a
     client that dribbles its headers (slowloris) or connects and sends nothing holds the
     connection forever. Here a connection must complete a request head within `header_timeout`
     seconds of connecting or of its previous answer; else it is closed, with a 408 when part of
-    a head had arrived."""
+    a head had arrived. An answer given before the body was read is closed as described in
+    `_LingeringTransport`."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderDeadlineH11(H11Protocol):
+    class BoundedH11(H11Protocol):
         _timer: asyncio.TimerHandle | None = None
         _armed_cycle: Any = None
         _bytes = 0
+        _linger: _LingeringTransport | None = None
 
         def _arm(self) -> None:
             self._disarm()
@@ -463,13 +528,17 @@ def _http_protocol(header_timeout: float) -> type:
                     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
                 )
-            self.transport.close()
+            assert self._linger is not None
+            self._linger.force_close()
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as H11Protocol's
-            super().connection_made(transport)
+            self._linger = _LingeringTransport(transport, self)
+            super().connection_made(self._linger)  # type: ignore[arg-type]  # a Transport in all but name
             self._arm()
 
         def data_received(self, data: bytes) -> None:
+            if self._linger is not None and self._linger.lingering:
+                return self._linger.discard(len(data))
             self._bytes += len(data)
             super().data_received(data)
             self._check()
@@ -481,9 +550,11 @@ def _http_protocol(header_timeout: float) -> type:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._linger is not None:
+                self._linger.force_close()
             super().connection_lost(exc)
 
-    return HeaderDeadlineH11
+    return BoundedH11
 
 
 def server_config(
@@ -541,6 +612,8 @@ def serve(
     for name, v in (("header_timeout", header_timeout), ("body_timeout", body_timeout), ("keep_alive", keep_alive)):
         if not v > 0:
             raise ValueError(f"{name}={v}: expected a positive number of seconds")
+    if max_connections < 1:
+        raise ValueError(f"max_connections={max_connections}: expected 1 or more")
     # Requests run side by side in `workers` threads: split the cores between them rather than
     # let every request's intra-op threads fight for all of them.
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
