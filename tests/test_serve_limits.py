@@ -97,35 +97,62 @@ def _health(host: str, port: int) -> dict:
     return httpx.get(f"http://{host}:{port}/healthz", timeout=5).json()
 
 
-def test_full_queue_refuses_before_the_body_is_read(predictor, page_bytes):
-    """With every slot taken (one upload in progress, workers=1, queue=0), a 4 MB upload gets its
-    503 on its headers alone: the client has not sent one byte of the body."""
-    app = create_app(predictor, workers=1, queue=0, max_upload_bytes=5_000_000)
+def _refused_on_headers(host: str, port: int) -> None:
+    """A 4 MB upload's headers only: the 503 must come back at once, with no body sent."""
+    with socket.create_connection((host, port)) as late:
+        t0 = time.monotonic()
+        late.sendall(_head(port))  # the 4 MB body is never sent
+        answer = _read_answer(late, 5)
+        took = time.monotonic() - t0
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:200] or "no answer in 5 s"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"retry-after: 1" in head.lower() and b"connection: close" in head.lower()
+    assert "busy" in json.loads(body)["detail"]
+    assert took < 2, f"the 503 took {took:.1f} s"  # answered at once and the connection closed
+
+
+def test_full_queue_refuses_before_the_body_is_read(tiny_run, page_bytes):
+    """workers=1, queue=0. The one slot is taken by a request in inference, then by an upload
+    still arriving: either way a further upload gets its 503 on its headers alone."""
+    pred = Predictor(tiny_run, backend="torch", threads=1)
+    entered, release = threading.Event(), threading.Event()
+    real = pred.infer_logits
+
+    def slow(arrays, **kw):
+        entered.set()
+        release.wait(20)
+        return real(arrays, **kw)
+
+    pred.infer_logits = slow
+    app = create_app(pred, workers=1, queue=0, max_upload_bytes=5_000_000)
     with running(app) as (host, port):
+        url = f"http://{host}:{port}/predict"
+        first: dict = {}
+        t = threading.Thread(
+            target=lambda: first.update(r=httpx.post(url, files={"file": ("p.jpg", page_bytes)}, timeout=30))
+        )
+        t.start()
+        assert entered.wait(20)
+        _refused_on_headers(host, port)
+        release.set()
+        t.join(20)
+        assert first["r"].status_code == 200
+
         holder = socket.create_connection((host, port))
         holder.sendall(_head(port) + PART_HEAD + b"\xff\xd8" + b"\0" * 1000)  # admitted, still uploading
         deadline = time.monotonic() + 5
         while _health(host, port)["in_flight"] != 1:
-            assert time.monotonic() < deadline, "the first upload was never admitted"
+            assert time.monotonic() < deadline, "the upload was not admitted on its headers"
             time.sleep(0.05)
-        with socket.create_connection((host, port)) as late:
-            t0 = time.monotonic()
-            late.sendall(_head(port))  # headers only; the 4 MB body is never sent
-            answer = _read_answer(late, 5)
-            took = time.monotonic() - t0
-        assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert b"retry-after: 1" in head.lower() and b"connection: close" in head.lower()
-        assert "busy" in json.loads(body)["detail"]
-        assert took < 2, f"the 503 took {took:.1f} s"  # answered at once and the connection closed
+        _refused_on_headers(host, port)
         h = _health(host, port)
-        assert h["refused_before_read"] == 1 and h["in_flight"] == 1
+        assert h["refused_before_read"] == 2 and h["in_flight"] == 1
         holder.close()  # the admitted upload gives its slot back when its client goes away
         deadline = time.monotonic() + 5
         while _health(host, port)["in_flight"] != 0:
             assert time.monotonic() < deadline, "a dropped upload kept its slot"
             time.sleep(0.05)
-        r = httpx.post(f"http://{host}:{port}/predict", files={"file": ("p.jpg", page_bytes, "image/jpeg")}, timeout=30)
+        r = httpx.post(url, files={"file": ("p.jpg", page_bytes, "image/jpeg")}, timeout=30)
         assert r.status_code == 200, r.text
 
 
