@@ -134,6 +134,9 @@ def test_full_queue_refuses_before_the_body_is_read(tiny_run, page_bytes):
         t.start()
         assert entered.wait(20)
         _refused_on_headers(host, port)
+        # A client that sends its whole body before reading (httpx, like most) still reads the 503.
+        busy = httpx.post(url, files={"file": ("big.jpg", b"\0" * 4_000_000, "image/jpeg")}, timeout=30)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1", busy.text
         release.set()
         t.join(20)
         assert first["r"].status_code == 200
@@ -146,7 +149,7 @@ def test_full_queue_refuses_before_the_body_is_read(tiny_run, page_bytes):
             time.sleep(0.05)
         _refused_on_headers(host, port)
         h = _health(host, port)
-        assert h["refused_before_read"] == 2 and h["in_flight"] == 1
+        assert h["refused_before_read"] == 3 and h["in_flight"] == 1
         holder.close()  # the admitted upload gives its slot back when its client goes away
         deadline = time.monotonic() + 5
         while _health(host, port)["in_flight"] != 0:

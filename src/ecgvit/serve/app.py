@@ -557,6 +557,17 @@ def _http_protocol(header_timeout: float) -> type:
     return BoundedH11
 
 
+def _log_to_stderr() -> None:
+    """`ecgvit serve` runs in the foreground: its own lines ("ecgvit: ...") go to stderr, unless
+    the embedding program has set up logging."""
+    if log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("ecgvit: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def server_config(
     app: Any,
     host: str = "127.0.0.1",
@@ -619,12 +630,10 @@ def serve(
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     pred = Predictor(model, threads=threads)
     app = create_app(pred, max_upload_bytes=max_upload_bytes, workers=workers, queue=queue, body_timeout=body_timeout)
+    _log_to_stderr()
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            f"ecgvit: warning: serving on {host}: reachable from other machines; there is no authentication",
-            file=sys.stderr,
-        )
-    print(f"ecgvit: {pred.model_name} ({pred.backend}) on http://{host}:{port}/  (API docs: /docs)", file=sys.stderr)
+        log.warning("warning: serving on %s: reachable from other machines; there is no authentication", host)
+    log.info("%s (%s) on http://%s:%s/  (API docs: /docs)", pred.model_name, pred.backend, host, port)
     config = server_config(
         app,
         host,
