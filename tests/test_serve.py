@@ -50,17 +50,25 @@ def test_index_page_is_self_contained(client):
 def test_healthz_and_docs(client):
     h = client.get("/healthz").json()
     assert h["status"] == "ok" and h["classes"] == list(KHAN_CLASSES) and "resnet18" in h["model"]
-    for url, script in (("/docs", "/_docs/swagger-ui-bundle.js"), ("/redoc", "/_docs/redoc.standalone.js")):
+    for url, script in (("/docs", "/_docs/swagger-ui-bundle.js"), ("/redoc", "/_redoc/redoc.standalone.js")):
         docs = client.get(url)
         assert docs.status_code == 200 and script in docs.text, url
         # Swagger UI and ReDoc come from this server, not a CDN: the pages work without internet.
-        assets = re.findall(r'(?:src|href)="(/_docs/[^"]+)"', docs.text)
-        assert script in assets and not re.search(r'(?:src|href)="https?://', docs.text), url
+        assets = re.findall(r'(?:src|href)="(/_(?:docs|redoc)/[^"]+)"', docs.text)
+        assert script in assets and not re.search(r"https?://", docs.text), url
         for asset in assets:
             r = client.get(asset)
             assert r.status_code == 200 and len(r.content) > 500, asset
     spec = client.get("/openapi.json").json()
     assert {"/predict", "/explain", "/healthz"} <= set(spec["paths"])
+
+
+def test_docs_fetch_nothing_from_the_internet(client):
+    """ReDoc's footer logo came from cdn.redoc.ly; Swagger UI's validator badge from validator.swagger.io."""
+    js = client.get("/_redoc/redoc.standalone.js").text
+    assert "cdn.redoc.ly" not in js and not re.search(r"""src:\s*["']https?://""", js)
+    assert "API docs by Redocly" in js  # the same script otherwise
+    assert '"validatorUrl": null' in client.get("/docs").text
 
 
 def test_predict_json(client, page_bytes, predictor, synth_pages):

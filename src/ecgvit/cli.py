@@ -554,9 +554,25 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=2, help="requests processed at once (inference threads)")
-    p.add_argument("--queue", type=int, default=16, help="requests allowed to wait; more are answered 503")
+    p.add_argument(
+        "--queue",
+        type=int,
+        default=16,
+        help="requests admitted beyond --workers (uploading or waiting); more get 503 before their upload is read",
+    )
     p.add_argument("--max-upload-mb", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=0, help="inference threads per request (0: library default)")
+    p.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds for a request's headers to arrive (default 10)"
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        help="seconds for an upload to arrive after its headers (default 60)",
+    )
+    p.add_argument("--keep-alive", type=int, default=5, help="seconds an idle connection stays open (default 5)")
+    p.add_argument("--max-connections", type=int, default=100, help="connections served at once; more get 503")
     p.set_defaults(_parser=p, func=_cmd_serve)
 
 
@@ -577,6 +593,10 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         queue=a.queue,
         max_upload_bytes=int(a.max_upload_mb * 1e6),
         threads=a.threads,
+        header_timeout=a.header_timeout,
+        body_timeout=a.body_timeout,
+        keep_alive=a.keep_alive,
+        max_connections=a.max_connections,
     )
     return 0
 
