@@ -27,7 +27,7 @@ import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
-from ecgvit.predict import Predictor  # noqa: E402
+from ecgvit.runtime.predictor import Predictor  # noqa: E402
 from ecgvit.serve import create_app  # noqa: E402
 from ecgvit.serve.app import server_config  # noqa: E402
 
@@ -251,7 +251,7 @@ def test_rejected_explain_does_not_import_torch(onnx_run, page_bytes, tmp_path):
     code = f"""
 import json, sys
 from fastapi.testclient import TestClient
-from ecgvit.predict import Predictor
+from ecgvit.runtime.predictor import Predictor
 from ecgvit.serve import create_app
 pred = Predictor({str(run)!r})
 out = {{"backend": pred.backend, "torch_at_start": "torch" in sys.modules}}

@@ -399,11 +399,10 @@ class Predictor:
         self, item: Any, out: str | Path | None = None, method: str = "auto", max_side: int = 1600
     ) -> tuple[Image.Image, dict[str, Any]]:
         """Heatmap of what drove the prediction, overlaid on the original page (see ecgvit.runtime.explain)."""
-        from ecgvit.runtime.explain import explain_loaded
-
         # Read first: a bad upload is refused before PyTorch is imported for the heatmap.
         ld = self.load(item, keep_image=True)
         model = self.torch_model
+        from ecgvit.runtime.explain import explain_loaded
         if (
             isinstance(item, (str, Path))
             and max_side

@@ -1,4 +1,4 @@
-"""Web service: an upload page and a small JSON API over `ecgvit.predict.Predictor`.
+"""Web service: an upload page and a small JSON API over `ecgvit.runtime.predictor.Predictor`.
 
     ecgvit serve RUN [--host 127.0.0.1] [--port 8000] [--workers N] [--queue Q]
                      [--header-timeout S] [--body-timeout S] [--keep-alive S] [--max-connections N]

@@ -234,7 +234,7 @@ def create_app(
     body_timeout: float = 60.0,
     title: str = "ecgvit",
 ) -> FastAPI:
-    """The web app around `predictor` (an ecgvit.predict.Predictor).
+    """The web app around `predictor` (an ecgvit.runtime.predictor.Predictor).
 
     max_upload_bytes: largest accepted file. workers: requests decoded/inferred at once (threads).
     queue: further requests admitted to upload and wait for a worker; more get 503 before their
@@ -332,10 +332,8 @@ def create_app(
         return out
 
     def _explain(data: bytes) -> tuple[bytes, dict[str, Any], int]:
-        if "ecgvit.explain" not in sys.modules:
-            # The heatmap code imports PyTorch (~700 MB) before it decodes the upload: until it is
-            # loaded, an upload that is no page is refused by the prediction loader instead.
-            predictor.load(data)
+        # Predictor.explain reads the upload before it imports PyTorch (~700 MB) for the heatmap,
+        # so an upload that is no page is refused without it.
         img, info = predictor.explain(data, max_side=explain_max_side)
         buf = io.BytesIO()
         img.save(buf, format="PNG", optimize=False, compress_level=3)
