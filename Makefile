@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean browser
+.PHONY: venv demo test lint bench clean browser
 
 venv: $(STAMP)
 
@@ -26,7 +26,13 @@ browser:
 	@[ -x /usr/bin/chromium ] || { apt-get update -q && apt-get install -y -q chromium chromium-driver; } \
 	  || echo "WARNING: could not install Debian's chromium: the browser test will be skipped"
 
-test: venv browser
+# ruff (lint + format) and mypy: `make test` runs them first, so CI enforces them.
+lint: venv
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
+
+test: venv browser lint
 	$(BIN)/python -m pytest -q
 
 bench: venv

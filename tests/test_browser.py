@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
-
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = Path(os.environ.get("ECGVIT_SCREENSHOT", "/tmp/ecgvit_serve_screenshot.png"))
 
 pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
     pytest.mark.slow,
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: run `make browser` (apt-get install chromium)"

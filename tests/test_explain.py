@@ -9,10 +9,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
 from ecgvit.cli import main
 from ecgvit.runtime.explain import choose_method, heatmap
 from ecgvit.runtime.predictor import Predictor
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _seed_vit():
@@ -141,8 +142,7 @@ def test_cli_explain_and_predict_explain(tiny_run, synth_pages, synth_dir, tmp_p
     assert len(list(d.glob("*.png"))) == 4
 
 
-def test_default_vit_explained_by_attention_rollout(tmp_path, synth_pages):
-    from conftest_predict import make_run
+def test_default_vit_explained_by_attention_rollout(tmp_path, synth_pages, make_run):
     from ecgvit.config import DEFAULT_MODEL
     from ecgvit.models import list_models
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
-from conftest_predict import make_run  # noqa: E402
 from ecgvit.cli import main
 from ecgvit.config import KHAN_CLASSES
 from ecgvit.runtime.predictor import Predictor
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_export_report_and_files(onnx_run):
@@ -81,7 +81,7 @@ def test_predict_uses_onnx_alone_and_beside_the_run(onnx_run, synth_pages):
         alone.explain(synth_pages[0])
 
 
-def test_stale_onnx_is_not_used(onnx_run, tmp_path, caplog):
+def test_stale_onnx_is_not_used(onnx_run, tmp_path, caplog, make_run):
     run, _ = onnx_run
     stale = tmp_path / "stale"
     shutil.copytree(run, stale)
@@ -112,7 +112,7 @@ def test_cli_export(tiny_run, tmp_path, capsys):
     assert "not a training run" in capsys.readouterr().err
 
 
-def test_default_model_exports_at_its_real_size(tmp_path):
+def test_default_model_exports_at_its_real_size(tmp_path, make_run):
     from ecgvit.config import DEFAULT_MODEL
     from ecgvit.models import list_models
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest_predict import make_run
 from ecgvit.engine.calibrate import calibrate, fit_temperature
 from ecgvit.runtime.files import predict_files
 from ecgvit.runtime.gate import Gate, GateConfig, PageStructure, load_gate
@@ -30,7 +29,7 @@ def train_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gated_run(tmp_path_factory, train_dir):
+def gated_run(tmp_path_factory, train_dir, make_run):
     run = make_run(tmp_path_factory.mktemp("gated") / "run")
     summary = calibrate(run, data=train_dir, synthetic_per_class=0, progress=False)
     return run, summary

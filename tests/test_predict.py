@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
-from conftest_predict import make_run  # noqa: E402
 from ecgvit.cli import main
 from ecgvit.config import KHAN_CLASSES
 from ecgvit.runtime.files import predict_files
 from ecgvit.runtime.inputs import expand_inputs
 from ecgvit.runtime.predictor import NO_MODEL, Predictor
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,7 @@ def test_predictor_rejects_onnx_backend_without_export(tiny_run):
         Predictor(tiny_run, backend="onnx")
 
 
-def test_other_architecture_with_colour_input(tmp_path, synth_pages):
+def test_other_architecture_with_colour_input(tmp_path, synth_pages, make_run):
     run = make_run(
         tmp_path / "seedlike", model="vit-seed", size=(28, 32), embed_dim=32, depth=1, num_heads=2, mlp_dim=32
     )

@@ -13,10 +13,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
 from ecgvit.config import KHAN_CLASSES  # noqa: E402
 from ecgvit.runtime.predictor import Predictor  # noqa: E402
 from ecgvit.serve import create_app  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,12 @@ import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest_predict import *  # noqa: F401,F403,E402  (shared fixtures)
 from ecgvit.runtime.predictor import Predictor  # noqa: E402
 from ecgvit.serve import create_app  # noqa: E402
 from ecgvit.serve.app import server_config  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
