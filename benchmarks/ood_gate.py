@@ -36,7 +36,7 @@ def gate_scores(gate, structures, logits, feats):
     for v in verdicts:
         dist = v["feature_distance"]
         rel = (dist / gate.cfg.distance_max) if dist is not None else 0.0
-        structural = v["status"] == "out_of_scope" and not v["reason"].startswith("unlike")
+        structural = v.status == "out_of_scope" and not v.reason.startswith("unlike")
         scores.append(1e6 + rel if structural else rel)
     return verdicts, np.array(scores)
 
@@ -128,18 +128,18 @@ def main() -> None:
         v, sc = gate_scores(gate, st, lg, ft)
         real_scores.extend(sc)
         for p, vi in zip(held, v, strict=False):
-            real_status[vi["status"]] += 1
-            if vi["status"] == "out_of_scope":
-                real_rejected.append({"fold": k, "path": p["path"], "reason": vi["reason"]})
+            real_status[vi.status] += 1
+            if vi.status == "out_of_scope":
+                real_rejected.append({"fold": k, "path": p["path"], "reason": vi.reason})
         for kind, files in neg.items():
             st, lg, ft, err = measure_pages(pred, files)
             ok = [i for i, e in enumerate(err) if e is None]
             v, sc = gate_scores(gate, [st[i] for i in ok], lg[ok], None if ft is None else ft[ok])
             neg_scores[kind].extend(sc)
             for vi in v:
-                neg_status[kind][vi["status"]] += 1
+                neg_status[kind][vi.status] += 1
                 neg_reasons[kind][
-                    vi["reason"].split(" (")[0].split(";")[0] if vi["status"] == "out_of_scope" else vi["status"]
+                    vi.reason.split(" (")[0].split(";")[0] if vi.status == "out_of_scope" else vi.status
                 ] += 1
             neg_status[kind]["undecodable"] += len(files) - len(ok)
         for level, files in pos.items():
@@ -147,9 +147,9 @@ def main() -> None:
             v, sc = gate_scores(gate, st, lg, ft)
             pos_scores[level].extend(sc)
             for vi in v:
-                pos_status[level][vi["status"]] += 1
-                if vi["status"] == "out_of_scope":
-                    pos_reasons[level][vi["reason"].split(" (")[0].split(";")[0]] += 1
+                pos_status[level][vi.status] += 1
+                if vi.status == "out_of_scope":
+                    pos_reasons[level][vi.reason.split(" (")[0].split(";")[0]] += 1
         print(
             f"fold {k}: gate fitted and scored in {time.time() - tf:.0f}s; real held-out {dict(real_status)}",
             flush=True,

@@ -108,12 +108,10 @@ def bench_one(
     secs = time.perf_counter() - t0
     # CPU seconds of this process's threads; unknown when worker processes did the work.
     cpu = None if pred._pool is not None else time.process_time() - c0
-    used_processes = pred._pool[1] if pred._pool is not None else 1
+    used_processes = pred._pool.n if pred._pool is not None else 1
     pred.close()
     # Every page answered (a fitted gate may call some low_confidence; none may be unreadable).
-    assert all(r["status"] in ("ok", "low_confidence") for r in rows), [
-        r for r in rows if r["status"] not in ("ok", "low_confidence")
-    ][:2]
+    assert all(r.answered for r in rows), [r for r in rows if not r.answered][:2]
     lat = []
     for f in files[:latency_n]:
         t = time.perf_counter()
