@@ -11,9 +11,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 # ONNX opset of `ecgvit export`. Opset 20 has GELU as one operator, which ONNX Runtime runs as
 # one kernel; at opset 18 the exporter spells it out (Div, Erf, Add, Mul, Mul) and ORT leaves it
@@ -209,7 +212,7 @@ def from_dict(cls: type[T], d: dict[str, Any]) -> T:
     """Build a config from a dict, refusing unknown keys with the closest valid names."""
     import difflib
 
-    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in names]
     if unknown:
         hints = {k: difflib.get_close_matches(k, list(names), n=3) for k in unknown}
@@ -222,7 +225,7 @@ def from_dict(cls: type[T], d: dict[str, Any]) -> T:
         if isinstance(v, list):
             v = tuple(v)
         kwargs[k] = v
-    return cls(**kwargs)  # type: ignore[call-arg]
+    return cls(**kwargs)
 
 
 def config_hash(cfg: Any) -> str:

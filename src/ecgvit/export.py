@@ -107,6 +107,8 @@ def _torch_export(model: torch.nn.Module, x: torch.Tensor, out: Path, opset: int
                 opset_version=opset,
                 verbose=False,
             )
+            if prog is None:  # dynamo=True always returns a program; this narrows the Optional
+                raise RuntimeError("torch.onnx.export returned no ONNXProgram")
             prog.optimize()
             prog.save(str(out))
             return "dynamo"
@@ -142,7 +144,6 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Export RUN's model to `out` (default RUN/model.onnx); returns a report (parity, sizes, timings)."""
     import onnx
-
 
     from ecgvit.models import prepare_batch
 

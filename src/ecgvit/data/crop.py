@@ -87,25 +87,24 @@ def find_trace_box(
     if isinstance(img, np.ndarray):
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"expected a uint8 RGB array (H, W, 3), got {img.dtype} {img.shape}")
-        rgb, (h, w) = img, img.shape[:2]
+        h, w = img.shape[:2]
     else:
-        rgb, (w, h) = None, img.size
+        w, h = img.size
     if w > 4 * _DETECT_WIDTH:
-        if rgb is not None:
-            img = Image.fromarray(rgb)
+        page = Image.fromarray(img) if isinstance(img, np.ndarray) else img
         # A huge page (a 10000 px scan or PNG, which has no draft decode): shrink it to about a
         # 200 dpi page first; the tint of a grid survives area averaging at that scale, and the
         # tint map at full size would cost seconds.
         s0 = 4 * _DETECT_WIDTH / w
-        img = img.convert("RGB").resize((max(1, round(w * s0)), max(1, round(h * s0))), Image.Resampling.BOX)
-        res = find_trace_box(img, fallback_box, min_area_fraction)
-        l, t, r, b = res.box
-        k = w / img.size[0]
+        page = page.convert("RGB").resize((max(1, round(w * s0)), max(1, round(h * s0))), Image.Resampling.BOX)
+        small = find_trace_box(page, fallback_box, min_area_fraction)
+        l, t, r, b = small.box
+        k = w / page.size[0]
         box = (max(0, int(l * k)), max(0, int(t * k)), min(w, int(np.ceil(r * k))), min(h, int(np.ceil(b * k))))
         return CropResult(
             box,
-            res.detected,
-            res.reason.replace(
+            small.detected,
+            small.reason.replace(
                 f"{r - l}x{b - t} px at ({l}, {t})", f"{box[2] - box[0]}x{box[3] - box[1]} px at ({box[0]}, {box[1]})"
             ),
         )
@@ -121,7 +120,7 @@ def find_trace_box(
 
     # Tint first, then average it down: the mean tint of a dotted grid is the same at any scale,
     # whereas resampling the RGB first aliases the 1 mm dots away at some scale factors.
-    raw = tint_map(rgb if rgb is not None else np.asarray(img.convert("RGB")))
+    raw = tint_map(img if isinstance(img, np.ndarray) else np.asarray(img.convert("RGB")))
     full_tint = raw
     scale = min(1.0, _DETECT_WIDTH / w)
     if scale < 1.0:

@@ -28,7 +28,7 @@ import sys
 import time
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,6 +307,7 @@ def index_dataset(
     hashes: dict[str, np.ndarray] = {}
     detected = fallback = 0
 
+    it: Iterable[int]
     try:
         from tqdm import tqdm
 

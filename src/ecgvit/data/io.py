@@ -18,7 +18,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -87,6 +87,35 @@ def count_pages(path: str | Path) -> int | None:
         return None
 
 
+class _SizeKw(TypedDict):
+    """The size and page arguments `open_page` passes on to `decode_pdf` / `decode_checked`."""
+
+    max_pixels: int
+    min_side: int
+    draft_size: tuple[int, int] | None
+    page: int | None
+
+
+@overload
+def open_page(
+    path: str | Path,
+    *,
+    max_pixels: int = ...,
+    min_side: int = ...,
+    draft_size: tuple[int, int] | None = ...,
+    page: int | None = ...,
+    as_array: Literal[False] = ...,
+) -> Image.Image: ...
+@overload
+def open_page(
+    path: str | Path,
+    *,
+    max_pixels: int = ...,
+    min_side: int = ...,
+    draft_size: tuple[int, int] | None = ...,
+    page: int | None = ...,
+    as_array: bool,
+) -> Image.Image | DecodedPage: ...
 def open_page(
     path: str | Path,
     *,
@@ -140,7 +169,7 @@ def open_page(
                 data = f.read()
     except OSError as exc:
         raise BadImageError(path, f"unreadable file ({exc.strerror or exc})") from None
-    kw = dict(max_pixels=max_pixels, min_side=min_side, draft_size=draft_size, page=page)
+    kw = _SizeKw(max_pixels=max_pixels, min_side=min_side, draft_size=draft_size, page=page)
     if is_pdf(head):
         return decode_pdf(str(path), name, **kw)
     try:

@@ -51,7 +51,7 @@ class ModelSpec:
 
     def preprocess(self, **overrides: Any) -> PreprocessConfig:
         h, w = self.img_size
-        base = dict(height=h, width=w, grayscale=self.in_chans == 1)
+        base: dict[str, Any] = dict(height=h, width=w, grayscale=self.in_chans == 1)
         base.update(overrides)
         return PreprocessConfig(**base)
 
@@ -242,7 +242,7 @@ class WithFeatures(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.model
+        m: Any = self.model  # duck-typed: a timm model or one of ours, told apart below
         if hasattr(m, "forward_head") and hasattr(m, "get_classifier"):  # timm models
             f = m.forward_head(m.forward_features(x), pre_logits=True)
             return m.get_classifier()(f), f

@@ -55,6 +55,8 @@ Attention maps
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -212,7 +214,7 @@ class RowViT(nn.Module):
             col = (torch.arange(self.n_time) * panel_cols) // self.n_time
             panel = torch.arange(n_rows)[:, None] * panel_cols + col[None, :]
             self.register_buffer("panel_index", panel.reshape(-1), persistent=False)
-            self.panel_embed = nn.Embedding(n_rows * panel_cols, dim)
+            self.panel_embed: nn.Embedding | None = nn.Embedding(n_rows * panel_cols, dim)
         else:
             self.panel_embed = None
         dpr = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
@@ -235,11 +237,15 @@ class RowViT(nn.Module):
             elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def _attentions(self) -> list[Attention]:
+        """Each block's attention module (`blocks` holds only `Block`s)."""
+        return [cast(Block, b).attn for b in self.blocks]
+
     def set_store_attention(self, on: bool = True) -> None:
-        for b in self.blocks:
-            b.attn.store_attention = on
+        for attn in self._attentions():
+            attn.store_attention = on
             if not on:
-                b.attn.last_attn = None
+                attn.last_attn = None
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> row/time tokens (B, n_rows * T, dim) with position embeddings."""
@@ -274,9 +280,10 @@ class RowViT(nn.Module):
         self.set_store_attention(True)
         try:
             self.forward(x)
-            rollout = None
-            for b in self.blocks:
-                a = b.attn.last_attn.mean(1)  # (B, N, N), heads averaged
+            rollout: torch.Tensor | None = None
+            for attn in self._attentions():
+                assert attn.last_attn is not None, "forward ran with store_attention on"
+                a = attn.last_attn.mean(1)  # (B, N, N), heads averaged
                 if discard_ratio > 0:
                     flat = a.flatten(1)
                     k = int(flat.shape[1] * discard_ratio)
@@ -286,6 +293,8 @@ class RowViT(nn.Module):
                 a = a + torch.eye(a.shape[-1], device=a.device)
                 a = a / a.sum(-1, keepdim=True)
                 rollout = a if rollout is None else a @ rollout
+            if rollout is None:
+                raise ValueError("attention rollout needs at least one block (depth >= 1)")
             cls = rollout[:, 0, 1:]
             cls = cls / cls.amax(1, keepdim=True).clamp_min(1e-12)
             return cls.reshape(x.shape[0], self.n_rows, self.n_time)

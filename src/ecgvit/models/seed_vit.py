@@ -29,7 +29,13 @@ class SeedViT(nn.Module):
     ):
         super().__init__()
         self.num_classes = num_classes
-        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
+        self.patch_embed = PatchEmbed(
+            img_size=img_size,
+            # timm annotates patch_size as int but takes (h, w) too (to_2tuple, Conv2d kernel_size).
+            patch_size=patch_size,  # type: ignore[arg-type]
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+        )
         n = self.patch_embed.num_patches
         self.pos_embed = nn.Parameter(torch.zeros(1, n, embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
