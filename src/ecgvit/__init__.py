@@ -8,9 +8,14 @@ Names are imported on first use, so `import ecgvit` stays cheap and never import
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from ecgvit._version import __version__
+
+# Nothing leaves the machine: ONNX Runtime otherwise queues a telemetry event per process. Set
+# before any ecgvit module can import onnxruntime (every one of them imports this package first).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
     from ecgvit.runtime.prediction import Prediction

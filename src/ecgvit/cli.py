@@ -444,6 +444,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="worker processes, each decoding and inferring whole batches (0: one per core from 8 batches of files up, with an ONNX model; 1: threads only)",
     )
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with an --out that an interrupted run left (the default when it holds rows of this model)",
+    )
+    again.add_argument("--overwrite", action="store_true", help="replace an existing --out instead of going on with it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(_parser=p, func=_cmd_predict)
 
@@ -471,13 +478,18 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         workers=a.workers,
         processes=a.processes,
         progress=not a.quiet,
+        mode="resume" if a.resume else "overwrite" if a.overwrite else "auto",
     )
     print(format_table(rows, summary))
+    if summary["skipped"]:
+        print(
+            f"{summary['skipped']} input(s) already answered in {a.out} by this model: skipped (--overwrite redoes them)"
+        )
     if a.out:
         print(f"predictions: {a.out}")
     if a.explain:
         print(f"heatmaps: {a.explain}")
-    return 0 if summary["ok"] else 1
+    return 0 if summary["ok"] or summary["skipped"] else 1
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:

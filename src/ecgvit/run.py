@@ -18,9 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from ecgvit.config import PreprocessConfig, from_dict, save_json
 
@@ -41,7 +46,9 @@ __all__ = [
     "bundled_dir",
     "bundled_run",
     "bundled_version",
+    "exclusive",
     "is_run_dir",
+    "publish",
     "load_run",
     "read_json",
     "read_onnx_config",
@@ -56,6 +63,7 @@ ONNX_FILE = "model.onnx"
 PAGES_CSV = "pages.csv"
 METRICS_CSV = "metrics.csv"
 RESUME_FILE = "resume.pt"
+LOCK_FILE = ".ecgvit.lock"  # held while a run trains into the folder
 # The metadata key under which an exported ONNX model carries its run's config.
 ONNX_META_KEY = "ecgvit_config"
 BUNDLED_NAME = "ecgvit-tiny-khan"
@@ -77,6 +85,35 @@ def read_json(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise RunError(f"{path}: expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+@contextmanager
+def exclusive(lock_file: str | Path, what: str) -> Iterator[None]:
+    """Hold an advisory lock on `lock_file` while the block runs; another process already
+    holding it is refused at once with a one-line error naming `what` (never waited for)."""
+    lock = FileLock(str(lock_file), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunError(
+            f"{what} is in use by another ecgvit run (locked: {lock_file}); wait for it or choose another"
+        ) from None
+    try:
+        yield
+    finally:
+        # Removed while still held, then released: a run that starts meanwhile is refused (it
+        # never waits), so no two runs hold it.
+        Path(lock_file).unlink(missing_ok=True)
+        lock.release()
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished temp file into place with the permissions of any other file the user
+    writes (safetensors creates its files 0600; the rest of a run folder is 0644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, final)
 
 
 def is_run_dir(p: str | Path) -> bool:
@@ -130,6 +167,10 @@ class Run:
     @property
     def resume_file(self) -> Path:
         return self.path / RESUME_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILE
 
     def exists(self) -> bool:
         return is_run_dir(self.path)
@@ -219,7 +260,14 @@ def load_run(run: str | Path) -> LoadedRun:
         )
     except (KeyError, TypeError) as exc:
         raise RunError(f"{r.config_file}: not an ecgvit run config (missing or bad {exc})") from None
-    load_weights(model, r.weights_file)
+    try:
+        load_weights(model, r.weights_file)
+    except FileNotFoundError:
+        raise RunError(f"{r.weights_file}: no such file (the run has no weights)") from None
+    except ValueError:
+        raise  # weights that do not fit the model: load_weights names the file already
+    except Exception as exc:  # safetensors' own errors for a truncated or foreign file
+        raise RunError(f"{r.weights_file}: not a readable weights file ({str(exc).splitlines()[0][:200]})") from None
     if get_spec(m["name"]).channels_last:  # as it trained: the faster layout for its convolutions
         import torch
 

@@ -29,7 +29,7 @@ from ecgvit.engine.teachers import fold_teacher, resolve_teacher
 from ecgvit.engine.train import train
 from ecgvit.metrics import compute_metrics
 from ecgvit.models.inference import predict_proba
-from ecgvit.run import Run, load_run, read_json
+from ecgvit.run import LOCK_FILE, Run, exclusive, load_run, read_json
 
 log = logging.getLogger("ecgvit")
 
@@ -65,6 +65,24 @@ def cross_validate(
     draws, which is how two recipes (or one recipe twice) are compared fairly."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out / LOCK_FILE, f"CV folder {out}"):
+        return _cross_validate(
+            data, out, model, folds, repeats, train_overrides, preprocess, cache_root, progress, split_seed
+        )
+
+
+def _cross_validate(
+    data: str | Path,
+    out: Path,
+    model: str | None,
+    folds: int,
+    repeats: int,
+    train_overrides: dict[str, Any] | None,
+    preprocess: PreprocessConfig | None,
+    cache_root: str | Path | None,
+    progress: bool,
+    split_seed: int | None,
+) -> dict[str, Any]:
     data = Path(data)
     manifest = out / "manifest.csv"
     if data.is_dir():

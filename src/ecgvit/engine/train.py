@@ -55,7 +55,7 @@ from ecgvit.engine.calibrate import calibrate, format_calibration
 from ecgvit.engine.teachers import check_teacher, load_teacher, resolve_teacher, teacher_epochs
 from ecgvit.models import count_params, create_model, get_spec, prepare_batch
 from ecgvit.models.inference import predict_proba
-from ecgvit.run import Run, read_json
+from ecgvit.run import Run, exclusive, publish, read_json
 from ecgvit.synth import generate
 
 log = logging.getLogger("ecgvit")
@@ -170,7 +170,7 @@ def save_model(run_dir: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     tmp = run.weights_file.with_name(f"{run.weights_file.name}.{os.getpid()}.tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata={"format": "pt", "ecgvit": __version__})
-    os.replace(tmp, run.weights_file)
+    publish(tmp, run.weights_file)
     run.write_config(meta)
 
 
@@ -217,9 +217,28 @@ def train(
 ) -> dict[str, Any]:
     """Train a model; returns the summary written to RUN/config.json (best epoch and metrics).
 
-    stage: what the progress bars and log lines call this training ("train", "pretrain", "teacher")."""
-    d = setup_distributed()
+    stage: what the progress bars and log lines call this training ("train", "pretrain",
+    "teacher"). The run folder is locked while it trains: a second `train` into it is refused."""
     run_dir = Path(out) if out else next_run_dir()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone writes, and locks
+        return _train(data, run_dir, cfg, preprocess, resume, progress, cache_root, index_cfg, stage)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(Run(run_dir).lock_file, f"run folder {run_dir}"):
+        return _train(data, run_dir, cfg, preprocess, resume, progress, cache_root, index_cfg, stage)
+
+
+def _train(
+    data: str | Path,
+    run_dir: Path,
+    cfg: TrainConfig,
+    preprocess: PreprocessConfig | None,
+    resume: bool,
+    progress: bool,
+    cache_root: str | Path | None,
+    index_cfg: Any,
+    stage: str,
+) -> dict[str, Any]:
+    d = setup_distributed()
     run = Run(run_dir)
     resume_file = run.resume_file
     if resume:

@@ -10,7 +10,6 @@ makes and feed the model the same float input (`ecgvit.data.preprocess.model_inp
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,8 +48,6 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: str | Path, threads: int = 0, meta: dict[str, Any] | None = None):
-        # Nothing leaves the machine: ONNX Runtime otherwise queues a telemetry event per process.
-        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
 
         path = Path(path)
@@ -166,4 +163,5 @@ def auto_backend(
         return OnnxBackend(onnx, threads, meta=torch_be.meta if torch_be is not None else None), torch_be
     if torch_be is None:
         raise RunError("this needs the PyTorch weights: pass the RUN folder, not only the .onnx file")
+    torch_be.loaded  # noqa: B018  (load now: a broken weights file is said before any page is read)
     return torch_be, torch_be

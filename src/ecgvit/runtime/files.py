@@ -3,6 +3,7 @@ inputs, predict in batches, write as it goes."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -16,9 +17,11 @@ from ecgvit.run import RunError, bundled_run, is_run_dir
 from ecgvit.runtime.inputs import expand_inputs
 from ecgvit.runtime.prediction import Prediction
 from ecgvit.runtime.predictor import NO_MODEL, Predictor
-from ecgvit.runtime.writers import ResultWriter, summarize
+from ecgvit.runtime.writers import ResultWriter, input_md5, summarize
 
 __all__ = ["explain_file", "predict_files", "split_model_and_paths"]
+
+log = logging.getLogger("ecgvit")
 
 
 def split_model_and_paths(inputs: Sequence[str], onnx: str | None = None) -> tuple[str | None, list[str]]:
@@ -62,10 +65,14 @@ def predict_files(
     processes: int = 1,
     progress: bool = True,
     predictor: Predictor | None = None,
+    mode: str = "auto",
 ) -> tuple[list[Prediction], dict[str, Any]]:
     """The `ecgvit predict` pipeline: expand inputs, predict in batches, write as it goes.
 
-    processes: see `Predictor` (the CLI passes 0, auto)."""
+    processes: see `Predictor` (the CLI passes 0, auto). mode: what to do with an `out` that
+    exists (see `ResultWriter`): "auto" goes on after the inputs it already answers with the
+    same model; "resume" insists; "overwrite" starts afresh. The summary's "skipped" counts
+    the inputs answered by an earlier run."""
     if not paths:
         raise ValueError("no images given: ecgvit predict RUN PATH... (files, folders or globs)")
     pred = predictor or Predictor(
@@ -74,7 +81,16 @@ def predict_files(
     if explain_dir is not None:
         pred.torch_model  # noqa: B018  (fail now, not after the first batch, when only an .onnx was given)
     files, bad = expand_inputs(paths)
-    writer = ResultWriter(out, pred.classes, pred.model_name) if out else None
+    writer = ResultWriter(out, pred.classes, pred.model_name, pred.model_digest, mode=mode) if out else None
+    skipped = 0
+    if writer is not None and writer.resumed:
+        n = len(files) + len(bad)
+        files = [f for f in files if not writer.answered(f, input_md5(f))]
+        bad = [b for b in bad if not writer.answered(b.path, "")]
+        skipped = n - len(files) - len(bad)
+        log.info(
+            f"{out}: {skipped} input(s) already answered by this model there, skipped; {len(files) + len(bad)} to go"
+        )
     rows: list[Prediction] = []
     t0 = time.perf_counter()
     complete = False
@@ -112,6 +128,7 @@ def predict_files(
         summary = summarize(rows, secs)
         summary["backend"] = pred.backend
         summary["complete"] = complete
+        summary["skipped"] = skipped
         if writer:
             writer.close(summary, complete=complete)
         if predictor is None:

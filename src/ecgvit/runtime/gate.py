@@ -41,7 +41,7 @@ from PIL import Image
 from ecgvit.config import save_json
 from ecgvit.data.crop import CropResult, column_means, tint_map
 from ecgvit.metrics import softmax
-from ecgvit.run import GATE_TENSORS, Run, RunError, read_json
+from ecgvit.run import GATE_TENSORS, Run, RunError, publish, read_json
 
 __all__ = [
     "STATUSES",
@@ -373,7 +373,7 @@ def save_gate(gate: Gate, run: str | Path) -> None:
     if gate.means is not None and gate.precision is not None:
         tmp = r.gate_tensors_file.with_name(f"{GATE_TENSORS}.{os.getpid()}.tmp")
         save_file({"means": gate.means.astype(np.float32), "precision": gate.precision.astype(np.float32)}, str(tmp))
-        tmp.replace(r.gate_tensors_file)
+        publish(tmp, r.gate_tensors_file)
     save_json(r.gate_file, gate.cfg.to_dict())
 
 

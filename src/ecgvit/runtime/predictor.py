@@ -29,7 +29,7 @@ from ecgvit.config import PreprocessConfig, from_dict
 from ecgvit.data.io import MIN_SIDE, open_page
 from ecgvit.data.preprocess import draft_size
 from ecgvit.metrics import softmax
-from ecgvit.run import LoadedRun, bundled_run, is_run_dir
+from ecgvit.run import LoadedRun, Run, bundled_run, is_run_dir, weights_digest
 from ecgvit.runtime.backends import Backend, OnnxBackend, auto_backend
 from ecgvit.runtime.gate import Gate, Verdict, load_gate, ungated
 from ecgvit.runtime.inputs import (
@@ -132,11 +132,24 @@ class Predictor:
         self._side_lock = threading.Lock()
         self._explain_lock = threading.Lock()
         self._explain_model: Any = None
+        self._digest: str | None = None
 
     @property
     def backend(self) -> str:
         """ "onnx" or "torch": what runs the model."""
         return self.model_backend.name
+
+    @property
+    def model_digest(self) -> str:
+        """sha256 of the weights answering (an exported model counts as the weights it came from)."""
+        if self._digest is None:
+            if self.run is not None:  # RUN/model.onnx is used only while it matches these weights
+                self._digest = weights_digest(Run(self.run).weights_file)
+            else:
+                assert self.onnx_path is not None
+                exported = self.meta.get("export", {}).get("weights_sha256")
+                self._digest = str(exported) if exported else weights_digest(self.onnx_path)
+        return self._digest
 
     @property
     def torch_model(self) -> Any:
@@ -403,6 +416,7 @@ class Predictor:
         ld = self.load(item, keep_image=True)
         model = self.torch_model
         from ecgvit.runtime.explain import explain_loaded
+
         if (
             isinstance(item, (str, Path))
             and max_side

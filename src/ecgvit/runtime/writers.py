@@ -4,73 +4,205 @@ summary and table `ecgvit predict` prints."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
+from ecgvit.data.io import split_page
 from ecgvit.runtime.prediction import Prediction
 
-__all__ = ["ResultWriter", "format_table", "summarize"]
+__all__ = ["ResultWriter", "format_table", "input_md5", "summarize"]
+
+
+def input_md5(path: str) -> str:
+    """md5 of the file an input names ("doc.pdf#page=2": the PDF's, with the page), or "" when
+    it cannot be read: with the model digest, what identifies an answered input."""
+    file, page = split_page(path)
+    try:
+        with open(file, "rb") as f:
+            digest = hashlib.file_digest(f, "md5").hexdigest()
+    except OSError:
+        return ""
+    return digest if page is None else f"{digest}#page={page}"
 
 
 class ResultWriter:
     """Results as they come: CSV rows appended and flushed per batch; JSON written at the end
-    with a PATH.partial.jsonl beside it while running (kept if the run dies)."""
+    with a PATH.partial.jsonl beside it while running (kept if the run dies).
 
-    def __init__(self, out: str | Path, classes: list[str], model: str = ""):
+    Every row records the md5 of its input and the digest of the model that answered, so a run
+    that stopped can go on where it stopped: mode "auto" (default) resumes an existing `out`
+    that holds rows of the same model and refuses one of another model; "resume" insists on
+    going on; "overwrite" starts afresh. While a writer is open, `out` is locked (an advisory
+    lock on OUT.lock): a second run with the same `out` is refused, never interleaved."""
+
+    def __init__(
+        self, out: str | Path, classes: list[str], model: str = "", model_digest: str = "", mode: str = "auto"
+    ):
+        if mode not in ("auto", "resume", "overwrite"):
+            raise ValueError(f"mode={mode!r}: expected 'auto', 'resume' or 'overwrite'")
         self.out = Path(out)
         self.classes = classes
         self.model = model
-        self.rows: list[dict[str, Any]] = []
+        self.model_digest = model_digest
         suffix = self.out.suffix.lower()
         if suffix not in (".csv", ".json"):
             raise ValueError(f"--out {out}: expected a .csv or .json file")
         self.kind = suffix[1:]
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        if self.kind == "csv":
-            self._f = open(self.out, "w", newline="")
-            self._w = csv.writer(self._f)
-            self._w.writerow(["path", "status", "label", "probability", *[f"p_{c}" for c in classes], "reason"])
-            self._f.flush()
-        else:
+        self._lock = FileLock(str(self.out) + ".lock", timeout=0)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise ValueError(
+                f"--out {out} is in use by another ecgvit run (locked: {self._lock.lock_file}); wait for it or give another --out"
+            ) from None
+        try:
             self.partial = self.out.with_name(self.out.name + ".partial.jsonl")
-            self._f = open(self.partial, "w")
+            self.rows: list[dict[str, Any]] = [] if mode == "overwrite" else self._previous_rows()
+            self.resumed = len(self.rows)
+            self._done = {(r["path"], r.get("md5", "")) for r in self.rows}
+            if self.kind == "csv":
+                # Rewritten from the rows read back: a line torn by a kill is dropped, not kept.
+                self._f = open(self.out, "w", newline="")
+                self._w = csv.writer(self._f)
+                self._w.writerow(self._header())
+                for r in self.rows:
+                    self._w.writerow(self._csv_row(r))
+            else:
+                self._f = open(self.partial, "w")
+                for r in self.rows:
+                    self._f.write(json.dumps(r) + "\n")
+            self._f.flush()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _header(self) -> list[str]:
+        return [
+            "path",
+            "status",
+            "label",
+            "probability",
+            *[f"p_{c}" for c in self.classes],
+            "reason",
+            "md5",
+            "model_sha256",
+        ]
+
+    def _previous_rows(self) -> list[dict[str, Any]]:
+        """The rows an earlier run left in `out` (same model), or an error naming what differs."""
+        rows: list[dict[str, Any]]
+        if self.kind == "csv":
+            if not self.out.exists() or self.out.stat().st_size == 0:
+                return []
+            with open(self.out, newline="") as f:
+                reader = csv.reader(f)
+                header = next(reader, [])
+                lines = [line for line in reader if len(line) == len(header)]  # a torn last line is dropped
+            if header != self._header():
+                raise ValueError(
+                    f"--out {self.out} holds other columns than this model writes: pass --overwrite to replace it, or give another --out"
+                )
+            rows = [self._row_from_csv(dict(zip(header, line, strict=True))) for line in lines]
+            digests = {line[-1] for line in lines}
+        else:
+            if self.out.exists():
+                try:
+                    doc = json.loads(self.out.read_text())
+                    rows = list(doc["predictions"])
+                    digests = {str(doc.get("model_sha256", ""))}
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise ValueError(
+                        f"--out {self.out} is not a predictions file of ecgvit: pass --overwrite to replace it, or give another --out"
+                    ) from None
+            elif self.partial.exists():
+                rows = []
+                for line in self.partial.read_text().splitlines():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        break  # a line torn by a kill: what follows it was never written
+                digests = {str(r.get("model_sha256", "")) for r in rows}
+            else:
+                return []
+            for r in rows:
+                r.pop("model_sha256", None)
+        if rows and digests != {self.model_digest}:
+            raise ValueError(
+                f"--out {self.out} holds predictions of another model: pass --overwrite to replace them, or give another --out"
+            )
+        return rows
+
+    def _row_from_csv(self, line: dict[str, str]) -> dict[str, Any]:
+        probs = {c: float(line[f"p_{c}"]) for c in self.classes if line[f"p_{c}"] != ""}
+        return {
+            "path": line["path"],
+            "status": line["status"],
+            "label": line["label"] or None,
+            "probability": float(line["probability"]) if line["probability"] else None,
+            "probabilities": probs or None,
+            "reason": line["reason"],
+            "md5": line["md5"],
+        }
+
+    def _csv_row(self, r: dict[str, Any]) -> list[str]:
+        probs = r.get("probabilities") or {}
+        return [
+            r["path"],
+            r["status"],
+            r.get("label") or "",
+            "" if r.get("probability") is None else f"{r['probability']:.6f}",
+            *["" if c not in probs else f"{probs[c]:.6f}" for c in self.classes],
+            r.get("reason", ""),
+            r.get("md5", ""),
+            self.model_digest,
+        ]
+
+    def answered(self, path: str, md5: str) -> bool:
+        """Whether an earlier run already wrote this input's row (same file content, same model)."""
+        return (path, md5) in self._done
 
     def write(self, preds: list[Prediction]) -> None:
-        rows = [p.to_dict() for p in preds]
+        rows = []
+        for p in preds:
+            r = p.to_dict()
+            r["md5"] = input_md5(p.path) if p.status != "bad" or Path(split_page(p.path)[0]).is_file() else ""
+            rows.append(r)
         self.rows.extend(rows)
         for r in rows:
             if self.kind == "csv":
-                probs = r.get("probabilities") or {}
-                self._w.writerow(
-                    [
-                        r["path"],
-                        r["status"],
-                        r.get("label") or "",
-                        "" if r.get("probability") is None else f"{r['probability']:.6f}",
-                        *["" if c not in probs else f"{probs[c]:.6f}" for c in self.classes],
-                        r.get("reason", ""),
-                    ]
-                )
+                self._w.writerow(self._csv_row(r))
             else:
-                self._f.write(json.dumps(r) + "\n")
+                self._f.write(json.dumps({**r, "model_sha256": self.model_digest}) + "\n")
         self._f.flush()
 
     def close(self, summary: dict[str, Any], complete: bool = True) -> None:
-        self._f.close()
-        if self.kind == "json":
-            doc = {
-                "model": self.model,
-                "classes": self.classes,
-                "complete": complete,
-                "summary": summary,
-                "predictions": self.rows,
-            }
-            tmp = self.out.with_name(self.out.name + ".tmp")
-            tmp.write_text(json.dumps(doc, indent=1) + "\n")
-            tmp.replace(self.out)
-            self.partial.unlink(missing_ok=True)
+        try:
+            self._f.close()
+            if self.kind == "json":
+                doc = {
+                    "model": self.model,
+                    "model_sha256": self.model_digest,
+                    "classes": self.classes,
+                    "complete": complete,
+                    "summary": summary,
+                    "predictions": self.rows,
+                }
+                tmp = self.out.with_name(f"{self.out.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(doc, indent=1) + "\n")
+                tmp.replace(self.out)
+                self.partial.unlink(missing_ok=True)
+        finally:
+            # Removed while still held, then released: a run that starts meanwhile is refused
+            # (it never waits for the lock), so no two runs can hold it.
+            Path(self._lock.lock_file).unlink(missing_ok=True)
+            self._lock.release()
 
 
 def summarize(preds: list[Prediction], seconds: float) -> dict[str, Any]:
