@@ -77,8 +77,10 @@ def test_predict_uses_onnx_alone_and_beside_the_run(onnx_run, synth_pages):
         assert a.label == b.label == c.label
         for k in KHAN_CLASSES:
             assert a.probabilities[k] == pytest.approx(c.probabilities[k], abs=1e-5)
-    with pytest.raises(ValueError, match="PyTorch weights"):
-        alone.explain(synth_pages[0])
+    with pytest.raises(ValueError, match="needs PyTorch and the run's weights"):
+        alone.explain(synth_pages[0], method="rollout")
+    _, info = alone.explain(synth_pages[0])  # no PyTorch weights: an occlusion map on ONNX Runtime
+    assert info["method"] == "occlusion" and info["label"] == ref[0].label
 
 
 def test_stale_onnx_is_not_used(onnx_run, tmp_path, caplog, make_run):

@@ -157,12 +157,14 @@ def test_busy_server_answers_503(tiny_run, page_bytes):
         assert _post(c, "/predict", page_bytes).status_code == 200  # capacity is given back
 
 
-def test_onnx_only_server_predicts_but_cannot_explain(onnx_run, page_bytes):
+def test_onnx_only_server_predicts_and_explains_by_occlusion(onnx_run, page_bytes):
     run, _ = onnx_run
     with TestClient(create_app(Predictor(run / "model.onnx"))) as c:
         r = _post(c, "/predict", page_bytes)
         assert r.status_code == 200 and "(onnx)" in r.json()["model"]
-        _assert_error(_post(c, "/explain", page_bytes), 501, "PyTorch weights")
+        e = _post(c, "/explain", page_bytes)
+        assert e.status_code == 200 and e.headers["content-type"] == "image/png"
+        assert e.headers["X-Method"] == "occlusion" and e.headers["X-Label"] == r.json()["label"]
 
 
 def test_unexpected_failure_is_a_json_500(tiny_run, page_bytes):

@@ -500,9 +500,9 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="heat.png", help="PNG to write (default: heat.png)")
     p.add_argument(
         "--method",
-        choices=["auto", "rollout", "gradcam", "gradxinput"],
+        choices=["auto", "rollout", "gradcam", "gradxinput", "occlusion"],
         default="auto",
-        help="auto: attention rollout for ViTs, Grad-CAM for CNNs",
+        help="auto: attention rollout for ViTs, Grad-CAM for CNNs (PyTorch); occlusion without PyTorch or its weights",
     )
     p.add_argument(
         "--max-side", type=int, default=1600, help="longer side of the PNG in pixels (0: the page's own size)"
@@ -661,9 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ecgvit: error: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:
-        print(
-            f"ecgvit: error: {args.command} needs a package that is not installed ({exc.name or exc})", file=sys.stderr
-        )
+        print(f"ecgvit: error: {_missing_extra(args.command, exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ecgvit: interrupted; finished outputs were kept", file=sys.stderr)
@@ -671,6 +669,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+# Packages of the optional extras, and the extra that brings each.
+_EXTRAS = {
+    **dict.fromkeys(("torch", "torchvision", "timm", "pytorch_grad_cam", "onnx", "onnxscript", "matplotlib"), "train"),
+    **dict.fromkeys(("ray",), "ray"),
+    **dict.fromkeys(("pyarrow", "pandas"), "parquet"),
+}
+_EXTRA_NAMES = {"train": "the training extra", "ray": "the ray extra", "parquet": "the parquet extra"}
+
+
+def _missing_extra(command: str, exc: ImportError) -> str:
+    """`ecgvit train needs the training extra: pip install "ecgvit[train]"`, or what is missing."""
+    top = (exc.name or "").split(".")[0]
+    extra = _EXTRAS.get(top)
+    if extra is None:
+        return f"{command} needs a package that is not installed ({exc.name or exc})"
+    return f'ecgvit {command} needs {_EXTRA_NAMES[extra]} ({top} is not installed): pip install "ecgvit[{extra}]"'
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -25,16 +25,17 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import nn
 
 from ecgvit.metrics import softmax
 from ecgvit.models import prepare_batch
+from ecgvit.runtime.overlay import render_overlay
 
 if TYPE_CHECKING:
     from ecgvit.runtime.inputs import Loaded
 
-__all__ = ["METHODS", "choose_method", "explain_loaded", "heatmap", "render_overlay"]
+__all__ = ["METHODS", "choose_method", "explain_loaded", "heatmap"]
 
 METHODS = ("auto", "rollout", "gradcam", "gradxinput")
 
@@ -169,56 +170,6 @@ def heatmap(model: nn.Module, x: torch.Tensor, target: int, method: str = "auto"
         # class down, common for an untrained model) show gradient x input instead.
         return heatmap(model, x, target, "gradxinput")
     return (m / top if top > 0 else m), method
-
-
-# --- drawing on the page --------------------------------------------------------------------
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def render_overlay(
-    page: Image.Image,
-    heat: np.ndarray,
-    box: tuple[int, int, int, int],
-    full_size: tuple[int, int],
-    title: str,
-    max_side: int = 1600,
-    alpha: float = 0.6,
-) -> Image.Image:
-    """Blend `heat` (over the crop) into `box` (original page pixels) of `page`, shown at most
-    `max_side` pixels on its longer side (0: the original size), with `title` in a banner."""
-    fw, fh = full_size
-    s = min(1.0, max_side / max(fw, fh)) if max_side else 1.0
-    size = (max(1, round(fw * s)), max(1, round(fh * s)))
-    canvas = page.convert("RGB")
-    if canvas.size != size:
-        canvas = canvas.resize(size, Image.Resampling.LANCZOS if canvas.width > size[0] else Image.Resampling.BICUBIC)
-    base = np.asarray(canvas).astype(np.float32)
-    l, t, r, b = (round(v * s) for v in box)
-    l, t = max(0, l), max(0, t)
-    r, b = min(size[0], max(r, l + 1)), min(size[1], max(b, t + 1))
-    hm = cv2.resize(heat.astype(np.float32), (r - l, b - t), interpolation=cv2.INTER_CUBIC)
-    hm = np.clip(hm, 0, 1)
-    color = cv2.applyColorMap((hm * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1].astype(np.float32)
-    a = (alpha * hm**0.7)[..., None]
-    region = base[t:b, l:r]
-    base[t:b, l:r] = region * (1 - a) + color * a
-    out = Image.fromarray(base.clip(0, 255).astype(np.uint8))
-    d = ImageDraw.Draw(out)
-    lw = max(2, size[0] // 500)
-    d.rectangle([l, t, r - 1, b - 1], outline=(0, 160, 255), width=lw)
-    fs = max(14, size[0] // 40)
-    font = _font(fs)
-    pad = fs // 3
-    tb = d.textbbox((0, 0), title, font=font)
-    d.rectangle([0, 0, tb[2] - tb[0] + 4 * pad, tb[3] - tb[1] + 3 * pad], fill=(20, 20, 20))
-    d.text((2 * pad - tb[0], pad - tb[1] + pad // 2), title, fill=(255, 255, 255), font=font)
-    return out
 
 
 def explain_loaded(

@@ -78,8 +78,6 @@ def predict_files(
     pred = predictor or Predictor(
         model, onnx=onnx, backend=backend, threads=threads, batch_size=batch_size, workers=workers, processes=processes
     )
-    if explain_dir is not None:
-        pred.torch_model  # noqa: B018  (fail now, not after the first batch, when only an .onnx was given)
     files, bad = expand_inputs(paths)
     writer = ResultWriter(out, pred.classes, pred.model_name, pred.model_digest, mode=mode) if out else None
     skipped = 0
@@ -149,7 +147,7 @@ def explain_file(
     run: str | Path | None, image: str | Path, out: str | Path, method: str = "auto", max_side: int = 1600
 ) -> dict[str, Any]:
     """`ecgvit explain [RUN] IMAGE --out heat.png`."""
-    pred = Predictor(run, backend="torch")
+    pred = Predictor(run)
     try:
         _, info = pred.explain(image, out=out, method=method, max_side=max_side)
     except BadImageError as exc:

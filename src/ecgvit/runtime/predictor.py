@@ -14,6 +14,7 @@ decode threads that run ahead of inference, or worker processes that run whole b
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import threading
 from collections import deque
@@ -41,10 +42,13 @@ from ecgvit.runtime.inputs import (
     load_input,
     load_input_safe,
 )
+from ecgvit.runtime.overlay import explain_by_occlusion
 from ecgvit.runtime.pool import WorkerDied, WorkerPool
 from ecgvit.runtime.prediction import Prediction
 
-__all__ = ["NO_MODEL", "PROCESS_MIN_BATCHES", "Predictor"]
+__all__ = ["EXPLAIN_METHODS", "NO_MODEL", "PROCESS_MIN_BATCHES", "Predictor"]
+
+EXPLAIN_METHODS = ("auto", "rollout", "gradcam", "gradxinput", "occlusion")
 
 NO_MODEL = (
     "no model: pass a RUN folder (config.json + model.safetensors) or an exported .onnx file as the first argument"
@@ -411,12 +415,22 @@ class Predictor:
     def explain(
         self, item: Any, out: str | Path | None = None, method: str = "auto", max_side: int = 1600
     ) -> tuple[Image.Image, dict[str, Any]]:
-        """Heatmap of what drove the prediction, overlaid on the original page (see ecgvit.runtime.explain)."""
+        """Heatmap of what drove the prediction, overlaid on the original page.
+
+        method: "auto" (attention rollout for ViTs, Grad-CAM for CNNs, with PyTorch and the run's
+        weights; occlusion otherwise), "rollout", "gradcam", "gradxinput" (PyTorch; see
+        ecgvit.runtime.explain) or "occlusion" (any backend, ONNX Runtime included; see
+        ecgvit.runtime.overlay)."""
+        if method not in EXPLAIN_METHODS:
+            raise ValueError(f"method={method!r}: expected one of {', '.join(EXPLAIN_METHODS)}")
+        with_torch = method != "occlusion" and self._torch is not None and importlib.util.find_spec("torch") is not None
+        if method not in ("auto", "occlusion") and not with_torch:
+            raise ValueError(
+                f'explain method {method!r} needs PyTorch and the run\'s weights (pip install "ecgvit[train]"); '
+                "'occlusion' runs on ONNX Runtime"
+            )
         # Read first: a bad upload is refused before PyTorch is imported for the heatmap.
         ld = self.load(item, keep_image=True)
-        model = self.torch_model
-        from ecgvit.runtime.explain import explain_loaded
-
         if (
             isinstance(item, (str, Path))
             and max_side
@@ -424,19 +438,14 @@ class Predictor:
             and max(ld.image.size) < min(max_side, max(ld.full_size))
         ):
             # The draft-decoded copy is smaller than the picture wanted: decode the page again, bigger.
-            page = open_page(
+            ld.image = open_page(
                 item,
                 max_pixels=self.max_pixels,
                 min_side=self.min_side,
                 draft_size=_display_size(ld.full_size, max_side),
             )
-            assert isinstance(page, Image.Image)
-            ld.image = page
         name = str(item) if isinstance(item, (str, Path)) else "<input>"
         with self._explain_lock:
-            if self._explain_model is None:
-                # A private copy: hooks and attention switches never touch the model serving predictions.
-                self._explain_model = copy.deepcopy(model).eval()
             verdict = self.answer(ld, name)
             if verdict.status == "ok":
                 title = None
@@ -444,9 +453,17 @@ class Predictor:
                 title = f"{verdict.label}  p={verdict.probability:.2f}  (low confidence)"
             else:
                 title = f"out of scope: {verdict.reason}"
-            img, info = explain_loaded(
-                self._explain_model, ld, self.classes, method=method, max_side=max_side, title=title
-            )
+            if with_torch:
+                from ecgvit.runtime.explain import explain_loaded
+
+                if self._explain_model is None:
+                    # A private copy: hooks and attention switches never touch the model serving predictions.
+                    self._explain_model = copy.deepcopy(self.torch_model).eval()
+                img, info = explain_loaded(
+                    self._explain_model, ld, self.classes, method=method, max_side=max_side, title=title
+                )
+            else:
+                img, info = explain_by_occlusion(self.infer, ld, self.classes, max_side=max_side, title=title)
         # The answer is the gate's (calibrated, maybe no label); the heatmap is still the model's view.
         info.update(
             {

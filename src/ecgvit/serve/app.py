@@ -397,10 +397,7 @@ def create_app(
     async def explain(file: UploadFile = File(..., description="an ECG page image (JPEG, PNG, ...)")) -> Response:
         """Heatmap of what drove the prediction, drawn on the page (PNG)."""
         t0 = time.perf_counter()
-        if getattr(predictor, "run", None) is None and getattr(predictor, "_loaded", None) is None:
-            raise HTTPException(
-                501, "heatmaps need the PyTorch weights: start the server with the RUN folder, not only the .onnx file"
-            )
+        # With only an .onnx model (or no PyTorch installed) the heatmap is an occlusion map.
         png, info, pages = await _run(_explain, file)
         headers = {
             "X-Status": info.get("status", "ok"),
