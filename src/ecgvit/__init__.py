@@ -18,10 +18,10 @@ from ecgvit._version import __version__
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
-    from ecgvit.runtime.prediction import Prediction
+    from ecgvit.runtime.prediction import Prediction, to_dataframe
     from ecgvit.runtime.predictor import Predictor
 
-__all__ = ["Prediction", "Predictor", "__version__"]
+__all__ = ["Prediction", "Predictor", "__version__", "to_dataframe"]
 
 
 def __getattr__(name: str) -> Any:
@@ -33,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from ecgvit.runtime.prediction import Prediction
 
         return Prediction
+    if name == "to_dataframe":
+        from ecgvit.runtime.prediction import to_dataframe
+
+        return to_dataframe
     raise AttributeError(f"module 'ecgvit' has no attribute {name!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ANSWERED", "Prediction"]
+__all__ = ["ANSWERED", "Prediction", "to_dataframe"]
 
 # Statuses that carry a class label ("out_of_scope" and "bad" never do).
 ANSWERED = ("ok", "low_confidence")
@@ -56,3 +56,22 @@ class Prediction:
                 d[k] = v
         d.update(self.extra)
         return d
+
+
+def to_dataframe(predictions: list[Prediction]) -> Any:
+    """The predictions as a pandas DataFrame: one row each, one `p_<class>` column per class
+    (pandas is optional: `pip install pandas`)."""
+    import pandas as pd
+
+    classes: list[str] = []
+    for p in predictions:
+        for c in p.probabilities or {}:
+            if c not in classes:
+                classes.append(c)
+    rows = []
+    for p in predictions:
+        d = p.to_dict()
+        probs = d.pop("probabilities") or {}
+        d.update({f"p_{c}": probs.get(c) for c in classes})
+        rows.append(d)
+    return pd.DataFrame(rows)

@@ -51,9 +51,11 @@ class ResultWriter:
         self.model = model
         self.model_digest = model_digest
         suffix = self.out.suffix.lower()
-        if suffix not in (".csv", ".json"):
-            raise ValueError(f"--out {out}: expected a .csv or .json file")
+        if suffix not in (".csv", ".json", ".parquet"):
+            raise ValueError(f"--out {out}: expected a .csv, .json or .parquet file")
         self.kind = suffix[1:]
+        if self.kind == "parquet":
+            import pyarrow  # noqa: F401  (said now, not after the last page: the parquet extra)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.out) + ".lock", timeout=0)
         try:
@@ -111,8 +113,19 @@ class ResultWriter:
                 )
             rows = [self._row_from_csv(dict(zip(header, line, strict=True))) for line in lines]
             digests = {line[-1] for line in lines}
+        elif self.kind == "parquet" and self.out.exists():
+            import pyarrow.parquet as pq
+
+            try:
+                flat = pq.read_table(self.out).to_pylist()
+            except Exception:  # pyarrow's own errors for a file that is not Parquet
+                raise ValueError(
+                    f"--out {self.out} is not a Parquet predictions file: pass --overwrite to replace it, or give another --out"
+                ) from None
+            rows = [self._row_from_flat(f) for f in flat]
+            digests = {str(f.get("model_sha256", "")) for f in flat}
         else:
-            if self.out.exists():
+            if self.kind == "json" and self.out.exists():
                 try:
                     doc = json.loads(self.out.read_text())
                     rows = list(doc["predictions"])
@@ -151,6 +164,32 @@ class ResultWriter:
             "md5": line["md5"],
         }
 
+    def flat_row(self, r: dict[str, Any]) -> dict[str, Any]:
+        """A row as a table row: one column per class probability (CSV, Parquet, DataFrames)."""
+        probs = r.get("probabilities") or {}
+        return {
+            "path": r["path"],
+            "status": r["status"],
+            "label": r.get("label"),
+            "probability": r.get("probability"),
+            **{f"p_{c}": probs.get(c) for c in self.classes},
+            "reason": r.get("reason", ""),
+            "md5": r.get("md5", ""),
+            "model_sha256": self.model_digest,
+        }
+
+    def _row_from_flat(self, f: dict[str, Any]) -> dict[str, Any]:
+        probs = {c: float(f[f"p_{c}"]) for c in self.classes if f.get(f"p_{c}") is not None}
+        return {
+            "path": f["path"],
+            "status": f["status"],
+            "label": f.get("label"),
+            "probability": f.get("probability"),
+            "probabilities": probs or None,
+            "reason": f.get("reason") or "",
+            "md5": f.get("md5") or "",
+        }
+
     def _csv_row(self, r: dict[str, Any]) -> list[str]:
         probs = r.get("probabilities") or {}
         return [
@@ -163,6 +202,12 @@ class ResultWriter:
             r.get("md5", ""),
             self.model_digest,
         ]
+
+    def _schema(self, pa: Any) -> Any:
+        text, number = pa.string(), pa.float64()
+        cols = [("path", text), ("status", text), ("label", text), ("probability", number)]
+        cols += [(f"p_{c}", number) for c in self.classes] + [("reason", text), ("md5", text), ("model_sha256", text)]
+        return pa.schema(cols)
 
     def answered(self, path: str, md5: str) -> bool:
         """Whether an earlier run already wrote this input's row (same file content, same model)."""
@@ -196,6 +241,15 @@ class ResultWriter:
                 }
                 tmp = self.out.with_name(f"{self.out.name}.{os.getpid()}.tmp")
                 tmp.write_text(json.dumps(doc, indent=1) + "\n")
+                tmp.replace(self.out)
+                self.partial.unlink(missing_ok=True)
+            elif self.kind == "parquet":
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                table = pa.Table.from_pylist([self.flat_row(r) for r in self.rows], schema=self._schema(pa))
+                tmp = self.out.with_name(f"{self.out.name}.{os.getpid()}.tmp")
+                pq.write_table(table, tmp)
                 tmp.replace(self.out)
                 self.partial.unlink(missing_ok=True)
         finally:
