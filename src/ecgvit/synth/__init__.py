@@ -36,7 +36,17 @@ from PIL import Image
 
 from ecgvit.synth import distort as _distort
 from ecgvit.synth.jobs import run_jobs
-from ecgvit.synth.page import DEFAULT_LAYOUT, KHAN_STYLE, LAYOUT, LAYOUTS, PageStyle, random_meta, render, template
+from ecgvit.synth.page import (
+    DEFAULT_LAYOUT,
+    KHAN_STYLE,
+    LAYOUT,
+    LAYOUTS,
+    PageStyle,
+    page_truth,
+    random_meta,
+    render,
+    template,
+)
 from ecgvit.synth.signals import CLASSES, ECG, FS, LEADS, TERRITORY_LEADS, derive_limb, simulate
 
 __all__ = [
@@ -109,11 +119,16 @@ def render_page(
     distort: str = "none",
     layout: str = DEFAULT_LAYOUT,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Draw `ecg` on a page; returns (HxWx3 uint8 RGB array, params: header fields, distortions, layout)."""
+    """Draw `ecg` on a page; returns (HxWx3 uint8 RGB array, params: header fields, distortions, layout,
+    truth: the page's exact pixel <-> (time, mV) geometry, see ecgvit.synth.page.TRUTH_DOC)."""
     meta = random_meta(rng, ecg.heart_rate)
     a = render(ecg.signals, style, meta, ecg.fs, layout)
-    a, dparams = _distort.apply(a, rng, distort)
-    return a, {"header": meta, "distortions": dparams, "layout": layout}
+    warp: dict[str, Any] = {}
+    a, dparams = _distort.apply(a, rng, distort, warp_out=warp)
+    truth = page_truth(style, layout, ecg.fs, ecg.signals.shape[1])
+    truth.update(warp)
+    truth["page_size"] = [int(a.shape[1]), int(a.shape[0])]
+    return a, {"header": meta, "distortions": dparams, "layout": layout, "truth": truth}
 
 
 def make_page(

@@ -55,10 +55,15 @@ def _ranges(level: str) -> dict[str, Any]:
     )
 
 
-def apply(a: np.ndarray, rng: np.random.Generator, level: str) -> tuple[np.ndarray, dict[str, Any]]:
+def apply(
+    a: np.ndarray, rng: np.random.Generator, level: str, warp_out: dict[str, Any] | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Distorted copy of page `a` and the parameters used ({} for level "none").
 
-    The returned dict has "jpeg_quality" (to encode with) besides the image operations.
+    The returned dict has "jpeg_quality" (to encode with) besides the image operations. If
+    `warp_out` is a dict, it receives the exact geometry: "homography" (3x3 list, clean-page px ->
+    distorted px, full precision) and "warp" (None, or the non-projective warp applied before the
+    homography; see `map_points`).
     """
     if level not in LEVELS:
         raise ValueError(f"distort={level!r}: expected one of {', '.join(LEVELS)}")
@@ -91,6 +96,8 @@ def apply(a: np.ndarray, rng: np.random.Generator, level: str) -> tuple[np.ndarr
         background=[int(v) for v in bg],
     )
     p["homography"] = np.round(H, 6).tolist()
+    if warp_out is not None:
+        warp_out.update(homography=H.astype(np.float64).tolist(), warp=None)
     # --- tone: shadow gradient and creases act on paper reflectance; computed at half size
     hh, hw = (h + 1) // 2, (w + 1) // 2
     f = np.ones((hh, hw), np.float32)

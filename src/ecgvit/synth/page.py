@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ecgvit.synth.signals import FS, LEADS
+from ecgvit.synth.signals import FS, LEADS, N_SAMPLES
 
 RGB = tuple[int, int, int]
 
@@ -87,6 +87,7 @@ class PageStyle:
     label_size: int = 26
     footer_size: int = 18
     jpeg_quality: int = 75
+    family: str = "khan"  # the header/footer template and label placement (see ecgvit.synth.styles)
     # header fields
     title: str = "ECG REPORT"
     device_text: str = "SE-3  V1.0  SEMIP  V1.7"
@@ -170,10 +171,18 @@ class Layout:
     rhythm: str | None
     footer: str  # the footer's format field, e.g. "4*2.5s+1r" (columns * seconds + rhythm rows)
     gain_factor: float = 1.0  # relative to PageStyle.gain_mm_mv
+    rhythms: tuple[str, ...] = ()  # several rhythm strips (e.g. "3x4+3": V1, II, V5); overrides `rhythm`
+
+    @property
+    def rhythm_leads(self) -> tuple[str, ...]:
+        """Leads of the 10 s rhythm strips, top to bottom."""
+        if self.rhythms:
+            return self.rhythms
+        return () if self.rhythm is None else (self.rhythm,)
 
     @property
     def n_rows(self) -> int:
-        return len(self.rows) + (self.rhythm is not None)
+        return len(self.rows) + len(self.rhythm_leads)
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -368,17 +377,124 @@ def _template(st: PageStyle, layout: str) -> np.ndarray:
         for c, lead in enumerate(row):
             x = st.panel_x0 + c * panel_w + st.label_dx
             _text(d, (x, base[r] + st.label_dy), lead, fl, ink)
-    if lay.rhythm is not None:
-        _text(d, (st.panel_x0 + st.label_dx, base[n_main] + st.label_dy), lay.rhythm, fl, ink)
+    for k, lead in enumerate(lay.rhythm_leads):
+        _text(d, (st.panel_x0 + st.label_dx, base[n_main + k] + st.label_dy), lead, fl, ink)
     out = np.asarray(im).copy()
     out.setflags(write=False)
     return out
 
 
+def panel_s(st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT) -> float:
+    """Seconds per panel as printed: the layout's panel length at 25 mm/s, shortened at faster speeds
+    (at 50 mm/s a 3x4 column shows 1.25 s) so the printed page keeps its width and the columns stay
+    contiguous in time (column c starts at c * panel_s)."""
+    lay = get_layout(layout)
+    return lay.panel_s if st.speed_mm_s == 25.0 else lay.panel_s * 25.0 / st.speed_mm_s
+
+
+def panel_specs(
+    st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT, fs: int = FS, n: int = N_SAMPLES
+) -> list[dict[str, Any]]:
+    """Where each printed panel is (in drawing order: rows left to right, then rhythm strips):
+    dicts with lead, row, col, x0 (px of t0), t0 (s), n_px (drawn columns after x0), duration (s,
+    = n_px / px_per_s), baseline_y (px). A record of `n` samples at `fs` Hz is assumed."""
+    lay = get_layout(layout)
+    pps = st.px_per_s
+    base = row_baselines(st, lay)
+    ps = panel_s(st, lay)
+    pw = ps * pps
+    out: list[dict[str, Any]] = []
+
+    def add(lead: str, row: int, col: int, x0: float, t0: float, dur: float) -> None:
+        npx = int(dur * pps)
+        out.append(dict(lead=lead, row=row, col=col, x0=x0, t0=t0, n_px=npx, duration=npx / pps, baseline_y=base[row]))
+
+    for rr, row in enumerate(lay.rows):
+        for c, lead in enumerate(row):
+            add(lead, rr, c, st.panel_x0 + c * pw, ps * c, ps - 1.0 / fs)
+    rhythm_s = 10.0 if st.speed_mm_s == 25.0 else 10.0 * 25.0 / st.speed_mm_s
+    for k, lead in enumerate(lay.rhythm_leads):
+        add(lead, len(lay.rows) + k, 0, st.panel_x0, 0.0, min(rhythm_s, (n - 1) / fs))
+    return out
+
+
+def row_bands(st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT) -> list[tuple[float, float]]:
+    """(top, bottom) y of each trace row's band: halfway to the neighbouring baselines, the grid's
+    inner edge for the first and last row."""
+    base = row_baselines(st, layout)
+    _, t, _, b = st.grid_box
+    it, ib = float(t + st.border_width), float(b - st.border_width)
+    edges = [it] + [(base[k] + base[k + 1]) / 2.0 for k in range(len(base) - 1)] + [ib]
+    return [(edges[k], edges[k + 1]) for k in range(len(base))]
+
+
+def page_truth(
+    st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT, fs: int = FS, n: int = N_SAMPLES
+) -> dict[str, Any]:
+    """Exact pixel <-> (time, mV) geometry of a clean page (JSON-ready; schema in TRUTH_DOC).
+
+    For every panel: x = x0 + (t - t0) * px_per_s and y = baseline_y - mV * px_per_mv, for t in
+    [t0, t0 + duration]; trace y is clipped to `clip_y` (the grid's inside). `homography` (clean page
+    -> this page) is the identity here; distortions replace it (see ecgvit.synth.render_page)."""
+    lay = get_layout(layout)
+    bands = row_bands(st, lay)
+    _, t, _, b = st.grid_box
+    clip = [float(t + st.border_width), float(b - st.border_width)]
+    ppm = st.px_per_mv * lay.gain_factor
+    panels = []
+    for p in panel_specs(st, lay, fs, n):
+        top, bot = bands[p["row"]]
+        panels.append(
+            {
+                "lead": p["lead"],
+                "row": p["row"],
+                "col": p["col"],
+                "box": [round(p["x0"], 4), round(top, 4), round(p["x0"] + p["n_px"], 4), round(bot, 4)],
+                "baseline_y": float(p["baseline_y"]),
+                "x0": round(p["x0"], 4),
+                "t0": round(p["t0"], 6),
+                "duration": round(p["duration"], 6),
+                "rhythm": p["row"] >= len(lay.rows),
+            }
+        )
+    grid_pitch = st.grid_pitch_px or st.px_per_mm
+    return {
+        "version": 1,
+        "style": st.family,
+        "layout": lay.name,
+        "page_size": [st.width, st.height],
+        "dpi": st.dpi,
+        "px_per_mm": {"x": st.px_per_mm, "y": st.px_per_mm, "grid": grid_pitch},
+        "speed_mm_s": st.speed_mm_s,
+        "gain_mm_mv": st.gain_mm_mv * lay.gain_factor,
+        "px_per_s": st.px_per_s,
+        "px_per_mv": ppm,
+        "fs": fs,
+        "grid_box": list(st.grid_box),
+        "grid_origin": [float(st.grid_origin[0]), float(st.grid_origin[1])],
+        "grid_kind": st.grid_kind,
+        "clip_y": clip,
+        "panels": panels,
+        "homography": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        "warp": None,
+    }
+
+
+TRUTH_DOC = """truth = {version: 1, style: family name, layout: name, page_size: [w, h] px, dpi,
+px_per_mm: {x, y: trace scale (dpi/25.4), grid: grid pitch px/mm (differs on the Khan template)},
+speed_mm_s, gain_mm_mv (effective: the layout's gain_factor included), px_per_s, px_per_mv (effective),
+fs: Hz of the signals in the .npz, grid_box: [l, t, r, b] outer border px, grid_origin: [x, y] a 5 mm
+line crossing, grid_kind, clip_y: [ymin, ymax] traces are clipped to, panels: [{lead, row, col,
+box: [l, t, r, b] px (time extent x row band), baseline_y, x0: px of t0, t0: s, duration: s, rhythm: bool}],
+homography: 3x3 clean-page px -> this page's px (identity unless distorted), warp: null or the non-projective
+warp applied before the homography (see ecgvit.synth.distort.map_points)}
+clean page: x = x0 + (t - t0) * px_per_s, y = baseline_y - mV * px_per_mv."""
+
+
 def trace_polylines(
     signals: np.ndarray, st: PageStyle, fs: int = FS, shift: int = 3, layout: str | Layout = DEFAULT_LAYOUT
 ) -> list[np.ndarray]:
-    """Fixed-point (cv2 `shift`) polylines of the 12 panels and the rhythm strip (if the layout has one)."""
+    """Fixed-point (cv2 `shift`) polylines of the panels and rhythm strips (order of `panel_specs`)."""
     lay = get_layout(layout)
     idx = {lead: i for i, lead in enumerate(LEADS)}
     pps, ppm = st.px_per_s, st.px_per_mv * lay.gain_factor
@@ -388,24 +504,22 @@ def trace_polylines(
     out: list[np.ndarray] = []
     n = signals.shape[1]
     tsig = np.arange(n) / fs
-
-    def poly(lead: str, x0: float, t0: float, dur: float, y0: float) -> np.ndarray:
-        npx = int(dur * pps)
+    for p in panel_specs(st, lay, fs, n):
+        x0, t0, npx, y0 = p["x0"], p["t0"], p["n_px"], p["baseline_y"]
         xs = x0 + np.arange(npx + 1, dtype=np.float64)
         ts = t0 + (xs - x0) / pps
-        v = np.interp(ts, tsig, signals[idx[lead]])
+        v = np.interp(ts, tsig, signals[idx[p["lead"]]])
         ys = np.clip(y0 - v * ppm, ymin, ymax)
-        return np.stack([np.round(xs * scale), np.round(ys * scale)], 1).astype(np.int32)
-
-    base = row_baselines(st, lay)
-    ps = lay.panel_s
-    pw = ps * pps
-    for rr, row in enumerate(lay.rows):
-        for c, lead in enumerate(row):
-            out.append(poly(lead, st.panel_x0 + c * pw, ps * c, ps - 1.0 / fs, base[rr]))
-    if lay.rhythm is not None:
-        out.append(poly(lay.rhythm, st.panel_x0, 0.0, min(10.0, (n - 1) / fs), base[len(lay.rows)]))
+        out.append(np.stack([np.round(xs * scale), np.round(ys * scale)], 1).astype(np.int32))
     return out
+
+
+def trace_mask(signals: np.ndarray, st: PageStyle, fs: int = FS, layout: str | Layout = DEFAULT_LAYOUT) -> np.ndarray:
+    """HxW uint8 mask (0..255, anti-aliased) of the traces alone, drawn exactly as on the page."""
+    m = np.zeros((st.height, st.width), np.uint8)
+    shift = 3
+    cv2.polylines(m, trace_polylines(signals, st, fs, shift, layout), False, 255, st.trace_width, cv2.LINE_AA, shift)
+    return m
 
 
 def render(
