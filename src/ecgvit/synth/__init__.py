@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ecgvit.synth import distort as _distort
+from ecgvit.synth import styles as _styles
 from ecgvit.synth.jobs import run_jobs
 from ecgvit.synth.page import (
     DEFAULT_LAYOUT,
@@ -122,6 +123,8 @@ def render_page(
     """Draw `ecg` on a page; returns (HxWx3 uint8 RGB array, params: header fields, distortions, layout,
     truth: the page's exact pixel <-> (time, mV) geometry, see ecgvit.synth.page.TRUTH_DOC)."""
     meta = random_meta(rng, ecg.heart_rate)
+    if style.family != "khan":
+        meta.update(_styles.extra_meta(rng, ecg.params))
     a = render(ecg.signals, style, meta, ecg.fs, layout)
     warp: dict[str, Any] = {}
     a, dparams = _distort.apply(a, rng, distort, warp_out=warp)

@@ -40,6 +40,11 @@ _FONT_DIRS = (
 )
 
 
+GRID_KINDS = ("dots", "lines", "major")
+LABEL_POSITIONS = ("baseline", "corner", "below")
+SEPARATORS = ("line", "tick", "none")
+
+
 @dataclass(frozen=True)
 class PageStyle:
     """Geometry, colours and fonts of a report page (pixels at `dpi`; colours RGB).
@@ -47,7 +52,9 @@ class PageStyle:
     Defaults imitate the Khan & Hussain ECG machine template. `grid_kind="dots"` draws the
     template's dotted grid (a dot at every 1 mm intersection, dots every 0.5 mm along 5 mm lines,
     which after JPEG 4:2:0 chroma subsampling looks like the real pages' pink dotted grid);
-    `grid_kind="lines"` draws solid minor/major lines as on many other machines.
+    `grid_kind="lines"` draws solid minor/major lines as on many other machines; `grid_kind="major"`
+    only the 5 mm lines. Families other than "khan" (see ecgvit.synth.styles) draw their own header,
+    footer, labels and separators; build them with `ecgvit.synth.styles.make_style`.
     """
 
     width: int = 2213
@@ -87,15 +94,25 @@ class PageStyle:
     label_size: int = 26
     footer_size: int = 18
     jpeg_quality: int = 75
-    family: str = "khan"  # the header/footer template and label placement (see ecgvit.synth.styles)
+    family: str = "khan"  # the header/footer template (see ecgvit.synth.styles.FAMILIES)
+    label_pos: str = "baseline"  # lead labels: "baseline" (above the baseline), "corner" (panel top-left), "below"
+    separator: str = "line"  # between columns: "line", "tick" (short marks at the baselines) or "none"
+    label_font_file: str | None = None  # None: font_file
+    paper: str = "khan"  # paper name, recorded only ("a4", "letter"; the Khan template is its own size)
     # header fields
     title: str = "ECG REPORT"
     device_text: str = "SE-3  V1.0  SEMIP  V1.7"
     filter_text: str = "0.67~25Hz  AC50"
 
     def __post_init__(self) -> None:
-        if self.grid_kind not in ("dots", "lines"):
-            raise ValueError(f"grid_kind={self.grid_kind!r}: expected 'dots' or 'lines'")
+        if self.grid_kind not in GRID_KINDS:
+            raise ValueError(f"grid_kind={self.grid_kind!r}: expected one of {', '.join(GRID_KINDS)}")
+        if self.label_pos not in LABEL_POSITIONS:
+            raise ValueError(f"label_pos={self.label_pos!r}: expected one of {', '.join(LABEL_POSITIONS)}")
+        if self.separator not in SEPARATORS:
+            raise ValueError(f"separator={self.separator!r}: expected one of {', '.join(SEPARATORS)}")
+        if self.speed_mm_s <= 0 or self.gain_mm_mv <= 0:
+            raise ValueError(f"speed_mm_s={self.speed_mm_s}, gain_mm_mv={self.gain_mm_mv}: must be > 0")
         l, t, r, b = self.grid_box
         if not (0 <= l < r < self.width and 0 <= t < b < self.height):
             raise ValueError(f"grid_box={self.grid_box!r} does not fit a {self.width}x{self.height} page")
@@ -190,6 +207,9 @@ LAYOUTS: dict[str, Layout] = {
     "3x4": Layout("3x4", LAYOUT, 2.5, None, "4*2.5s"),
     "6x2": Layout("6x2", tuple(zip(LEADS[:6], LEADS[6:], strict=False)), 5.0, None, "2*5s"),
     "12x1": Layout("12x1", tuple((lead,) for lead in LEADS), 10.0, None, "1*10s", gain_factor=0.5),
+    # three 10 s rhythm strips, in the common V1, II, V5 order
+    "3x4+3": Layout("3x4+3", LAYOUT, 2.5, "V1", "4*2.5s+3r", rhythms=("V1", "II", "V5")),
+    "6x2+1": Layout("6x2+1", tuple(zip(LEADS[:6], LEADS[6:], strict=False)), 5.0, RHYTHM_LEAD, "2*5s+1r"),
 }
 DEFAULT_LAYOUT = "3x4+1"
 
@@ -208,7 +228,7 @@ def row_baselines(st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT) -> tuple
     baselines; other layouts space their rows evenly inside the grid box, each baseline 60% of
     the way down its row (most of a QRS is above the baseline)."""
     lay = get_layout(layout)
-    if lay.name == "3x4+1":
+    if lay.name == "3x4+1" and st.family == "khan":
         return tuple(st.row_baselines)
     _, t, _, b = st.grid_box
     it, ib = t + st.border_width, b - st.border_width
@@ -265,6 +285,11 @@ def _draw_grid(a: np.ndarray, st: PageStyle) -> None:
         half_x = half_x[(half_x > il) & (half_x < ir)]
         a[np.ix_(half_y, xi[major_x])] = st.major_color
         a[np.ix_(yi[major_y], half_x)] = st.major_color
+    elif st.grid_kind == "major":
+        for x in xs[major_x]:
+            cv2.line(a, (int(round(x)), it), (int(round(x)), ib), st.major_color, st.major_width)
+        for y in ys[major_y]:
+            cv2.line(a, (il, int(round(y))), (ir, int(round(y))), st.major_color, st.major_width)
     else:
         for x, mj in zip(xs, major_x, strict=False):
             xi = int(round(x))
@@ -346,6 +371,12 @@ def template(st: PageStyle, layout: str = DEFAULT_LAYOUT) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def _template(st: PageStyle, layout: str) -> np.ndarray:
     lay = LAYOUTS[layout]
+    if st.family != "khan":
+        from ecgvit.synth import styles
+
+        out = styles.family_template(st, lay)
+        out.setflags(write=False)
+        return out
     a = np.empty((st.height, st.width, 3), np.uint8)
     a[:] = st.paper_color
     _draw_grid(a, st)
@@ -360,7 +391,7 @@ def _template(st: PageStyle, layout: str) -> np.ndarray:
         f = (base[1] - base[0]) / 300.0 if len(base) > 1 else 1.0
         y_top = int(round(base[0] + st.separator_extent[0] * f))
         y_bot = int(round(base[n_main - 1] + st.separator_extent[1] * f))
-    panel_w = lay.panel_s * st.px_per_s
+    panel_w = panel_s(st, lay) * st.px_per_s
     for k in range(1, len(lay.rows[0])):
         x = int(round(st.panel_x0 + k * panel_w))
         cv2.line(a, (x, y_top), (x, y_bot), st.ink_color, st.separator_width)
@@ -533,6 +564,11 @@ def render(
     lay = get_layout(layout)
     im = Image.fromarray(template(st, lay.name))
     d = ImageDraw.Draw(im)
+    if st.family != "khan":
+        from ecgvit.synth import styles
+
+        styles.draw_fields(d, st, lay, meta)
+        return _draw_traces(np.array(im), signals, st, fs, lay)
     s = st.width / 2213.0
     fh = _font(st.font_file, st.header_size)
     ff = _font(st.font_file, st.footer_size)
@@ -544,7 +580,10 @@ def render(
     fy = 1552 * st.height / 1572.0
     _text(d, (69 * s, fy), foot, ff, ink)
     _text(d, (1793 * s, fy), f"{meta.get('date', '')}  {meta.get('time', '')}", ff, ink)
-    a = np.array(im)
+    return _draw_traces(np.array(im), signals, st, fs, lay)
+
+
+def _draw_traces(a: np.ndarray, signals: np.ndarray, st: PageStyle, fs: int, lay: Layout) -> np.ndarray:
     shift = 3
     cv2.polylines(
         a, trace_polylines(signals, st, fs, shift, lay), False, st.trace_color, st.trace_width, cv2.LINE_AA, shift
