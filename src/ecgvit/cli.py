@@ -665,6 +665,29 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_digitize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "digitize",
+        help="read ECG pages into signals: WFDB, CSV, JSON and an overlay PNG per page",
+        usage="ecgvit digitize PATH... --out DIR [--format wfdb,csv,json] [--no-overlay]",
+    )
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="images, PDFs, folders (recursive) or globs")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (digitize.csv indexes it)")
+    p.add_argument("--format", default="wfdb,csv,json", help="comma-separated: wfdb, csv, json (default: all)")
+    p.add_argument("--no-overlay", action="store_true", help="no overlay PNG")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(_parser=p, func=_cmd_digitize)
+
+
+def _cmd_digitize(a: argparse.Namespace) -> int:
+    from ecgvit.reader.digitize import check_formats, digitize_files, format_table
+
+    formats = check_formats(a.format.split(","))
+    summary = digitize_files(a.inputs, a.out, formats=formats, overlay=not a.no_overlay, progress=not a.quiet)
+    print(format_table(summary))
+    return 0 if summary["ok"] else 1
+
+
 def build_parser() -> Parser:
     from ecgvit import __version__
 
@@ -683,6 +706,7 @@ def build_parser() -> Parser:
     _add_cv(sub)
     _add_calibrate(sub)
     _add_predict(sub)
+    _add_digitize(sub)
     _add_explain(sub)
     _add_export(sub)
     _add_serve(sub)
