@@ -150,7 +150,7 @@ def draw_overlay(rgb: np.ndarray, reading: PageReading) -> np.ndarray:
         if ok.sum() < 2:
             continue
         ts = np.arange(i0, i1)[ok] / FS
-        ppmv = reading.gain_mm_mv * reading.px_per_mm[1]
+        ppmv = reading.px_per_mv or reading.gain_mm_mv * reading.px_per_mm[1]
         xs = b.x0 + (ts - b.t0_s) * b.px_per_s
         ys = b.baseline_y - v[ok] * ppmv
         pts = np.stack([xs, ys, np.ones_like(xs)], 1) @ inv.T

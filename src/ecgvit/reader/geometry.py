@@ -52,7 +52,8 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
     vmin = cv2.min(cv2.min(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
     paper = paper_level(vmax)
     rmax = vmax.astype(np.float32) / paper  # 1 = paper, ~0 = black ink
-    rmin = vmin.astype(np.float32) / paper
+    # the grid against the paper's own least channel (a colour cast tints paper, not grid)
+    rmin = vmin.astype(np.float32) / paper_level(vmin)
     if ink_threshold is None:
         ink_threshold = _ink_threshold(rmax)
     ink = rmax < ink_threshold
@@ -227,15 +228,54 @@ def grid_box(grid: np.ndarray, ink: np.ndarray) -> tuple[int, int, int, int] | N
     def extent(p: np.ndarray) -> tuple[int, int] | None:
         k = max(3, p.size // 400)
         ps = np.convolve(p, np.ones(k) / k, mode="same")
-        ref = float(np.median(np.sort(ps)[ps.size // 2 :]))
-        if ref <= 0.01:
+        srt = np.sort(ps)
+        ref = float(np.median(srt[ps.size // 2 :]))
+        floor = float(srt[ps.size // 20])
+        if ref - floor <= 0.003:
             return None
-        on = np.nonzero(ps > ref * 0.35)[0]
+        on = np.nonzero(ps > floor + (ref - floor) * 0.35)[0]
         if on.size == 0:
             return None
-        return int(on[0]), int(on[-1])
+        # the longest stretch (gaps of 3 % bridged): a margin or a warp's border is no grid
+        cut = np.nonzero(np.diff(on) > max(3, p.size * 0.03))[0]
+        st, en = np.r_[0, cut + 1], np.r_[cut, on.size - 1]
+        i = int(np.argmax(on[en] - on[st]))
+        return int(on[st[i]]), int(on[en[i]])
 
     ex, ey = extent(col), extent(row)
     if ex is None or ey is None:
         return None
     return ex[0], ey[0], ex[1], ey[1]
+
+
+def grid_pitch(grid: np.ndarray, expected_mm_px: float | None, tiles: int = 3) -> tuple[GridFit, GridFit]:
+    """1 mm pitch along x and y of the grid measure `grid` (the grid's region): the median over
+    `tiles` x `tiles` tiles (perspective and curl make the pitch drift across a page, which blurs
+    a whole-page projection), each tile's 1 mm / 5 mm reading put on the scale most tiles agree on."""
+    h, w = grid.shape
+    fits: list[list[GridFit]] = [[], []]
+    ty, tx = max(1, min(tiles, h // 160)), max(1, min(tiles, w // 160))
+    for i in range(ty):
+        for j in range(tx):
+            t = grid[i * h // ty : (i + 1) * h // ty, j * w // tx : (j + 1) * w // tx]
+            fits[0].append(grid_pitch_1d(t.sum(axis=0), expected_mm_px))
+            fits[1].append(grid_pitch_1d(t.sum(axis=1), expected_mm_px))
+    out: list[GridFit] = []
+    for axis in (0, 1):
+        fs = [f for f in fits[axis] if f.pitch is not None]
+        if len(fs) < max(1, len(fits[axis]) // 3):
+            out.append(grid_pitch_1d(grid.sum(axis=axis), expected_mm_px))
+            continue
+        sure = [f for f in fs if not f.ambiguous]
+        ref = float(np.median([f.pitch for f in (sure or fs)]))  # type: ignore[misc]  # pitches are set
+        ps = [min((f.pitch, f.pitch / 5, f.pitch * 5), key=lambda p: abs(math.log(p / ref))) for f in fs]  # type: ignore[operator]  # set
+        kinds = [f.kind for f in (sure or fs)]
+        out.append(
+            GridFit(
+                float(np.median(ps)),
+                max(set(kinds), key=kinds.count),
+                float(np.median([f.strength for f in fs])),
+                not sure,
+            )
+        )
+    return out[0], out[1]

@@ -100,8 +100,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     gl, gt, gr, gb = box if box is not None else (0, 0, w - 1, h - 1)
     sub = m.grid[gt : gb + 1, gl : gr + 1]
     expected = max(gr - gl, gb - gt) / geo.TYPICAL_GRID_WIDTH_MM
-    fx = geo.grid_pitch_1d(sub.sum(axis=0), expected)
-    fy = geo.grid_pitch_1d(sub.sum(axis=1), expected)
+    fx, fy = geo.grid_pitch(sub, expected)
     grid = GridInfo(box=(int(gl), int(gt), int(gr), int(gb)), strength=(round(fx.strength, 1), round(fy.strength, 1)))
     px: float | None
     py: float | None
@@ -207,7 +206,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         else:
             r.reasons.append("no grid found: scale from the calibration pulse")
     r.px_per_mm = (round(ppm_x, 4), round(ppm_y, 4))
-    r.speed_mm_s, r.gain_mm_mv = speed, gain
+    r.speed_mm_s, r.gain_mm_mv, r.px_per_mv = speed, gain, round(px_per_mv, 3)
 
     # layout
     valid = [k for k in range(n_rows) if extents[k] is not None and starts[k] is not None]
@@ -432,15 +431,13 @@ def _find_pulse(
     width = c2 - c1
     if not (1.0 * ppm_x <= width <= 12.0 * ppm_x):
         return None
-    # the rise: its column's run; base = its lowest ink, top = its highest
-    col = win[:, int(round(c1))]
-    ys = np.nonzero(col)[0]
-    if ys.size == 0:
+    # the rise: its column's longest run; base = its lowest ink, top = its highest
+    run1 = _longest_run(win[:, int(g1[np.argmax(cnt[g1])])])
+    run2 = _longest_run(win[:, int(g2[np.argmax(cnt[g2])])])
+    if run1 is None or run2 is None:
         return None
-    top_y, base_y = float(ys.min()), float(ys.max())
-    col2 = win[:, int(round(c2))]
-    ys2 = np.nonzero(col2)[0]
-    if ys2.size == 0 or abs(float(ys2.min()) - top_y) > 1.0 * ppm_y:
+    top_y, base_y = float(run1[0]), float(run1[1])
+    if abs(float(run2[0]) - top_y) > 1.0 * ppm_y or abs(float(run2[1]) - base_y) > 1.0 * ppm_y:
         return None
     # a horizontal top between the edges
     a, bb = int(g1.max()) + 1, int(g2.min())
@@ -461,6 +458,16 @@ def _find_pulse(
         "width": width,
         "x_end": float(x0 + g2.max()),
     }
+
+
+def _longest_run(col: np.ndarray) -> tuple[int, int] | None:
+    """(first, last) index of the longest run of True in a 1-D bool array."""
+    d = np.diff(np.r_[0, col.astype(np.int8), 0])
+    st, en = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0] - 1
+    if st.size == 0:
+        return None
+    i = int(np.argmax(en - st))
+    return int(st[i]), int(en[i])
 
 
 def _trace_start(

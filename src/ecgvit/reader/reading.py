@@ -82,6 +82,7 @@ class PageReading:
     rotation_deg: float = 0.0
     speed_mm_s: float | None = None
     gain_mm_mv: float | None = None
+    px_per_mv: float | None = None  # the trace's vertical scale (the pulse's height where one was found)
     calibration: bool = False
     signals: np.ndarray = field(default_factory=lambda: np.full((12, N_SAMPLES), np.nan, np.float32))
     reasons: list[str] = field(default_factory=list)
@@ -109,6 +110,7 @@ class PageReading:
             "rotation_deg": self.rotation_deg,
             "speed_mm_s": self.speed_mm_s,
             "gain_mm_mv": self.gain_mm_mv,
+            "px_per_mv": self.px_per_mv,
             "calibration": self.calibration,
             "leads_printed": [n for i, n in enumerate(LEADS) if np.isfinite(self.signals[i]).any()],
             "fs": FS,
