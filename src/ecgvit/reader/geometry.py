@@ -248,6 +248,11 @@ def grid_box(grid: np.ndarray, ink: np.ndarray) -> tuple[int, int, int, int] | N
     return ex[0], ey[0], ex[1], ey[1]
 
 
+def _nearest_scale(p: float, ref: float) -> float:
+    """p, p/5 or 5p: whichever is nearest `ref` (a 1 mm reading put on the 5 mm scale or back)."""
+    return min((p, p / 5.0, p * 5.0), key=lambda q: abs(math.log(q / ref)))
+
+
 def grid_pitch(grid: np.ndarray, expected_mm_px: float | None, tiles: int = 3) -> tuple[GridFit, GridFit]:
     """1 mm pitch along x and y of the grid measure `grid` (the grid's region): the median over
     `tiles` x `tiles` tiles (perspective and curl make the pitch drift across a page, which blurs
@@ -267,8 +272,8 @@ def grid_pitch(grid: np.ndarray, expected_mm_px: float | None, tiles: int = 3) -
             out.append(grid_pitch_1d(grid.sum(axis=axis), expected_mm_px))
             continue
         sure = [f for f in fs if not f.ambiguous]
-        ref = float(np.median([f.pitch for f in (sure or fs)]))  # type: ignore[misc]  # pitches are set
-        ps = [min((f.pitch, f.pitch / 5, f.pitch * 5), key=lambda p: abs(math.log(p / ref))) for f in fs]  # type: ignore[operator]  # set
+        ref = float(np.median([f.pitch or 0.0 for f in (sure or fs)]))
+        ps = [_nearest_scale(f.pitch or ref, ref) for f in fs]
         kinds = [f.kind for f in (sure or fs)]
         out.append(
             GridFit(
