@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 LEVELS = ("none", "light", "heavy", "photo")
+PHOTO_MAX_PX = 4032  # "photo" output: the longer side at most this (a 12 Mpx phone camera)
 
 
 def _r(x: float, nd: int = 3) -> float:
@@ -272,7 +273,9 @@ def warp_image(
     return cv2.remap(a, mx, my, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
 
 
-def _camera_homography(rng: np.random.Generator, w: int, h: int, p: dict[str, Any]) -> np.ndarray:
+def _camera_homography(
+    rng: np.random.Generator, w: int, h: int, p: dict[str, Any], out_wh: tuple[int, int]
+) -> np.ndarray:
     """A pinhole camera looking at the page (a plane) tilted by up to 30 deg and rolled up to 15 deg,
     then scaled and shifted so the page fills 80..102% of the frame."""
     tilt = math.radians(rng.uniform(0, 30))
@@ -292,11 +295,12 @@ def _camera_homography(rng: np.random.Generator, w: int, h: int, p: dict[str, An
     corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], np.float64).T
     q = H0 @ corners
     qx, qy = q[0] / q[2], q[1] / q[2]
+    ow, oh = out_wh
     fill = rng.uniform(0.8, 1.02)
-    sc = fill * min(w / (qx.max() - qx.min()), h / (qy.max() - qy.min()))
-    jx, jy = rng.uniform(-0.04, 0.04) * w, rng.uniform(-0.04, 0.04) * h
-    ox = cxp + jx - sc * (qx.max() + qx.min()) / 2
-    oy = cyp + jy - sc * (qy.max() + qy.min()) / 2
+    sc = fill * min(ow / (qx.max() - qx.min()), oh / (qy.max() - qy.min()))
+    jx, jy = rng.uniform(-0.04, 0.04) * ow, rng.uniform(-0.04, 0.04) * oh
+    ox = ow / 2 + jx - sc * (qx.max() + qx.min()) / 2
+    oy = oh / 2 + jy - sc * (qy.max() + qy.min()) / 2
     S = np.array([[sc, 0, ox], [0, sc, oy], [0, 0, 1.0]])
     p.update(
         tilt_deg=_r(math.degrees(tilt), 2),
@@ -335,11 +339,17 @@ def _photo(
             "half": (w if axis == "x" else h) / 2.0,
         }
         p["curl"] = {k: (_r(v, 4) if isinstance(v, float) else v) for k, v in warp.items()}
-    H = _camera_homography(rng, w, h, p)
+    # a phone camera's frame: at most 4032 px wide, so 300..600 dpi pages come out smaller
+    f_out = min(1.0, PHOTO_MAX_PX / max(w, h))
+    ow, oh = int(round(w * f_out)), int(round(h * f_out))
+    H = _camera_homography(rng, w, h, p, (ow, oh))
     p["homography"] = np.round(H, 6).tolist()
-    mx, my = _maps(H, warp, (w, h))
+    p["size"] = [ow, oh]
+    mx, my = _maps(H, warp, (ow, oh))
+    h, w = oh, ow  # from here on: the photo
     out = cv2.remap(a, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    inside = ((mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)).astype(np.uint8)
+    ch, cw = a.shape[:2]
+    inside = ((mx >= 0) & (mx <= cw - 1) & (my >= 0) & (my <= ch - 1)).astype(np.uint8)
     # --- background: a table (or a screen's bezel), with low-frequency texture
     if screen:
         base = np.array([rng.uniform(5, 35)] * 3, np.float32)

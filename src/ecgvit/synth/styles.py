@@ -227,7 +227,11 @@ def make_style(
         raise ValueError(f"dpi={dpi!r}: expected 50..1200")
     if family == "khan":
         st = KHAN_STYLE if int(dpi) == 200 else KHAN_STYLE.scaled(int(dpi) / 200.0)
-        over: dict[str, Any] = {"speed_mm_s": float(speed_mm_s), "gain_mm_mv": float(gain_mm_mv)}
+        over: dict[str, Any] = {}
+        if float(speed_mm_s) != st.speed_mm_s:
+            over["speed_mm_s"] = float(speed_mm_s)
+        if float(gain_mm_mv) != st.gain_mm_mv:
+            over["gain_mm_mv"] = float(gain_mm_mv)
         if grid_colour is not None:
             mi, ma = GRID_COLOURS[grid_colour]
             over.update(minor_color=ma, major_color=ma, faint_color=mi, border_color=ma)
