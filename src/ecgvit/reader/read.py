@@ -225,8 +225,12 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     elif dur < 1.0:
         r.reasons.append(f"rows only {dur:.1f} s long: not a 12-lead record")
         return
-    seps = _separators(ink, bands, baselines, x_start, x_end, row_pitch, ppm_x)
-    name = _layout_name(n_rows, seps, r)
+    # panel boundaries a row marks (a separator line or a tick across the baseline) at 1/4, 1/2, 3/4
+    marks = [
+        [_boundary_mark(ink, baselines[k], x_start + f * span, ppm_x, ppm_y) for f in (0.25, 0.5, 0.75)]
+        for k in range(n_rows)
+    ]
+    name = _layout_name(n_rows, marks, r)
     if name is None:
         return
     main, rhythm = LAYOUT_LEADS[name]
@@ -493,37 +497,20 @@ def _trace_start(
     return float(a + empty[0] + after[0])
 
 
-def _separators(
-    ink: np.ndarray,
-    bands: list[tuple[int, int]],
-    baselines: list[float],
-    x_start: float,
-    x_end: float,
-    row_pitch: float,
-    ppm_x: float,
-) -> list[list[float]]:
-    """Per row: x of vertical lines spanning most of the row's band (column separators)."""
-    out: list[list[float]] = []
-    xa, xb = int(x_start + 2 * ppm_x), int(x_end - 2 * ppm_x)
-    for (t, b), _bl in zip(bands, baselines, strict=True):
-        if xb <= xa:
-            out.append([])
-            continue
-        sub = ink[t : b + 1, xa : xb + 1]
-        # longest vertical run per column ~ column count when the run is one line
-        cnt = sub.sum(axis=0)
-        tall = np.nonzero(cnt >= 0.8 * (b - t + 1))[0]
-        if tall.size == 0:
-            out.append([])
-            continue
-        groups = np.split(tall, np.nonzero(np.diff(tall) > 2)[0] + 1)
-        out.append([float(g.mean() + xa) for g in groups if g.size <= 2 * ppm_x])
-    return out
+def _boundary_mark(ink: np.ndarray, baseline: float, xb: float, ppm_x: float, ppm_y: float) -> bool:
+    """A vertical line (separator or tick) across the baseline within 0.6 mm of x = xb: some column
+    there inked over 60 % of the 6 mm around the baseline."""
+    h, w = ink.shape
+    x0, x1 = max(0, int(xb - 0.6 * ppm_x)), min(w, int(xb + 0.6 * ppm_x) + 1)
+    y0, y1 = max(0, int(baseline - 3 * ppm_y)), min(h, int(baseline + 3 * ppm_y) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return False
+    return bool((ink[y0:y1, x0:x1].sum(axis=0) >= 0.6 * (y1 - y0)).any())
 
 
-def _layout_name(n_rows: int, seps: list[list[float]], r: PageReading) -> str | None:
-    """Layout from the row count, told apart by the column separators where the count is shared."""
-    n_sep = [len(s) for s in seps]
+def _layout_name(n_rows: int, marks: list[list[bool]], r: PageReading) -> str | None:
+    """Layout from the row count; 6 rows are 3x4+3 when the top rows mark quarter boundaries and the
+    bottom ones none, else 6x2."""
     if n_rows == 3:
         return "3x4"
     if n_rows == 4:
@@ -531,9 +518,10 @@ def _layout_name(n_rows: int, seps: list[list[float]], r: PageReading) -> str | 
     if n_rows == 5:
         return "3x4+2"
     if n_rows == 6:
-        top3 = sorted(n_sep[:3])[1]
-        low3 = sorted(n_sep[3:])[1]
-        if top3 >= 2 and low3 == 0:
+        # both quarter marks (a QRS that happens to cross the baseline there is one, rarely both)
+        quarter_top = sum(m[0] and m[2] for m in marks[:3])
+        quarter_low = sum(m[0] and m[2] for m in marks[3:])
+        if quarter_top >= 2 and quarter_low <= 1:
             return "3x4+3"
         return "6x2"
     if n_rows == 7:
