@@ -195,7 +195,7 @@ def encode(a: np.ndarray | Image.Image, fmt: str, quality: int = 75, dpi: int = 
     return b.getvalue()
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def _npz_bytes(arrays: dict[str, Any]) -> bytes:
     """An .npz (readable by np.load) with fixed zip timestamps, so equal inputs give equal bytes."""
     b = io.BytesIO()
     with zipfile.ZipFile(b, "w", compression=zipfile.ZIP_DEFLATED) as z:

@@ -88,15 +88,15 @@ def apply(
     p: dict[str, Any] = {"level": level}
     # --- geometry: one homography = crop/pad + rotation + perspective
     ang = rng.uniform(-R["rot"], R["rot"])
-    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    jit = rng.uniform(-R["persp"], R["persp"], size=(4, 2)) * np.float32([w, h])
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    jit = rng.uniform(-R["persp"], R["persp"], size=(4, 2)) * np.array([w, h], np.float32)
     # crop (>0: zoom in) or pad (<0: zoom out, background shows)
     cz = rng.uniform(-R["crop"], R["crop"])
-    shift = rng.uniform(-R["crop"], R["crop"], size=2) * np.float32([w, h]) * 0.5
-    c = np.float32([w / 2, h / 2])
+    shift = rng.uniform(-R["crop"], R["crop"], size=2) * np.array([w, h], np.float32) * 0.5
+    c = np.array([w / 2, h / 2], np.float32)
     dst = (src - c) * (1 + cz) + c + jit + shift
     th = math.radians(ang)
-    rot = np.float32([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], np.float32)
     dst = (dst - c) @ rot.T + c
     H = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
     bg_val = rng.uniform(40, 200) if level == "heavy" else rng.uniform(225, 255)
@@ -450,7 +450,7 @@ def _photo(
         ang = rng.uniform(0, 180)
         k = np.zeros((n, n), np.float32)
         k[n // 2, :] = 1.0
-        k = cv2.warpAffine(k, cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), ang, 1.0), (n, n))
+        k = np.asarray(cv2.warpAffine(k, cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), ang, 1.0), (n, n)))
         k /= max(float(k.sum()), 1e-6)
         out = cv2.filter2D(out, -1, k)
         p["motion_blur"] = {"length_px": n, "angle_deg": _r(ang, 1)}

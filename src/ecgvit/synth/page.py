@@ -292,13 +292,13 @@ def _draw_grid(a: np.ndarray, st: PageStyle) -> None:
             cv2.line(a, (il, int(round(y))), (ir, int(round(y))), st.major_color, st.major_width)
     else:
         for x, mj in zip(xs, major_x, strict=False):
-            xi = int(round(x))
+            xv = int(round(x))
             c, w = (st.major_color, st.major_width) if mj else (st.minor_color, st.minor_width)
-            cv2.line(a, (xi, it), (xi, ib), c, w)
+            cv2.line(a, (xv, it), (xv, ib), c, w)
         for y, mj in zip(ys, major_y, strict=False):
-            yi = int(round(y))
+            yv = int(round(y))
             c, w = (st.major_color, st.major_width) if mj else (st.minor_color, st.minor_width)
-            cv2.line(a, (il, yi), (ir, yi), c, w)
+            cv2.line(a, (il, yv), (ir, yv), c, w)
         # majors on top
         for x, mj in zip(xs, major_x, strict=False):
             if mj:
@@ -406,8 +406,8 @@ def _template(st: PageStyle, layout: str) -> np.ndarray:
     _draw_header_text(d, st)
     for r, row in enumerate(lay.rows):
         for c, lead in enumerate(row):
-            x = st.panel_x0 + c * panel_w + st.label_dx
-            _text(d, (x, base[r] + st.label_dy), lead, fl, ink)
+            lx = st.panel_x0 + c * panel_w + st.label_dx
+            _text(d, (lx, base[r] + st.label_dy), lead, fl, ink)
     for k, lead in enumerate(lay.rhythm_leads):
         _text(d, (st.panel_x0 + st.label_dx, base[n_main + k] + st.label_dy), lead, fl, ink)
     out = np.asarray(im).copy()

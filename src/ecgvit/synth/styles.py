@@ -590,13 +590,13 @@ def family_template(st: PageStyle, lay: Layout) -> np.ndarray:
     panels = [(r, c, lead) for r, row in enumerate(lay.rows) for c, lead in enumerate(row)]
     panels += [(n_main + k, 0, lead) for k, lead in enumerate(lay.rhythm_leads)]
     for r, c, lead in panels:
-        x = st.panel_x0 + c * pw + st.label_dx
+        lx = st.panel_x0 + c * pw + st.label_dx
         if st.label_pos == "corner":
-            _text(d, (x, bands[r][0] + ppm), lead, fl, st.ink_color, "lt")
+            _text(d, (lx, bands[r][0] + ppm), lead, fl, st.ink_color, "lt")
         elif st.label_pos == "below":
-            _text(d, (x, base[r] + 1.5 * ppm), lead, fl, st.ink_color, "lt")
+            _text(d, (lx, base[r] + 1.5 * ppm), lead, fl, st.ink_color, "lt")
         else:
-            _text(d, (x, base[r] + st.label_dy), lead, fl, st.ink_color, "ls")
+            _text(d, (lx, base[r] + st.label_dy), lead, fl, st.ink_color, "ls")
     return np.asarray(im).copy()
 
 
