@@ -186,3 +186,16 @@ def test_cli_style_layout_distort(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     s = json.loads(next(out2.glob("normal/*.json")).read_text())
     assert s["truth"]["style"] == "ge_mac" and s["truth"]["layout"] == "3x4+3" and "page_style" not in s
+    assert len(s["truth"]["calibration"]) == 6 and s["truth"]["calibration"][0]["height_px"] == 79  # 10 mm at 200 dpi
+
+
+def test_trace_masks_in_npz(tmp_path: Path) -> None:
+    generate(tmp_path, per_class=1, seed=2, distort="light", progress=False, trace_masks=True, layout="12x1")
+    page = next(tmp_path.glob("normal/*.jpg"))
+    z = np.load(page.with_suffix(".npz"))
+    m = z["trace_mask"]
+    assert m.dtype == np.uint8 and m.shape == (1572, 2213) and m.max() == 255
+    from PIL import Image
+
+    g = np.asarray(Image.open(page).convert("L"))
+    assert g[m > 200].mean() < g[m == 0].mean() - 80

@@ -153,6 +153,11 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "--kinds", default=None, help=f"with --negatives: comma-separated kinds (default: all of {_NEGATIVE_KINDS})"
     )
     p.add_argument("--per-kind", type=int, default=None, help="with --negatives: images per kind (default 10)")
+    p.add_argument(
+        "--trace-masks",
+        action="store_true",
+        help="also store each page's trace mask (the traces alone, warped like the page) in its .npz",
+    )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(_parser=p, func=_cmd_synth, _synth_styles=styles, _synth_levels=levels)
@@ -167,8 +172,8 @@ def _cmd_synth(a: argparse.Namespace) -> int:
         if v is not None and v not in valid:
             raise ValueError(f"{flag} {v!r}: expected one of {', '.join(valid)}")
     if a.negatives:
-        if a.style is not None:
-            raise ValueError("--style applies to class pages, not to --negatives")
+        if a.style is not None or a.trace_masks:
+            raise ValueError("--style and --trace-masks apply to class pages, not to --negatives")
         if a.layout is not None:
             raise ValueError(
                 "--layout applies to class pages; --negatives already includes the layout_6x2 and layout_12x1 kinds"
@@ -206,6 +211,7 @@ def _cmd_synth(a: argparse.Namespace) -> int:
         progress=not a.quiet,
         layout=layout,
         style=None if style == "khan" else style,
+        trace_masks=a.trace_masks,
     )
     print(summary)
     return 0

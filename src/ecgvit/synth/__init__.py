@@ -86,6 +86,7 @@ class SynthConfig:
     noise: bool = True
     layout: str = DEFAULT_LAYOUT  # or "random": one per page
     random_style: bool = False  # a style per page from ecgvit.synth.styles.sample_style (`style` unused)
+    trace_masks: bool = False  # also store each page's trace mask in its .npz ("trace_mask", HxW uint8)
 
     def __post_init__(self) -> None:
         validate(self.per_class, self.seed, self.distort, self.fmt, 1, self.layout)
@@ -225,8 +226,11 @@ def page_style(cfg: SynthConfig, cls: str, index: int) -> tuple[PageStyle, str]:
 def _write_page(out: str, cls: str, index: int, cfg: SynthConfig) -> str:
     rng = page_rng(cfg.seed, cls, index)
     style, layout = page_style(cfg, cls, index)
-    img, signals, params = make_page(cls, rng, style, cfg.distort, cfg.noise, as_array=True, layout=layout)
+    img, signals, params = make_page(
+        cls, rng, style, cfg.distort, cfg.noise, as_array=True, layout=layout, trace_mask=cfg.trace_masks
+    )
     ecg: ECG = params.pop("_ecg")
+    mask = params.pop("trace_mask", None)
     if cfg.random_style:
         params["page_style"] = asdict(style)
     stem = f"{cls}_{index:05d}"
@@ -241,6 +245,8 @@ def _write_page(out: str, cls: str, index: int, cfg: SynthConfig) -> str:
         "beat_types": np.array(ecg.beat_types, dtype="<U1"),
         "p_onsets": ecg.p_onsets,
     }
+    if mask is not None:
+        arrays["trace_mask"] = mask
     (d / f"{stem}.npz").write_bytes(_npz_bytes(arrays))
     side = {
         "file": f"{stem}.{cfg.fmt}",
@@ -276,6 +282,7 @@ def generate(
     progress: bool = True,
     style: PageStyle | str | None = None,
     layout: str = DEFAULT_LAYOUT,
+    trace_masks: bool = False,
 ) -> str:
     """Write `per_class` pages per class under `out` (see module doc); returns a one-paragraph summary.
 
@@ -283,6 +290,7 @@ def generate(
     (one per page); recorded in synth_config.json and each sidecar (its "truth" has the geometry).
     `style`: a PageStyle, a name of ecgvit.synth.styles.STYLES ("khan" default, "ge_mac", "philips",
     ...) or "random" (ecgvit.synth.styles.sample_style per page; the sidecar's "page_style" has it).
+    `trace_masks`: also store each page's trace mask (see make_page) in its .npz as "trace_mask".
     """
     validate(per_class, seed, distort, fmt, workers, layout)
     random_style = isinstance(style, str) and style == "random"
@@ -295,6 +303,7 @@ def generate(
         style=st,
         layout=layout,
         random_style=random_style,
+        trace_masks=bool(trace_masks),
     )
     outp = Path(out)
     if outp.exists() and not outp.is_dir():

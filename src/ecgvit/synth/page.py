@@ -489,6 +489,11 @@ def page_truth(
             }
         )
     grid_pitch = st.grid_pitch_px or st.px_per_mm
+    hcal = int(round(ppm))  # as drawn
+    cal = [
+        {"row": r, "baseline_y": float(y), "x": [int(v) for v in st.cal_x], "height_px": hcal}
+        for r, y in enumerate(row_baselines(st, lay))
+    ]
     return {
         "version": 1,
         "style": st.family,
@@ -506,6 +511,7 @@ def page_truth(
         "grid_kind": st.grid_kind,
         "clip_y": clip,
         "panels": panels,
+        "calibration": cal,
         "homography": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
         "warp": None,
     }
@@ -517,6 +523,7 @@ speed_mm_s, gain_mm_mv (effective: the layout's gain_factor included), px_per_s,
 fs: Hz of the signals in the .npz, grid_box: [l, t, r, b] outer border px, grid_origin: [x, y] a 5 mm
 line crossing, grid_kind, clip_y: [ymin, ymax] traces are clipped to, panels: [{lead, row, col,
 box: [l, t, r, b] px (time extent x row band), baseline_y, x0: px of t0, t0: s, duration: s, rhythm: bool}],
+calibration: [{row, baseline_y, x: [foot start, rise, fall, foot end] px, height_px: 1 mV as drawn}],
 homography: 3x3 clean-page px -> this page's px (identity unless distorted), warp: null or the non-projective
 warp applied before the homography (see ecgvit.synth.distort.map_points)}
 clean page: x = x0 + (t - t0) * px_per_s, y = baseline_y - mV * px_per_mv."""
