@@ -3,7 +3,15 @@
     from ecgvit.synth import generate, make_page
     print(generate("synth_out", per_class=50, seed=1, distort="light", workers=2))
     img, signals, params = make_page("history_of_mi", np.random.default_rng(0))
-    generate("synth_6x2", per_class=5, layout="6x2")     # other panel layouts: 3x4+1 (default), 3x4, 6x2, 12x1
+    generate("synth_6x2", per_class=5, layout="6x2")     # layouts: 3x4+1 (default), 3x4, 6x2, 12x1, 3x4+3, 6x2+1
+    generate("synth_var", per_class=5, style="random", distort="photo")   # machine families, phone photos
+    img, signals, params = make_page("normal", rng, style=get_style("ge_mac"), layout="3x4+3", trace_mask=True)
+
+Styles of other machine families (ge_mac, philips, schiller, nihon_kohden, bionet, textbook) and a
+random style sampler are in `ecgvit.synth.styles`. Every page's params (and sidecar) has "truth":
+the exact pixel <-> (time, mV) geometry of each printed panel and, for distorted pages, the
+homography (and curl) from the clean page (schema: ecgvit.synth.page.TRUTH_DOC; mapping points:
+ecgvit.synth.distort.map_points).
 
 Pages that are *not* a supported report (for an out-of-scope gate) come from
 `ecgvit.synth.negatives` (`generate_negatives`, `ecgvit synth --negatives`).
@@ -15,7 +23,9 @@ Output layout (read by the data indexer as one folder per class):
     OUT/<class>/<class>_00000.npz              signals (12 x 5000 float32 mV, lead order LEADS), fs,
                                                leads, qrs_onsets, beat_types, p_onsets
     OUT/<class>/<class>_00000.json             generation parameters (class, rhythm, territory,
-                                               heart rate, noise, distortions, seed, header fields)
+                                               heart rate, noise, distortions, seed, header fields,
+                                               truth; page_style when the style is random)
+                                               (with trace_masks=True the .npz also has trace_mask)
 
 Each page's RNG is derived from (seed, class index, page index) with numpy's SeedSequence, so a
 page's bytes depend on nothing else: same seed -> same files, whatever --workers is.
@@ -50,6 +60,7 @@ from ecgvit.synth.page import (
 )
 from ecgvit.synth.page import trace_mask as _trace_mask
 from ecgvit.synth.signals import CLASSES, ECG, FS, LEADS, TERRITORY_LEADS, derive_limb, simulate
+from ecgvit.synth.styles import STYLES, get_style, make_style, sample_style
 
 __all__ = [
     "CLASSES",
@@ -60,6 +71,11 @@ __all__ = [
     "KHAN_STYLE",
     "LAYOUT",
     "LAYOUTS",
+    "STYLES",
+    "get_style",
+    "make_style",
+    "sample_style",
+    "page_truth",
     "SynthConfig",
     "generate",
     "make_page",

@@ -8,8 +8,15 @@ dotted millimetre grid, lead labels, calibration pulses, column separators) is d
 Layouts (`layout=`): "3x4+1" (the Khan template: 3 rows x 4 columns of 2.5 s panels plus a 10 s
 rhythm strip of lead II; the default), "3x4" (no rhythm strip), "6x2" (6 rows x 2 columns of 5 s
 panels: I..aVF left, V1..V6 right) and "12x1" (12 rows of 10 s, drawn at half gain, 5 mm/mV, as
-machines do so the rows stay apart). Except for "3x4+1", whose baselines are the measured ones
-below, rows are spaced evenly inside the grid box.
+machines do so the rows stay apart), "3x4+3" (3x4 plus 10 s rhythm strips of V1, II and V5, the
+common order) and "6x2+1" (6x2 plus a 10 s lead II strip). Except for "3x4+1" in the Khan style,
+whose baselines are the measured ones below, rows are spaced evenly inside the grid box. At a paper
+speed other than 25 mm/s panels show proportionally fewer seconds (`panel_s`), so the page keeps
+its width and columns stay contiguous in time.
+
+Other machine families' looks (headers, labels, grids) are in ecgvit.synth.styles. `page_truth`
+gives any page's exact pixel <-> (time, mV) geometry (TRUTH_DOC has the schema); `trace_mask` the
+traces alone.
 
 Default geometry was measured on the real 2213x1572, 200 dpi pages (see benchmarks/synth_fidelity.py):
 border x=67..2176, y=283..1517 (4 px pink), grid pitch 7.944 px per mm (traces: 200/25.4 = 7.874 px per mm), panels of 2.5 s
