@@ -66,14 +66,15 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
 
 def _ink_threshold(rmax: np.ndarray) -> float:
     """Between black ink and a grey grid: Otsu's threshold on the brightest channel's level of the
-    pixels darker than paper, kept in [0.35, 0.6] (a coloured grid is ~0.85+, so 0.6 is safe)."""
+    pixels darker than paper, kept in [0.35, 0.7] (a coloured grid is ~0.85+; a navy or dark
+    green trace is ~0.5)."""
     sub = rmax[::4, ::4]
-    dark = sub[sub < 0.8]
+    dark = sub[sub < 0.93]
     if dark.size < 200:
         return 0.5
     v = np.clip(dark * 255, 0, 255).astype(np.uint8)
     t, _ = cv2.threshold(v.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return float(np.clip(t / 255.0, 0.35, 0.6))
+    return float(np.clip(t / 255.0, 0.35, 0.7))
 
 
 def estimate_rotation(weight: np.ndarray, max_deg: float = 15.0) -> tuple[float, float]:

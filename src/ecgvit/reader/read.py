@@ -25,7 +25,7 @@ from scipy.signal import find_peaks
 
 from ecgvit.reader import geometry as geo
 from ecgvit.reader.reading import FS, LAYOUT_LEADS, LEADS, N_SAMPLES, GridInfo, LeadBox, PageReading
-from ecgvit.reader.trace import trace_row
+from ecgvit.reader.trace import centreline, trace_row
 
 log = logging.getLogger("ecgvit")
 
@@ -220,8 +220,10 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     span = x_end - x_start
     pps = speed * ppm_x
     dur = span / pps
-    if abs(dur - RECORD_S) <= 0.8:
-        pps = span / RECORD_S  # rows hold the whole 10 s record: its exact time scale
+    if abs(dur - RECORD_S) <= 0.8 and abs(dur / RECORD_S - 1) > 0.003:
+        # rows hold the whole 10 s record but the grid's scale disagrees (a grid printed larger than
+        # the traces, as on the Khan cart): the rows' length is the time scale
+        pps = span / RECORD_S
     elif dur < 1.0:
         r.reasons.append(f"rows only {dur:.1f} s long: not a 12-lead record")
         return
@@ -281,6 +283,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     vert = cv2.morphologyEx(sub_ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, lv)))
     vert = cv2.dilate(vert, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 1)))
     ink[gt : gb + 1] &= ~vert.view(bool)
+    ink[gt : gb + 1] = centreline(ink[gt : gb + 1])
     sig_out = np.full((12, N_SAMPLES), np.nan, np.float32)
     filled_by_rhythm = np.zeros(12, bool)
     xa, xb = int(max(0, math.floor(x_start))), int(min(w - 1, math.ceil(x_end)))
@@ -290,7 +293,8 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         top = int(baselines[k - 1] + 0.1 * row_pitch) if k > 0 else gt
         bot = int(baselines[k + 1] - 0.1 * row_pitch) if k + 1 < n_rows else gb
         band = ink[top : bot + 1, xa : xb + 1]
-        pxs, pys = trace_row(band, baselines[k] - top, ppm_y, max_run)
+        brk = tuple(x0 - xa + trim for _l, c, x0, _d in rows_leads[k] if c > 0)
+        pxs, pys = trace_row(band, baselines[k] - top, ppm_y, max_run, breaks=brk)
         if pxs.size < 2:
             r.reasons.append(f"row {k + 1}: no trace found")
             continue

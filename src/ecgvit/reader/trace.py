@@ -9,6 +9,7 @@ middle, or its far end where the run is a peak or a trough (so R waves keep thei
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -21,6 +22,30 @@ def column_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return sc, sy, ey - 1
 
 
+def centreline(mask: np.ndarray) -> np.ndarray:
+    """The ink's centreline (bool, same shape): pixels on a ridge of the distance transform across the
+    line, vertically for flat parts and horizontally for steep strokes. A stroke drawn lw px wide
+    spreads over lw columns; thinned, each column holds only the part of the stroke whose centre
+    passes through it, so a QRS keeps its timing."""
+    m8 = mask.view(np.uint8) if mask.dtype == bool else (mask > 0).astype(np.uint8)
+    dt = cv2.distanceTransform(m8, cv2.DIST_L2, 3)
+    up = np.empty_like(dt)
+    up[0] = 0
+    up[1:] = dt[:-1]
+    dn = np.empty_like(dt)
+    dn[-1] = 0
+    dn[:-1] = dt[1:]
+    lf = np.empty_like(dt)
+    lf[:, 0] = 0
+    lf[:, 1:] = dt[:, :-1]
+    rt = np.empty_like(dt)
+    rt[:, -1] = 0
+    rt[:, :-1] = dt[:, 1:]
+    v = (dt >= up) & (dt >= dn) & (dt > np.minimum(up, dn))
+    hz = (dt >= lf) & (dt >= rt) & (dt > np.minimum(lf, rt))
+    return (v | hz) & (dt > 0)
+
+
 def trace_row(
     mask: np.ndarray,
     baseline: float,
@@ -28,6 +53,7 @@ def trace_row(
     max_run: float,
     prior_weight: float = 0.15,
     max_gap_mm: float = 4.0,
+    breaks: tuple[float, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Points (x, y) (float, band coordinates, x increasing) of the trace's centreline through `mask`
     (the row's band, HxW bool), following continuity from the row's `baseline` (band y). A flat
@@ -37,7 +63,8 @@ def trace_row(
     max_run: runs longer than this (px) are not trace (separators, filled labels). Cost of a step:
     vertical gap between the runs in mm, plus `prior_weight` x distance of the run from the baseline
     in mm / 10. Columns without ink keep the previous states; after `max_gap_mm` of them the path
-    restarts from the runs nearest the baseline.
+    restarts from the runs nearest the baseline, as it does at each x of `breaks` (panel boundaries,
+    where one lead ends and the next begins: continuity does not hold across them).
     """
     h, w = mask.shape
     sc, sy, ey = column_runs(mask)
@@ -68,7 +95,7 @@ def trace_row(
         b_l = ey_l[i0:i1]
         cost: list[float] = []
         back: list[int] = []
-        restart = x - last_x > max_gap or not prev_cost
+        restart = x - last_x > max_gap or not prev_cost or any(last_x < b <= x for b in breaks)
         for a, b in zip(a_l, b_l, strict=True):
             c_mid = 0.5 * (a + b)
             pr = prior * abs(c_mid - bl)
@@ -79,7 +106,7 @@ def trace_row(
             best, bj = 1e18, -1
             for j, pc in enumerate(prev_cost):
                 pa, pb = prev_a[j], prev_b[j]
-                gap = a - pb if a > pb else (pa - b if pa > b else 0)
+                gap = a - pb - 1 if a > pb + 1 else (pa - b - 1 if pa > b + 1 else 0)
                 v = pc + gap * inv_mm
                 if v < best:
                     best, bj = v, j
@@ -128,9 +155,9 @@ def trace_row(
     steep = lens > lw + 1.5
     peak = steep & (prev_m > mids) & (next_m > mids)  # neighbours lower on paper
     trough = steep & (prev_m < mids) & (next_m < mids)
-    px_a = xs
     py_a = mids.copy()
     py_a[peak] = tops[peak] + half
     py_a[trough] = bots[trough] - half
+    px_a = xs
     o = np.argsort(px_a, kind="stable")
     return px_a[o], py_a[o]
