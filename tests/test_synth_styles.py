@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from ecgvit.cli import build_parser, main
-from ecgvit.synth import KHAN_STYLE, encode, generate, make_page, page_rng
+from ecgvit.synth import KHAN_STYLE, LEADS, encode, generate, make_page, page_rng
 from ecgvit.synth import distort as D
 from ecgvit.synth.page import LAYOUTS, get_layout, page_truth, row_baselines, template
 from ecgvit.synth.styles import FAMILY_NAMES, STYLES, get_style, make_style, sample_style
+
+LEAD_IX = {lead: i for i, lead in enumerate(LEADS)}
 
 # sha256 prefixes of pages made by the code before styles, truth and the new layouts were added
 # (seeds fixed, so deterministic): the default Khan output must not change
@@ -199,3 +201,34 @@ def test_trace_masks_in_npz(tmp_path: Path) -> None:
 
     g = np.asarray(Image.open(page).convert("L"))
     assert g[m > 200].mean() < g[m == 0].mean() - 80
+
+
+@pytest.mark.parametrize(
+    "kw, distort",
+    [
+        (dict(family="ge_mac", paper="letter", dpi=300, speed_mm_s=50.0, gain_mm_mv=20.0), "none"),
+        (dict(family="textbook", dpi=100, gain_mm_mv=5.0), "none"),
+        (dict(family="nihon_kohden", dpi=300), "photo"),
+    ],
+)
+def test_mapping_reproduces_samples_on_other_styles(kw: dict, distort: str) -> None:
+    st = make_style(kw.pop("family"), **kw)
+    img, sig, p = make_page("normal", np.random.default_rng(8), style=st, distort=distort, as_array=True, noise=False)
+    truth = p["truth"]
+    g = img.mean(2)
+    pts, ref = [], []
+    for panel in truth["panels"]:
+        for frac in (0.2, 0.5, 0.8):
+            k = int(panel["duration"] * truth["px_per_s"] * frac)
+            t = panel["t0"] + k / truth["px_per_s"]
+            mv = float(np.interp(t, np.arange(sig.shape[1]) / truth["fs"], sig[LEAD_IX[panel["lead"]]]))
+            y = panel["baseline_y"] - mv * truth["px_per_mv"]
+            if truth["clip_y"][0] + 2 < y < truth["clip_y"][1] - 2:
+                pts.append((panel["x0"] + k, y))
+    q = D.map_points(pts, truth["homography"], truth["warp"])
+    for x, y in q:
+        xi, yi = int(round(x)), int(round(y))
+        if 2 <= xi < img.shape[1] - 2 and 2 <= yi < img.shape[0] - 2:
+            ref.append(g[yi - 1 : yi + 2, xi - 1 : xi + 2].min())
+    assert len(ref) > 20
+    assert np.median(ref) < np.median(g) - 60, (np.median(ref), np.median(g))

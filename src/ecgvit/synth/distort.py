@@ -347,9 +347,16 @@ def _photo(
     p["size"] = [ow, oh]
     mx, my = _maps(H, warp, (ow, oh))
     h, w = oh, ow  # from here on: the photo
-    out = cv2.remap(a, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     ch, cw = a.shape[:2]
     inside = ((mx >= 0) & (mx <= cw - 1) & (my >= 0) & (my <= ch - 1)).astype(np.uint8)
+    f_src = min(1.0, 1.5 * f_out * 1.2)
+    if f_src < 1.0:  # a much smaller photo: area-average the page first (no aliasing of 1 px lines)
+        small = cv2.resize(a, (int(round(cw * f_src)), int(round(ch * f_src))), interpolation=cv2.INTER_AREA)
+        fx, fy = small.shape[1] / cw, small.shape[0] / ch
+        mxs, mys = (mx + 0.5) * fx - 0.5, (my + 0.5) * fy - 0.5
+        out = cv2.remap(small, mxs, mys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    else:
+        out = cv2.remap(a, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     # --- background: a table (or a screen's bezel), with low-frequency texture
     if screen:
         base = np.array([rng.uniform(5, 35)] * 3, np.float32)
