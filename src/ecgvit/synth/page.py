@@ -506,6 +506,7 @@ def page_truth(
         "style": st.family,
         "layout": lay.name,
         "page_size": [st.width, st.height],
+        "clean_page_size": [st.width, st.height],
         "dpi": st.dpi,
         "px_per_mm": {"x": st.px_per_mm, "y": st.px_per_mm, "grid": grid_pitch},
         "speed_mm_s": st.speed_mm_s,
@@ -524,7 +525,8 @@ def page_truth(
     }
 
 
-TRUTH_DOC = """truth = {version: 1, style: family name, layout: name, page_size: [w, h] px, dpi,
+TRUTH_DOC = """truth = {version: 1, style: family name, layout: name, page_size: [w, h] px of this page (a photo
+may be smaller), clean_page_size: [w, h] of the clean page, whose pixels every other coordinate is in, dpi,
 px_per_mm: {x, y: trace scale (dpi/25.4), grid: grid pitch px/mm (differs on the Khan template)},
 speed_mm_s, gain_mm_mv (effective: the layout's gain_factor included), px_per_s, px_per_mv (effective),
 fs: Hz of the signals in the .npz, grid_box: [l, t, r, b] outer border px, grid_origin: [x, y] a 5 mm
