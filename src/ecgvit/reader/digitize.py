@@ -203,7 +203,7 @@ def digitize_files(
             emit({"path": p, "status": "bad", "reason": why})
         bar: Any = None
         if progress and files:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]  # tqdm ships no type stubs
+            from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]  # stubs may be absent
 
             bar = tqdm(total=len(files), desc="digitize", unit="page", file=sys.stderr)
         for f in files:

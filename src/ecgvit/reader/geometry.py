@@ -47,7 +47,10 @@ def paper_level(vmax: np.ndarray) -> np.ndarray:
 
 def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
     """Ink and grid measures of `rgb`; `ink_threshold` (a fraction of the paper level of the brightest
-    channel) defaults to one between the grid's level and black (Otsu on the non-paper pixels)."""
+    channel) defaults to one between the grid's level and black (Otsu on the non-paper pixels).
+
+    Isolated dark specks (a dotted grid's dots, which JPEG's chroma subsampling turns dark grey, and
+    sensor noise) are not ink: an ink pixel needs 5 inked pixels in its 5 x 5 neighbourhood."""
     vmax = cv2.max(cv2.max(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
     vmin = cv2.min(cv2.min(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
     paper = paper_level(vmax)
@@ -56,7 +59,9 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
     rmin = vmin.astype(np.float32) / paper_level(vmin)
     if ink_threshold is None:
         ink_threshold = _ink_threshold(rmax)
-    ink = rmax < ink_threshold
+    ink8 = (rmax < ink_threshold).view(np.uint8)
+    count = cv2.boxFilter(ink8, cv2.CV_16U, (5, 5), normalize=False)
+    ink = (ink8 > 0) & (count >= 5)
     grid = np.clip(1.0 - rmin, 0.0, 1.0)
     # not ink, nor ink's anti-aliased edges (text would otherwise look like grid)
     near = cv2.dilate(ink.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5)))
@@ -66,7 +71,7 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
 
 def _ink_threshold(rmax: np.ndarray) -> float:
     """Between black ink and a grey grid: Otsu's threshold on the brightest channel's level of the
-    pixels darker than paper, kept in [0.35, 0.7] (a coloured grid is ~0.85+; a navy or dark
+    pixels darker than paper, kept in [0.5, 0.7] (a coloured grid is ~0.85+; a navy or dark
     green trace is ~0.5)."""
     sub = rmax[::4, ::4]
     dark = sub[sub < 0.93]
@@ -74,7 +79,7 @@ def _ink_threshold(rmax: np.ndarray) -> float:
         return 0.5
     v = np.clip(dark * 255, 0, 255).astype(np.uint8)
     t, _ = cv2.threshold(v.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return float(np.clip(t / 255.0, 0.35, 0.7))
+    return float(np.clip(t / 255.0, 0.5, 0.7))
 
 
 def estimate_rotation(weight: np.ndarray, max_deg: float = 15.0) -> tuple[float, float]:

@@ -29,6 +29,8 @@ from ecgvit.reader.trace import centreline, trace_row
 
 log = logging.getLogger("ecgvit")
 
+# traces, labels and text cover a few % of an ECG page; a photo or a noise image far more
+MAX_INK_DENSITY = 0.15
 STANDARD_GAINS = (2.5, 5.0, 10.0, 20.0)
 RECORD_S = (N_SAMPLES - 1) / FS  # a 10 s row is drawn from the first sample to the last
 
@@ -142,6 +144,13 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     else:
         ppm_x, ppm_y = float(px), float(py)  # type: ignore[arg-type]
     region = ink[gt : gb + 1, gl : gr + 1]
+    density = float(region[::2, ::2].mean()) if region.size else 0.0
+    if density > MAX_INK_DENSITY:
+        r.reasons.append(
+            f"{100 * density:.0f} % of the page is dark ink: not a page of ECG traces (a photo or a filled image?)"
+        )
+        _finish_scale(r, px, py, ppm_x, ppm_y)
+        return
     prof = region.sum(axis=1).astype(np.float64)
     sig = max(1.0, 0.6 * ppm_y)
     prof_s = cv2.GaussianBlur(prof.reshape(-1, 1), (1, 0), sigmaX=0, sigmaY=sig).ravel() if prof.size > 3 else prof
