@@ -357,17 +357,20 @@ def _photo(
         out = cv2.remap(small, mxs, mys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     else:
         out = cv2.remap(a, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    # --- background: a table (or a screen's bezel), with low-frequency texture
+    # --- background: a table (or a screen's bezel), with low-frequency texture (built at 1/4 size)
     if screen:
         base = np.array([rng.uniform(5, 35)] * 3, np.float32)
     else:
-        base = np.array([rng.uniform(40, 200) + rng.uniform(-25, 25) for _ in range(3)], np.float32)
-    tex = _smooth_noise(rng, h, w, 12) * float(rng.uniform(3, 15))
-    bg = np.clip(base[None, None, :] + tex[:, :, None], 0, 255).astype(np.uint8)
+        lvl = rng.uniform(40, 200)  # a table: grey to brown, not a saturated colour
+        base = (lvl + np.array([20.0, 0.0, -20.0]) * rng.uniform(0, 1.5) + rng.uniform(-10, 10, 3)).astype(np.float32)
+    qh, qw = (h + 3) // 4, (w + 3) // 4
+    tex = _smooth_noise(rng, qh, qw, 12) * float(rng.uniform(3, 15))
+    bg_small = np.clip(base[None, None, :] + tex[:, :, None], 0, 255).astype(np.uint8)
+    bg = cv2.resize(bg_small, (w, h), interpolation=cv2.INTER_LINEAR)
     p["background"] = [int(v) for v in base]
-    m3 = cv2.merge([inside, inside, inside])
-    out = np.where(m3 > 0, out, bg)
-    # --- light: gradient + vignette + one soft shadow (+ glare sometimes); on paper only
+    out = cv2.copyTo(out, inside, bg)
+    # --- light (paper reflectance x illumination): gradient + vignette + one soft shadow, at 1/8 size;
+    # creases at 1/2 size; moire (screens) at full size; applied at once as an 8-bit gain (x/200)
     hh, hw = (h + 7) // 8, (w + 7) // 8
     yy, xx = np.mgrid[0:hh, 0:hw].astype(np.float32)
     xx, yy = xx / hw - 0.5, yy / hh - 0.5
@@ -388,28 +391,16 @@ def _photo(
     p["light"] = {"gradient": _r(g_depth), "gradient_angle_deg": _r(math.degrees(g_ang), 1), "vignette": _r(vig)}
     if sh:
         p["shadow"] = sh
-    Lf = cv2.resize(L.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    Lf = np.where(inside > 0, Lf, 1.0).astype(np.float32)
-    o = out.astype(np.float32) * Lf[:, :, None]
+    glare = None
     if rng.random() < 0.3 and not screen:
         gx, gy, gr = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.25)
         gs = rng.uniform(40, 120)
-        blob = np.exp(-((xx + 0.5 - gx) ** 2 + (yy + 0.5 - gy) ** 2) / (2 * gr**2)) * gs
-        o += cv2.resize(blob.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)[:, :, None]
+        glare = np.exp(-((xx + 0.5 - gx) ** 2 + (yy + 0.5 - gy) ** 2) / (2 * gr**2)) * gs
         p["glare"] = {"x": _r(gx), "y": _r(gy), "radius": _r(gr), "strength": _r(gs, 1)}
-    if screen:  # moire: the camera's pixel grid beating with the screen's
-        m_amp = rng.uniform(0.05, 0.18)
-        per = rng.uniform(3.0, 9.0)
-        m_ang = rng.uniform(0, math.pi)
-        Y, X = np.mgrid[0:h, 0:w].astype(np.float32)
-        ph = (X * math.cos(m_ang) + Y * math.sin(m_ang)) * (2 * math.pi / per)
-        ph2 = (X * math.cos(m_ang + 0.3) - Y * math.sin(m_ang + 0.3)) * (2 * math.pi / (per * 1.07))
-        mo = 1 - m_amp * (0.5 + 0.25 * np.cos(ph) + 0.25 * np.cos(ph2))
-        o *= mo[:, :, None]
-        p["moire"] = {"amplitude": _r(m_amp), "period_px": _r(per, 2), "angle_deg": _r(math.degrees(m_ang), 1)}
-    # creases: dark fold lines with a lit side (paper only; photometric)
+    h2, w2 = (h + 1) // 2, (w + 1) // 2
+    F = cv2.resize(L.astype(np.float32), (w2, h2), interpolation=cv2.INTER_LINEAR)
     creases = []
-    if not screen:
+    if not screen:  # dark fold lines with a lit side (photometric only)
         for _ in range(int(rng.integers(0, 3))):
             vertical = bool(rng.random() < 0.5)
             pos, tilt, strength, width = (
@@ -418,20 +409,22 @@ def _photo(
                 rng.uniform(0.05, 0.15),
                 rng.uniform(2, 6),
             )
+            wd = width / 2  # at half size
             if vertical:
-                coord = np.arange(w, dtype=np.float32)[None, :] - (
-                    pos * w + tilt * np.arange(h, dtype=np.float32)[:, None]
+                coord = np.arange(w2, dtype=np.float32)[None, :] - (
+                    pos * w2 + tilt * np.arange(h2, dtype=np.float32)[:, None]
                 )
             else:
-                coord = np.arange(h, dtype=np.float32)[:, None] - (
-                    pos * h + tilt * np.arange(w, dtype=np.float32)[None, :]
+                coord = np.arange(h2, dtype=np.float32)[:, None] - (
+                    pos * h2 + tilt * np.arange(w2, dtype=np.float32)[None, :]
                 )
-            fold = (
+            band = np.abs(coord) < 150  # only a band around the fold changes
+            c = coord[band]
+            F[band] *= (
                 1
-                - strength * np.exp(-0.5 * (coord / width) ** 2)
-                + 0.5 * strength * np.tanh(coord / (8 * width)) * np.exp(-np.abs(coord) / 200)
+                - strength * np.exp(-0.5 * (c / wd) ** 2)
+                + 0.5 * strength * np.tanh(c / (8 * wd)) * np.exp(-np.abs(c) / 100)
             )
-            o *= np.where(inside > 0, fold, 1.0).astype(np.float32)[:, :, None]
             creases.append(
                 {
                     "vertical": vertical,
@@ -443,13 +436,35 @@ def _photo(
             )
     if creases:
         p["creases"] = creases
-    # colour: white balance, contrast, gamma
+    Ff = cv2.resize(F, (w, h), interpolation=cv2.INTER_LINEAR)
+    if screen:  # moire: the camera's pixel grid beating with the screen's (separable cosines)
+        m_amp = rng.uniform(0.05, 0.18)
+        per = rng.uniform(3.0, 9.0)
+        m_ang = rng.uniform(0, math.pi)
+        X, Y = np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)
+        k1, k2 = 2 * math.pi / per, 2 * math.pi / (per * 1.07)
+        ax, ay = X * (k1 * math.cos(m_ang)), Y * (k1 * math.sin(m_ang))
+        bx, by = X * (k2 * math.cos(m_ang + 0.3)), Y * (k2 * math.sin(m_ang + 0.3))
+        # cos(ax + ay) and cos(bx - by), each as a sum of two outer products
+        c1 = np.outer(np.cos(ay), np.cos(ax)) - np.outer(np.sin(ay), np.sin(ax))
+        c2 = np.outer(np.cos(by), np.cos(bx)) + np.outer(np.sin(by), np.sin(bx))
+        Ff *= 1 - m_amp * (0.5 + 0.25 * c1 + 0.25 * c2)
+        p["moire"] = {"amplitude": _r(m_amp), "period_px": _r(per, 2), "angle_deg": _r(math.degrees(m_ang), 1)}
+    gain = np.clip(Ff * 200.0, 0, 255).astype(np.uint8)
+    gain[inside == 0] = 200
+    out = cv2.multiply(out, cv2.merge([gain, gain, gain]), scale=1 / 200.0)
+    if glare is not None:
+        gu = cv2.resize(np.clip(glare, 0, 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+        gu[inside == 0] = 0
+        out = cv2.add(out, cv2.merge([gu, gu, gu]))
+    # colour: white balance, contrast, gamma (one lookup table per channel)
     wb = rng.uniform(0.88, 1.08, size=3)
     contrast = rng.uniform(0.8, 1.1)
     gamma = rng.uniform(0.8, 1.25)
-    o = np.clip((o * wb[None, None, :].astype(np.float32) - 128) * contrast + 128, 0, 255)
-    lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma, 0, 255).astype(np.uint8)
-    out = cv2.LUT(o.astype(np.uint8), lut)
+    v = np.arange(256, dtype=np.float64)
+    luts = [255.0 * (np.clip((v * wb[k] - 128) * contrast + 128, 0, 255) / 255.0) ** gamma for k in range(3)]
+    lut = np.clip(np.stack(luts, 1), 0, 255).astype(np.uint8).reshape(1, 256, 3)
+    out = cv2.LUT(np.ascontiguousarray(out), lut)
     p.update(white_balance=np.round(wb, 3).tolist(), contrast=_r(contrast), gamma=_r(gamma))
     # blur: optics or hand shake
     if rng.random() < 0.3:
@@ -466,9 +481,13 @@ def _photo(
         sig = rng.uniform(0.3, 2.0)
         out = cv2.GaussianBlur(out, (0, 0), sig)
         p["blur_sigma"] = _r(sig, 2)
+    # sensor noise, 2 px grain
     ns = rng.uniform(1.5, 7.0)
-    noise = (rng.standard_normal((h, w), dtype=np.float32) * ns)[:, :, None]
-    out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    nz = rng.standard_normal((h2, w2), dtype=np.float32) * ns
+    nzf = np.asarray(cv2.resize(nz, (w, h), interpolation=cv2.INTER_NEAREST))
+    pos_n = np.clip(nzf, 0, 255).astype(np.uint8)
+    neg_n = np.clip(-nzf, 0, 255).astype(np.uint8)
+    out = cv2.subtract(cv2.add(out, cv2.merge([pos_n] * 3)), cv2.merge([neg_n] * 3))
     p["noise_sigma"] = _r(ns, 2)
     p["jpeg_quality"] = int(rng.integers(40, 86))
     if warp_out is not None:
