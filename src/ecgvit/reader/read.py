@@ -85,7 +85,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     t0 = time.perf_counter()
     h, w = rgb.shape[:2]
     m = geo.page_masks(rgb)
-    weight = m.grid + m.ink.astype(np.float32)
+    weight = cv2.max(m.grid, m.ink.view(np.uint8) * np.uint8(255))
     ang, conf = geo.estimate_rotation(weight)
     M = np.eye(3)
     if abs(ang) >= 0.05 and conf > 1.05:

@@ -29,20 +29,11 @@ def centreline(mask: np.ndarray) -> np.ndarray:
     passes through it, so a QRS keeps its timing."""
     m8 = mask.view(np.uint8) if mask.dtype == bool else (mask > 0).astype(np.uint8)
     dt = cv2.distanceTransform(m8, cv2.DIST_L2, 3)
-    up = np.empty_like(dt)
-    up[0] = 0
-    up[1:] = dt[:-1]
-    dn = np.empty_like(dt)
-    dn[-1] = 0
-    dn[:-1] = dt[1:]
-    lf = np.empty_like(dt)
-    lf[:, 0] = 0
-    lf[:, 1:] = dt[:, :-1]
-    rt = np.empty_like(dt)
-    rt[:, -1] = 0
-    rt[:, :-1] = dt[:, 1:]
-    v = (dt >= up) & (dt >= dn) & (dt > np.minimum(up, dn))
-    hz = (dt >= lf) & (dt >= rt) & (dt > np.minimum(lf, rt))
+    kv = np.ones((3, 1), np.uint8)
+    kh = np.ones((1, 3), np.uint8)
+    # a ridge: not below either neighbour, above the lower one (a plateau's edges are not ridges)
+    v = (dt >= cv2.dilate(dt, kv)) & (dt > cv2.erode(dt, kv))
+    hz = (dt >= cv2.dilate(dt, kh)) & (dt > cv2.erode(dt, kh))
     return (v | hz) & (dt > 0)
 
 
