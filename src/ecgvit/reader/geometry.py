@@ -64,7 +64,7 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
     count = cv2.boxFilter(ink8, cv2.CV_8U, (5, 5), normalize=False)
     ink8 = cv2.bitwise_and(ink8, (count >= 5).view(np.uint8))
     ink = ink8.view(bool)
-    grid8 = cv2.subtract(255, rmin)
+    grid8 = cv2.bitwise_not(rmin)  # 255 - level
     # not ink, nor ink's anti-aliased edges (text would otherwise look like grid)
     near = cv2.dilate(ink8, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5)))
     grid8[near.view(bool)] = 0

@@ -78,15 +78,30 @@ def trace_row(
     last_x = -(10**9)
     sy_l, ey_l = sy.tolist(), ey.tolist()
     bl = float(baseline)
-    for x in range(w):
-        i0, i1 = int(bounds[x]), int(bounds[x + 1])
-        if i0 == i1:
-            continue
+    brk = sorted(breaks)
+    bi = 0
+    nonempty = np.nonzero(np.diff(bounds))[0].tolist()
+    bounds_l = bounds.tolist()
+    for x in nonempty:
+        i0, i1 = bounds_l[x], bounds_l[x + 1]
         a_l = sy_l[i0:i1]
         b_l = ey_l[i0:i1]
+        crossed = False
+        while bi < len(brk) and brk[bi] <= x:
+            crossed = crossed or brk[bi] > last_x
+            bi += 1
+        restart = x - last_x > max_gap or not prev_cost or crossed
+        if not restart and i1 - i0 == 1 and len(prev_cost) == 1:
+            # one run here and one before: nothing to choose (the common case)
+            cols.append(x)
+            runs_a.append(a_l)
+            runs_b.append(b_l)
+            backs.append([0])
+            prev_cost, prev_a, prev_b = [0.0], a_l, b_l
+            last_x = x
+            continue
         cost: list[float] = []
         back: list[int] = []
-        restart = x - last_x > max_gap or not prev_cost or any(last_x < b <= x for b in breaks)
         for a, b in zip(a_l, b_l, strict=True):
             c_mid = 0.5 * (a + b)
             pr = prior * abs(c_mid - bl)
