@@ -164,6 +164,12 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     baselines = [float(p + gt) for p in peaks]
     # a row's baseline: the densest line of its ink (refined to the exact px)
     baselines = [_refine_peak(prof, int(b - gt)) + gt for b in baselines]
+    # a trace row runs across the page and has beats: strokes leaving its baseline (header rules
+    # and text lines have neither)
+    kept = [b for b in baselines if _is_trace_row(ink, b, gl, gr, ppm_x, ppm_y)]
+    if len(kept) < len(baselines):
+        log.debug("dropped %d ink rows that are no traces", len(baselines) - len(kept))
+    baselines = kept
     n_rows = len(baselines)
     r.rows = n_rows
     if n_rows == 0:
@@ -389,6 +395,29 @@ def _line_width(ink: np.ndarray, band: tuple[int, int], gl: int, gr: int, max_ru
     if ln.size == 0:
         return 1.0
     return float(np.argmax(np.bincount(ln)))
+
+
+def _is_trace_row(ink: np.ndarray, y: float, gl: int, gr: int, ppm_x: float, ppm_y: float) -> bool:
+    """Ink within 4 mm of y spans >= 30 % of the region (gaps of 3 mm bridged), and >= 3 columns have a
+    stroke over 3 mm long within 3 mm of y (a QRS; text glyphs are shorter)."""
+    from ecgvit.reader.trace import column_runs
+
+    h = ink.shape[0]
+    y0, y1 = max(0, int(y - 12 * ppm_y)), min(h, int(y + 12 * ppm_y) + 1)
+    win = ink[y0:y1, gl : gr + 1]
+    yc = y - y0
+    near = win[max(0, int(yc - 4 * ppm_y)) : int(yc + 4 * ppm_y) + 1].any(axis=0)
+    xs = np.nonzero(near)[0]
+    if xs.size < 10:
+        return False
+    cut = np.nonzero(np.diff(xs) > 3 * ppm_x)[0]
+    st, en = np.r_[0, cut + 1], np.r_[cut, xs.size - 1]
+    if float((xs[en] - xs[st]).max()) < 0.3 * win.shape[1]:
+        return False
+    _, a, b = column_runs(win)
+    touches = (a <= yc + 3.0 * ppm_y) & (b >= yc - 3.0 * ppm_y)
+    leaves = (b - a) > 3.0 * ppm_y
+    return int((touches & leaves).sum()) >= 3
 
 
 def _row_extent(
