@@ -258,31 +258,39 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     # gain per row: a 12x1 page is often printed at half gain, which its pulses say
     r.timings_ms["layout"] = _ms(t2)
 
-    # --- leads
+    # --- leads: each row's pixel <-> time knots (row start, panel boundaries, row end), each landmark
+    # fitted across the rows by a line x = p + q y (a page photographed at an angle or keystoned
+    # shifts and scales rows differently; on a flat page the lines are vertical)
     inv = np.linalg.inv(M)
-    pw = span / n_cols
+    rec_s = span / pps
+    knots = _row_knots(
+        ink, baselines, starts, extents, off, x_start, x_end, n_cols, len(main), ppm_x, ppm_y, span, row_pitch
+    )
+    ps = rec_s / n_cols
     boxes: list[LeadBox] = []
     rows_leads: list[list[tuple[str, int, float, float]]] = []  # per row: (lead, col, x0, dur_px)
     for k in range(n_rows):
+        kx = knots[k]
         if k < len(main):
-            rl = [(lead, c, x_start + c * pw, pw) for c, lead in enumerate(main[k])]
+            rl = [(lead, c, kx[c], kx[c + 1] - kx[c]) for c, lead in enumerate(main[k])]
         else:
-            rl = [(rhythm[k - len(main)], 0, x_start, span)]
+            rl = [(rhythm[k - len(main)], 0, kx[0], kx[-1] - kx[0])]
         rows_leads.append(rl)
         top, bot = edges[k], edges[k + 1]
         for lead, c, x0, dpx in rl:
+            dur = ps if k < len(main) else rec_s
             boxes.append(
                 LeadBox(
                     name=lead,
                     box=_map_box(inv, (x0, top, x0 + dpx, bot)),
                     baseline_y=round(baselines[k], 2),
-                    t0_s=round((x0 - x_start) / pps, 4),
-                    duration_s=round(dpx / pps, 4),
+                    t0_s=round(c * ps, 4),
+                    duration_s=round(dur, 4),
                     row=k,
                     col=c,
                     rhythm=k >= len(main),
                     x0=round(x0, 2),
-                    px_per_s=round(pps, 4),
+                    px_per_s=round(dpx / dur, 4),
                 )
             )
     r.leads = boxes
@@ -301,12 +309,15 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     ink[gt : gb + 1] = centreline(ink[gt : gb + 1])
     sig_out = np.full((12, N_SAMPLES), np.nan, np.float32)
     filled_by_rhythm = np.zeros(12, bool)
-    xa, xb = int(max(0, math.floor(x_start))), int(min(w - 1, math.ceil(x_end)))
     trim = 1.0 + 2.0 * off
+    t_knots = [ps * c for c in range(n_cols + 1)]
     for k in range(n_rows):
         # the path may follow its lead into the neighbours' bands, up to their baselines
         top = int(baselines[k - 1] + 0.1 * row_pitch) if k > 0 else gt
         bot = int(baselines[k + 1] - 0.1 * row_pitch) if k + 1 < n_rows else gb
+        # the row's own extent: a pulse or label before its start is no trace
+        xa = int(max(0, math.ceil(knots[k][0])))
+        xb = int(min(w - 1, math.floor(knots[k][-1])))
         band = ink[top : bot + 1, xa : xb + 1]
         brk = tuple(x0 - xa + trim for _l, c, x0, _d in rows_leads[k] if c > 0)
         pxs, pys = trace_row(band, baselines[k] - top, ppm_y, max_run, breaks=brk)
@@ -324,18 +335,18 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
                 continue
             # where two panels meet, the last stroke of one and the first of the next share columns:
             # those are left out (the panel's edge values come from its nearest clean column)
-            lo = x0 + (trim if x0 > x_start + 1 else 0.0)
-            hi = x0 + dpx - (trim if x0 + dpx < x_end - 1 else 0.0)
+            lo = x0 + (trim if x0 > knots[k][0] + 1 else 0.0)
+            hi = x0 + dpx - (trim if x0 + dpx < knots[k][-1] - 1 else 0.0)
             sel = (xs >= lo) & (xs < hi)
             if not sel.any():
                 continue
-            tt = (xs[sel] - x_start) / pps
+            tt = np.interp(xs[sel], knots[k], t_knots)
             vv = mv_cols[sel]
             ok = np.isfinite(vv)
             if ok.sum() < 2:
                 r.reasons.append(f"{lead}: no trace in its panel")
                 continue
-            t_lo, t_hi = (x0 - x_start) / pps, (x0 + dpx - x_start) / pps
+            t_lo, t_hi = float(np.interp(x0, knots[k], t_knots)), float(np.interp(x0 + dpx, knots[k], t_knots))
             i0 = max(0, int(math.ceil(t_lo * FS - 1e-6)))
             i1 = min(N_SAMPLES, int(math.floor(t_hi * FS + 1e-6)) + 1)
             if i1 <= i0:
@@ -398,15 +409,15 @@ def _line_width(ink: np.ndarray, band: tuple[int, int], gl: int, gr: int, max_ru
 
 
 def _is_trace_row(ink: np.ndarray, y: float, gl: int, gr: int, ppm_x: float, ppm_y: float) -> bool:
-    """Ink within 4 mm of y spans >= 30 % of the region (gaps of 3 mm bridged), and >= 3 columns have a
-    stroke over 3 mm long within 3 mm of y (a QRS; text glyphs are shorter)."""
+    """Ink within 8 mm of y spans >= 30 % of the region (gaps of 3 mm bridged), and >= 3 columns have a
+    stroke over 2.2 mm long within 3 mm of y (a QRS; small text is shorter)."""
     from ecgvit.reader.trace import column_runs
 
     h = ink.shape[0]
     y0, y1 = max(0, int(y - 12 * ppm_y)), min(h, int(y + 12 * ppm_y) + 1)
     win = ink[y0:y1, gl : gr + 1]
     yc = y - y0
-    near = win[max(0, int(yc - 4 * ppm_y)) : int(yc + 4 * ppm_y) + 1].any(axis=0)
+    near = win[max(0, int(yc - 8 * ppm_y)) : int(yc + 8 * ppm_y) + 1].any(axis=0)
     xs = np.nonzero(near)[0]
     if xs.size < 10:
         return False
@@ -416,7 +427,7 @@ def _is_trace_row(ink: np.ndarray, y: float, gl: int, gr: int, ppm_x: float, ppm
         return False
     _, a, b = column_runs(win)
     touches = (a <= yc + 3.0 * ppm_y) & (b >= yc - 3.0 * ppm_y)
-    leaves = (b - a) > 3.0 * ppm_y
+    leaves = (b - a) > 2.2 * ppm_y
     return int((touches & leaves).sum()) >= 3
 
 
@@ -537,6 +548,90 @@ def _trace_start(
     if after.size == 0:
         return float(a)
     return float(a + empty[0] + after[0])
+
+
+def _row_knots(
+    ink: np.ndarray,
+    baselines: list[float],
+    starts: list[float | None],
+    extents: list[tuple[float, float] | None],
+    off: float,
+    x_start: float,
+    x_end: float,
+    n_cols: int,
+    n_main: int,
+    ppm_x: float,
+    ppm_y: float,
+    span: float,
+    row_pitch: float,
+) -> list[list[float]]:
+    """Per row: x of its start, its n_cols - 1 panel boundaries and its end. Each landmark is measured
+    where the row shows it (row ends; a separator or tick at a boundary of a panel row) and fitted
+    across rows by x = p + q y; a landmark seen on fewer than 2 rows is interpolated between the
+    row's fitted start and end."""
+    n = len(baselines)
+    pts: list[list[tuple[float, float]]] = [[] for _ in range(n_cols + 1)]
+    for k in range(n):
+        ex, st = extents[k], starts[k]
+        if ex is None or st is None:
+            continue
+        xs_k, xe_k = st + off, ex[1] - off
+        if abs((xe_k - xs_k) / span - 1.0) > 0.05:
+            continue
+        pts[0].append((baselines[k], xs_k))
+        pts[n_cols].append((baselines[k], xe_k))
+        if k < n_main:
+            for c in range(1, n_cols):
+                xm = _mark_x(ink, baselines[k], xs_k + c * (xe_k - xs_k) / n_cols, ppm_x, ppm_y)
+                if xm is not None:
+                    pts[c].append((baselines[k], xm))
+    ys = np.array(baselines)
+
+    def fit(p: list[tuple[float, float]], default: float) -> np.ndarray | None:
+        if not p:
+            return None
+        a = np.array(p)
+        if len(p) < 2 or float(np.ptp(a[:, 0])) < 0.5 * row_pitch:
+            return np.full(n, float(np.median(a[:, 1])) if p else default)
+        # repeated median (Siegel): per point the median slope to the others, then their median (one
+        # row's stray start does not tilt the line)
+        dy = a[None, :, 0] - a[:, None, 0]
+        dx = a[None, :, 1] - a[:, None, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sl = np.where(np.abs(dy) > 1e-6, dx / dy, np.nan)
+        q = float(np.nanmedian(np.nanmedian(sl, axis=1)))
+        q = float(np.clip(q, -0.06, 0.06))  # a page tilted beyond ~3.5 deg after deskewing: not trusted
+        c0 = float(np.median(a[:, 1] - q * a[:, 0]))
+        return q * ys + c0
+
+    first = fit(pts[0], x_start)
+    last = fit(pts[n_cols], x_end)
+    lo = first if first is not None else np.full(n, x_start)
+    hi = last if last is not None else np.full(n, x_end)
+    cols = [lo]
+    for c in range(1, n_cols):
+        f = fit(pts[c], 0.0) if len(pts[c]) >= 2 else None
+        cols.append(f if f is not None else lo + (hi - lo) * c / n_cols)
+    cols.append(hi)
+    out = np.stack(cols, 1)  # n x (n_cols + 1)
+    out = np.maximum.accumulate(out, axis=1)  # knots increase along a row
+    return [list(map(float, row)) for row in out]
+
+
+def _mark_x(ink: np.ndarray, baseline: float, guess: float, ppm_x: float, ppm_y: float) -> float | None:
+    """x of a vertical mark (separator or tick) across the baseline within 1.5 mm of `guess`."""
+    h, w = ink.shape
+    x0, x1 = max(0, int(guess - 1.5 * ppm_x)), min(w, int(guess + 1.5 * ppm_x) + 1)
+    y0, y1 = max(0, int(baseline - 3 * ppm_y)), min(h, int(baseline + 3 * ppm_y) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    cnt = ink[y0:y1, x0:x1].sum(axis=0)
+    tall = np.nonzero(cnt >= 0.6 * (y1 - y0))[0]
+    if tall.size == 0 or tall.size > 2 * ppm_x:
+        return None
+    groups = np.split(tall, np.nonzero(np.diff(tall) > 1)[0] + 1)
+    g = min(groups, key=lambda gg: abs(float(gg.mean()) + x0 - guess))
+    return float(g.mean() + x0)
 
 
 def _boundary_mark(ink: np.ndarray, baseline: float, xb: float, ppm_x: float, ppm_y: float) -> bool:
