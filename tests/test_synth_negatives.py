@@ -122,9 +122,9 @@ def test_cli_flag_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "'fotos'" in err and "did you mean photo" in err and ", ".join(NEGATIVE_KINDS) in err
     assert main(["synth", "--per-kind", "2", "--out", str(tmp_path / "n")]) == 2
     assert "--per-kind needs --negatives" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
-        main(["synth", "--layout", "6x3", "--out", str(tmp_path / "n")])
-    assert e.value.code == 2 and "6x2" in capsys.readouterr().err
+    assert main(["synth", "--layout", "6x3", "--out", str(tmp_path / "n")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'6x3'" in err and ", ".join(LAYOUTS) in err
     assert not (tmp_path / "n").exists()
     # the CLI's lists (kept there so --help stays instant) match the library's
     from ecgvit import cli

@@ -107,7 +107,8 @@ def _cmd_crops(a: argparse.Namespace) -> int:
     return 0
 
 
-_SYNTH_LAYOUTS = ("3x4+1", "3x4", "6x2", "12x1")  # ecgvit.synth.page.LAYOUTS (kept here so --help stays instant)
+# ecgvit.synth.page.LAYOUTS (kept here so --help stays instant; tests/test_synth_cli.py checks they agree)
+_SYNTH_LAYOUTS = ("3x4+1", "3x4", "6x2", "12x1", "3x4+3", "6x2+1")
 _NEGATIVE_KINDS = "single_lead, layout_6x2, layout_12x1, blank_grid, text_only, texture, gradient, shapes, photo"
 
 
@@ -121,13 +122,26 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--per-class", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--distort", choices=["none", "light", "heavy"], default="none")
+    # ecgvit.synth.styles.STYLES and ecgvit.synth.distort.LEVELS (checked by tests/test_synth_cli.py)
+    styles = ("khan", "ge_mac", "philips", "schiller", "nihon_kohden", "bionet", "textbook")
+    levels = ("none", "light", "heavy", "photo")
+    p.add_argument(
+        "--distort",
+        default="none",
+        help=f"capture distortion: {', '.join(levels)} (photo: a hand-held phone photo; default none)",
+    )
     p.add_argument("--format", choices=["jpg", "png"], default="jpg")
     p.add_argument(
         "--layout",
-        choices=_SYNTH_LAYOUTS,
         default=None,
-        help="panel layout: 3x4+1 (Khan template with lead II rhythm strip; default), 3x4, 6x2 (5 s panels), 12x1 (10 s rows)",
+        help="panel layout: 3x4+1 (with lead II rhythm strip; default), 3x4, 6x2 (5 s panels), 12x1 (10 s rows), "
+        "3x4+3 (V1, II, V5 rhythm strips), 6x2+1, or random (one per page)",
+    )
+    p.add_argument(
+        "--style",
+        default=None,
+        help=f"page style (machine family): {', '.join(styles)} (default khan), or random "
+        "(family, paper, dpi, speed, gain, colours and, unless --layout is given, layout drawn per page)",
     )
     p.add_argument(
         "--negatives",
@@ -138,13 +152,27 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "--kinds", default=None, help=f"with --negatives: comma-separated kinds (default: all of {_NEGATIVE_KINDS})"
     )
     p.add_argument("--per-kind", type=int, default=None, help="with --negatives: images per kind (default 10)")
+    p.add_argument(
+        "--trace-masks",
+        action="store_true",
+        help="also store each page's trace mask (the traces alone, warped like the page) in its .npz",
+    )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(_parser=p, func=_cmd_synth)
+    p.set_defaults(_parser=p, func=_cmd_synth, _synth_styles=styles, _synth_levels=levels)
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
+    for flag, v, valid in (
+        ("--layout", a.layout, (*_SYNTH_LAYOUTS, "random")),
+        ("--style", a.style, (*a._synth_styles, "random")),
+        ("--distort", a.distort, a._synth_levels),
+    ):
+        if v is not None and v not in valid:
+            raise ValueError(f"{flag} {v!r}: expected one of {', '.join(valid)}")
     if a.negatives:
+        if a.style is not None or a.trace_masks:
+            raise ValueError("--style and --trace-masks apply to class pages, not to --negatives")
         if a.layout is not None:
             raise ValueError(
                 "--layout applies to class pages; --negatives already includes the layout_6x2 and layout_12x1 kinds"
@@ -170,7 +198,8 @@ def _cmd_synth(a: argparse.Namespace) -> int:
             raise ValueError(f"{flag} needs --negatives")
     from ecgvit.synth import generate
 
-    layout = a.layout or _SYNTH_LAYOUTS[0]
+    style = a.style or "khan"
+    layout = a.layout or ("random" if style == "random" else _SYNTH_LAYOUTS[0])
     summary = generate(
         a.out,
         per_class=a.per_class,
@@ -180,6 +209,8 @@ def _cmd_synth(a: argparse.Namespace) -> int:
         workers=a.workers,
         progress=not a.quiet,
         layout=layout,
+        style=None if style == "khan" else style,
+        trace_masks=a.trace_masks,
     )
     print(summary)
     return 0
@@ -613,6 +644,29 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_digitize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "digitize",
+        help="read ECG pages into signals: WFDB, CSV, JSON and an overlay PNG per page",
+        usage="ecgvit digitize PATH... --out DIR [--format wfdb,csv,json] [--no-overlay]",
+    )
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="images, PDFs, folders (recursive) or globs")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (digitize.csv indexes it)")
+    p.add_argument("--format", default="wfdb,csv,json", help="comma-separated: wfdb, csv, json (default: all)")
+    p.add_argument("--no-overlay", action="store_true", help="no overlay PNG")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(_parser=p, func=_cmd_digitize)
+
+
+def _cmd_digitize(a: argparse.Namespace) -> int:
+    from ecgvit.reader.digitize import check_formats, digitize_files, format_table
+
+    formats = check_formats(a.format.split(","))
+    summary = digitize_files(a.inputs, a.out, formats=formats, overlay=not a.no_overlay, progress=not a.quiet)
+    print(format_table(summary))
+    return 0 if summary["ok"] else 1
+
+
 def build_parser() -> Parser:
     from ecgvit._version import __version__
 
@@ -632,6 +686,7 @@ def build_parser() -> Parser:
     _add_cv(sub)
     _add_calibrate(sub)
     _add_predict(sub)
+    _add_digitize(sub)
     _add_explain(sub)
     _add_export(sub)
     _add_serve(sub)

@@ -3,7 +3,15 @@
     from ecgvit.synth import generate, make_page
     print(generate("synth_out", per_class=50, seed=1, distort="light", workers=2))
     img, signals, params = make_page("history_of_mi", np.random.default_rng(0))
-    generate("synth_6x2", per_class=5, layout="6x2")     # other panel layouts: 3x4+1 (default), 3x4, 6x2, 12x1
+    generate("synth_6x2", per_class=5, layout="6x2")     # layouts: 3x4+1 (default), 3x4, 6x2, 12x1, 3x4+3, 6x2+1
+    generate("synth_var", per_class=5, style="random", distort="photo")   # machine families, phone photos
+    img, signals, params = make_page("normal", rng, style=get_style("ge_mac"), layout="3x4+3", trace_mask=True)
+
+Styles of other machine families (ge_mac, philips, schiller, nihon_kohden, bionet, textbook) and a
+random style sampler are in `ecgvit.synth.styles`. Every page's params (and sidecar) has "truth":
+the exact pixel <-> (time, mV) geometry of each printed panel and, for distorted pages, the
+homography (and curl) from the clean page (schema: ecgvit.synth.page.TRUTH_DOC; mapping points:
+ecgvit.synth.distort.map_points).
 
 Pages that are *not* a supported report (for an out-of-scope gate) come from
 `ecgvit.synth.negatives` (`generate_negatives`, `ecgvit synth --negatives`).
@@ -15,7 +23,9 @@ Output layout (read by the data indexer as one folder per class):
     OUT/<class>/<class>_00000.npz              signals (12 x 5000 float32 mV, lead order LEADS), fs,
                                                leads, qrs_onsets, beat_types, p_onsets
     OUT/<class>/<class>_00000.json             generation parameters (class, rhythm, territory,
-                                               heart rate, noise, distortions, seed, header fields)
+                                               heart rate, noise, distortions, seed, header fields,
+                                               truth; page_style when the style is random)
+                                               (with trace_masks=True the .npz also has trace_mask)
 
 Each page's RNG is derived from (seed, class index, page index) with numpy's SeedSequence, so a
 page's bytes depend on nothing else: same seed -> same files, whatever --workers is.
@@ -35,9 +45,22 @@ import numpy as np
 from PIL import Image
 
 from ecgvit.synth import distort as _distort
+from ecgvit.synth import styles as _styles
 from ecgvit.synth.jobs import run_jobs
-from ecgvit.synth.page import DEFAULT_LAYOUT, KHAN_STYLE, LAYOUT, LAYOUTS, PageStyle, random_meta, render, template
+from ecgvit.synth.page import (
+    DEFAULT_LAYOUT,
+    KHAN_STYLE,
+    LAYOUT,
+    LAYOUTS,
+    PageStyle,
+    page_truth,
+    random_meta,
+    render,
+    template,
+)
+from ecgvit.synth.page import trace_mask as _trace_mask
 from ecgvit.synth.signals import CLASSES, ECG, FS, LEADS, TERRITORY_LEADS, derive_limb, simulate
+from ecgvit.synth.styles import STYLES, get_style, make_style, sample_style
 
 __all__ = [
     "CLASSES",
@@ -48,6 +71,11 @@ __all__ = [
     "KHAN_STYLE",
     "LAYOUT",
     "LAYOUTS",
+    "STYLES",
+    "get_style",
+    "make_style",
+    "sample_style",
+    "page_truth",
     "SynthConfig",
     "generate",
     "make_page",
@@ -72,7 +100,9 @@ class SynthConfig:
     classes: tuple[str, ...] = CLASSES
     style: PageStyle = field(default_factory=PageStyle)
     noise: bool = True
-    layout: str = DEFAULT_LAYOUT
+    layout: str = DEFAULT_LAYOUT  # or "random": one per page
+    random_style: bool = False  # a style per page from ecgvit.synth.styles.sample_style (`style` unused)
+    trace_masks: bool = False  # also store each page's trace mask in its .npz ("trace_mask", HxW uint8)
 
     def __post_init__(self) -> None:
         validate(self.per_class, self.seed, self.distort, self.fmt, 1, self.layout)
@@ -93,8 +123,8 @@ def validate(per_class: Any, seed: Any, distort: Any, fmt: Any, workers: Any, la
         raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers={workers!r}: must be an integer >= 1")
-    if not isinstance(layout, str) or layout not in LAYOUTS:
-        raise ValueError(f"layout={layout!r}: expected one of {', '.join(LAYOUTS)}")
+    if not isinstance(layout, str) or (layout not in LAYOUTS and layout != "random"):
+        raise ValueError(f"layout={layout!r}: expected one of {', '.join(LAYOUTS)} or 'random'")
 
 
 def page_rng(seed: int, cls: str, index: int) -> np.random.Generator:
@@ -108,12 +138,30 @@ def render_page(
     style: PageStyle = KHAN_STYLE,
     distort: str = "none",
     layout: str = DEFAULT_LAYOUT,
+    trace_mask: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Draw `ecg` on a page; returns (HxWx3 uint8 RGB array, params: header fields, distortions, layout)."""
+    """Draw `ecg` on a page; returns (HxWx3 uint8 RGB array, params: header fields, distortions, layout,
+    truth: the page's exact pixel <-> (time, mV) geometry, see ecgvit.synth.page.TRUTH_DOC).
+
+    `trace_mask=True` adds params["trace_mask"]: an HxW uint8 mask (0..255, anti-aliased) of the
+    traces alone as drawn, resampled like the page if it was distorted (the calibration pulses are
+    not in it)."""
     meta = random_meta(rng, ecg.heart_rate)
+    if style.family != "khan":
+        meta.update(_styles.extra_meta(rng, ecg.params))
     a = render(ecg.signals, style, meta, ecg.fs, layout)
-    a, dparams = _distort.apply(a, rng, distort)
-    return a, {"header": meta, "distortions": dparams, "layout": layout}
+    warp: dict[str, Any] = {}
+    a, dparams = _distort.apply(a, rng, distort, warp_out=warp)
+    truth = page_truth(style, layout, ecg.fs, ecg.signals.shape[1])
+    truth.update(warp)
+    truth["page_size"] = [int(a.shape[1]), int(a.shape[0])]
+    out = {"header": meta, "distortions": dparams, "layout": layout, "truth": truth}
+    if trace_mask:
+        m = _trace_mask(ecg.signals, style, ecg.fs, layout)
+        if distort != "none":
+            m = _distort.warp_image(m, truth["homography"], truth["warp"], (a.shape[1], a.shape[0]))
+        out["trace_mask"] = m
+    return a, out
 
 
 def make_page(
@@ -124,6 +172,7 @@ def make_page(
     noise: bool = True,
     as_array: bool = False,
     layout: str = DEFAULT_LAYOUT,
+    trace_mask: bool = False,
 ) -> tuple[Image.Image | np.ndarray, np.ndarray, dict[str, Any]]:
     """One page of class `cls` in memory: (PIL RGB image, or array if as_array; signals 12xN mV; params).
 
@@ -141,7 +190,7 @@ def make_page(
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: expected one of {', '.join(LAYOUTS)}")
     ecg = simulate(cls, rng, noise=noise)
-    a, rp = render_page(ecg, rng, style, distort, layout)
+    a, rp = render_page(ecg, rng, style, distort, layout, trace_mask=trace_mask)
     params = dict(ecg.params)
     params.update(rp)
     params["jpeg_quality"] = int(rp["distortions"].get("jpeg_quality", style.jpeg_quality))
@@ -163,7 +212,7 @@ def encode(a: np.ndarray | Image.Image, fmt: str, quality: int = 75, dpi: int = 
     return b.getvalue()
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def _npz_bytes(arrays: dict[str, Any]) -> bytes:
     """An .npz (readable by np.load) with fixed zip timestamps, so equal inputs give equal bytes."""
     b = io.BytesIO()
     with zipfile.ZipFile(b, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -176,13 +225,33 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return b.getvalue()
 
 
+def page_style(cfg: SynthConfig, cls: str, index: int) -> tuple[PageStyle, str]:
+    """The (style, layout) of page `index` of class `cls`: the config's, or drawn from an RNG of its own
+    (SeedSequence([seed, class index, index, 1])) when the style or layout is random, so the page's
+    ECG is the same as with a fixed style."""
+    if not cfg.random_style and cfg.layout != "random":
+        return cfg.style, cfg.layout
+    srng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), CLASSES.index(cls), int(index), 1]))
+    if cfg.random_style:
+        st, lay = _styles.sample_style(srng)
+    else:
+        st, lay = cfg.style, str(srng.choice(list(LAYOUTS)))
+    return st, (lay if cfg.layout == "random" else cfg.layout)
+
+
 def _write_page(out: str, cls: str, index: int, cfg: SynthConfig) -> str:
     rng = page_rng(cfg.seed, cls, index)
-    img, signals, params = make_page(cls, rng, cfg.style, cfg.distort, cfg.noise, as_array=True, layout=cfg.layout)
+    style, layout = page_style(cfg, cls, index)
+    img, signals, params = make_page(
+        cls, rng, style, cfg.distort, cfg.noise, as_array=True, layout=layout, trace_mask=cfg.trace_masks
+    )
     ecg: ECG = params.pop("_ecg")
+    mask = params.pop("trace_mask", None)
+    if cfg.random_style:
+        params["page_style"] = asdict(style)
     stem = f"{cls}_{index:05d}"
     d = Path(out) / cls
-    data = encode(img, cfg.fmt, params["jpeg_quality"], cfg.style.dpi)
+    data = encode(img, cfg.fmt, params["jpeg_quality"], style.dpi)
     (d / f"{stem}.{cfg.fmt}").write_bytes(data)
     arrays = {
         "signals": signals,
@@ -192,6 +261,8 @@ def _write_page(out: str, cls: str, index: int, cfg: SynthConfig) -> str:
         "beat_types": np.array(ecg.beat_types, dtype="<U1"),
         "p_onsets": ecg.p_onsets,
     }
+    if mask is not None:
+        arrays["trace_mask"] = mask
     (d / f"{stem}.npz").write_bytes(_npz_bytes(arrays))
     side = {
         "file": f"{stem}.{cfg.fmt}",
@@ -225,16 +296,30 @@ def generate(
     fmt: str = "jpg",
     workers: int = 1,
     progress: bool = True,
-    style: PageStyle | None = None,
+    style: PageStyle | str | None = None,
     layout: str = DEFAULT_LAYOUT,
+    trace_masks: bool = False,
 ) -> str:
     """Write `per_class` pages per class under `out` (see module doc); returns a one-paragraph summary.
 
-    `layout`: "3x4+1" (default), "3x4", "6x2" or "12x1"; recorded in synth_config.json and each sidecar.
+    `layout`: a key of LAYOUTS ("3x4+1" default, "3x4", "6x2", "12x1", "3x4+3", "6x2+1") or "random"
+    (one per page); recorded in synth_config.json and each sidecar (its "truth" has the geometry).
+    `style`: a PageStyle, a name of ecgvit.synth.styles.STYLES ("khan" default, "ge_mac", "philips",
+    ...) or "random" (ecgvit.synth.styles.sample_style per page; the sidecar's "page_style" has it).
+    `trace_masks`: also store each page's trace mask (see make_page) in its .npz as "trace_mask".
     """
     validate(per_class, seed, distort, fmt, workers, layout)
+    random_style = isinstance(style, str) and style == "random"
+    st = KHAN_STYLE if style is None or random_style else _styles.get_style(style)
     cfg = SynthConfig(
-        per_class=int(per_class), seed=int(seed), distort=distort, fmt=fmt, style=style or KHAN_STYLE, layout=layout
+        per_class=int(per_class),
+        seed=int(seed),
+        distort=distort,
+        fmt=fmt,
+        style=st,
+        layout=layout,
+        random_style=random_style,
+        trace_masks=bool(trace_masks),
     )
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
@@ -247,11 +332,12 @@ def generate(
     (outp / "synth_config.json").write_text(json.dumps(cfg_d, indent=1, sort_keys=True, default=_json_default))
     jobs = [(str(outp), c, i, cfg) for c in cfg.classes for i in range(cfg.per_class)]
     total = len(jobs)
-    template(cfg.style, cfg.layout)  # drawn once here; each worker process draws its own
+    if not random_style and layout != "random":
+        template(cfg.style, cfg.layout)  # drawn once here; each worker process draws its own
     counts, dt = run_jobs(_write_page, jobs, cfg.classes, int(workers), progress, desc="synth", unit="page")
     per = ", ".join(f"{n} {c}" for c, n in counts.items())
     return (
-        f"Wrote {total} synthetic ECG pages ({per}) as {fmt.upper()} in layout {layout} with distortion '{distort}' and seed {seed} "
+        f"Wrote {total} synthetic ECG pages ({per}) as {fmt.upper()} in layout {layout}, style {'random' if random_style else cfg.style.family}, with distortion '{distort}' and seed {seed} "
         f"to {outp.resolve()} (one folder per class; each page has a .npz of its 12-lead signals and a .json of its parameters) "
         f"in {dt:.1f} s, {total / max(dt, 1e-9):.1f} pages/s with {workers} worker{'s' if workers > 1 else ''}."
     )

@@ -114,9 +114,9 @@ def _value_noise(
         total += amp
         amp *= persistence
     acc /= np.float32(total)
-    acc = cv2.resize(acc, (w, h), interpolation=cv2.INTER_LINEAR)
-    lo, hi = float(acc.min()), float(acc.max())
-    return (acc - lo) / max(hi - lo, 1e-6)
+    full = np.asarray(cv2.resize(acc, (w, h), interpolation=cv2.INTER_LINEAR))
+    lo, hi = float(full.min()), float(full.max())
+    return (full - lo) / max(hi - lo, 1e-6)
 
 
 def _palette(t: np.ndarray, colours: list[tuple[int, int, int]]) -> np.ndarray:
@@ -130,8 +130,9 @@ def _palette(t: np.ndarray, colours: list[tuple[int, int, int]]) -> np.ndarray:
 
 def _jpeg(a: np.ndarray, quality: int) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", a[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    assert ok
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    assert ok and dec is not None
+    return np.ascontiguousarray(dec[..., ::-1])
 
 
 # --------------------------------------------------------------------------- kinds
@@ -199,8 +200,9 @@ def _layout_page(layout: str) -> Callable[[np.random.Generator], tuple[np.ndarra
     def make(rng: np.random.Generator) -> tuple[np.ndarray, Params]:
         cls = str(rng.choice(CLASSES))
         distort = "light" if rng.random() < 0.3 else "none"
-        a, _, p = make_page(cls, rng, distort=distort, as_array=True, layout=layout)
-        return np.asarray(a), {
+        img, _, p = make_page(cls, rng, distort=distort, as_array=True, layout=layout)
+        a = np.asarray(img)
+        return a, {
             "layout": layout,
             "class": cls,
             "distort": distort,
@@ -289,7 +291,7 @@ def _texture(rng: np.random.Generator) -> tuple[np.ndarray, Params]:
         )
         t = np.sin((r * rng.uniform(5, 20) + n * rng.uniform(1, 3)) * np.float32(2 * np.pi)) * 0.5 + 0.5
         base = _colour(rng, 90, 200)
-        colours = [tuple(int(c * 0.55) for c in base), base]  # type: ignore[misc]
+        colours = [tuple(int(c * 0.55) for c in base), base]
     elif variant == "marble":
         ang = rng.uniform(0, np.pi)
         yy, xx = np.ogrid[0:h, 0:w]
@@ -395,9 +397,9 @@ def _photo(rng: np.random.Generator) -> tuple[np.ndarray, Params]:
     col = np.empty((sh, 3), np.float32)
     top = y < horizon
     ts = (y[top] / horizon)[:, None]
-    col[top] = (1 - ts) * np.float32(sky[0]) + ts * np.float32(sky[1])
+    col[top] = (1 - ts) * np.array(sky[0], np.float32) + ts * np.array(sky[1], np.float32)
     tg = ((y[~top] - horizon) / (1 - horizon))[:, None]
-    col[~top] = (1 - tg) * np.float32(ground[0]) + tg * np.float32(ground[1])
+    col[~top] = (1 - tg) * np.array(ground[0], np.float32) + tg * np.array(ground[1], np.float32)
     small = np.repeat(col[:, None, :], max(4, w // 8), axis=1)
     # a little large-scale mottling (clouds, grass)
     mott = _value_noise(rng, sh, small.shape[1], 3, 4.0, 0.5)[..., None]
@@ -478,7 +480,7 @@ def make_negative(
 
 
 def _write(out: str, kind: str, index: int, seed: int, fmt: str) -> str:
-    a, p = make_negative(kind, negative_rng(seed, kind, index), with_params=True)  # type: ignore[misc]
+    a, p = make_negative(kind, negative_rng(seed, kind, index), with_params=True)
     stem = f"{kind}_{index:05d}"
     d = Path(out) / kind
     (d / f"{stem}.{fmt}").write_bytes(encode(a, fmt, quality=85))

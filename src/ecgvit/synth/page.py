@@ -8,8 +8,15 @@ dotted millimetre grid, lead labels, calibration pulses, column separators) is d
 Layouts (`layout=`): "3x4+1" (the Khan template: 3 rows x 4 columns of 2.5 s panels plus a 10 s
 rhythm strip of lead II; the default), "3x4" (no rhythm strip), "6x2" (6 rows x 2 columns of 5 s
 panels: I..aVF left, V1..V6 right) and "12x1" (12 rows of 10 s, drawn at half gain, 5 mm/mV, as
-machines do so the rows stay apart). Except for "3x4+1", whose baselines are the measured ones
-below, rows are spaced evenly inside the grid box.
+machines do so the rows stay apart), "3x4+3" (3x4 plus 10 s rhythm strips of V1, II and V5, the
+common order) and "6x2+1" (6x2 plus a 10 s lead II strip). Except for "3x4+1" in the Khan style,
+whose baselines are the measured ones below, rows are spaced evenly inside the grid box. At a paper
+speed other than 25 mm/s panels show proportionally fewer seconds (`panel_s`), so the page keeps
+its width and columns stay contiguous in time.
+
+Other machine families' looks (headers, labels, grids) are in ecgvit.synth.styles. `page_truth`
+gives any page's exact pixel <-> (time, mV) geometry (TRUTH_DOC has the schema); `trace_mask` the
+traces alone.
 
 Default geometry was measured on the real 2213x1572, 200 dpi pages (see benchmarks/synth_fidelity.py):
 border x=67..2176, y=283..1517 (4 px pink), grid pitch 7.944 px per mm (traces: 200/25.4 = 7.874 px per mm), panels of 2.5 s
@@ -27,7 +34,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ecgvit.synth.signals import FS, LEADS
+from ecgvit.synth.signals import FS, LEADS, N_SAMPLES
 
 RGB = tuple[int, int, int]
 
@@ -40,6 +47,11 @@ _FONT_DIRS = (
 )
 
 
+GRID_KINDS = ("dots", "lines", "major")
+LABEL_POSITIONS = ("baseline", "corner", "below")
+SEPARATORS = ("line", "tick", "none")
+
+
 @dataclass(frozen=True)
 class PageStyle:
     """Geometry, colours and fonts of a report page (pixels at `dpi`; colours RGB).
@@ -47,7 +59,9 @@ class PageStyle:
     Defaults imitate the Khan & Hussain ECG machine template. `grid_kind="dots"` draws the
     template's dotted grid (a dot at every 1 mm intersection, dots every 0.5 mm along 5 mm lines,
     which after JPEG 4:2:0 chroma subsampling looks like the real pages' pink dotted grid);
-    `grid_kind="lines"` draws solid minor/major lines as on many other machines.
+    `grid_kind="lines"` draws solid minor/major lines as on many other machines; `grid_kind="major"`
+    only the 5 mm lines. Families other than "khan" (see ecgvit.synth.styles) draw their own header,
+    footer, labels and separators; build them with `ecgvit.synth.styles.make_style`.
     """
 
     width: int = 2213
@@ -87,14 +101,25 @@ class PageStyle:
     label_size: int = 26
     footer_size: int = 18
     jpeg_quality: int = 75
+    family: str = "khan"  # the header/footer template (see ecgvit.synth.styles.FAMILIES)
+    label_pos: str = "baseline"  # lead labels: "baseline" (above the baseline), "corner" (panel top-left), "below"
+    separator: str = "line"  # between columns: "line", "tick" (short marks at the baselines) or "none"
+    label_font_file: str | None = None  # None: font_file
+    paper: str = "khan"  # paper name, recorded only ("a4", "letter"; the Khan template is its own size)
     # header fields
     title: str = "ECG REPORT"
     device_text: str = "SE-3  V1.0  SEMIP  V1.7"
     filter_text: str = "0.67~25Hz  AC50"
 
     def __post_init__(self) -> None:
-        if self.grid_kind not in ("dots", "lines"):
-            raise ValueError(f"grid_kind={self.grid_kind!r}: expected 'dots' or 'lines'")
+        if self.grid_kind not in GRID_KINDS:
+            raise ValueError(f"grid_kind={self.grid_kind!r}: expected one of {', '.join(GRID_KINDS)}")
+        if self.label_pos not in LABEL_POSITIONS:
+            raise ValueError(f"label_pos={self.label_pos!r}: expected one of {', '.join(LABEL_POSITIONS)}")
+        if self.separator not in SEPARATORS:
+            raise ValueError(f"separator={self.separator!r}: expected one of {', '.join(SEPARATORS)}")
+        if self.speed_mm_s <= 0 or self.gain_mm_mv <= 0:
+            raise ValueError(f"speed_mm_s={self.speed_mm_s}, gain_mm_mv={self.gain_mm_mv}: must be > 0")
         l, t, r, b = self.grid_box
         if not (0 <= l < r < self.width and 0 <= t < b < self.height):
             raise ValueError(f"grid_box={self.grid_box!r} does not fit a {self.width}x{self.height} page")
@@ -170,10 +195,18 @@ class Layout:
     rhythm: str | None
     footer: str  # the footer's format field, e.g. "4*2.5s+1r" (columns * seconds + rhythm rows)
     gain_factor: float = 1.0  # relative to PageStyle.gain_mm_mv
+    rhythms: tuple[str, ...] = ()  # several rhythm strips (e.g. "3x4+3": V1, II, V5); overrides `rhythm`
+
+    @property
+    def rhythm_leads(self) -> tuple[str, ...]:
+        """Leads of the 10 s rhythm strips, top to bottom."""
+        if self.rhythms:
+            return self.rhythms
+        return () if self.rhythm is None else (self.rhythm,)
 
     @property
     def n_rows(self) -> int:
-        return len(self.rows) + (self.rhythm is not None)
+        return len(self.rows) + len(self.rhythm_leads)
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -181,6 +214,9 @@ LAYOUTS: dict[str, Layout] = {
     "3x4": Layout("3x4", LAYOUT, 2.5, None, "4*2.5s"),
     "6x2": Layout("6x2", tuple(zip(LEADS[:6], LEADS[6:], strict=False)), 5.0, None, "2*5s"),
     "12x1": Layout("12x1", tuple((lead,) for lead in LEADS), 10.0, None, "1*10s", gain_factor=0.5),
+    # three 10 s rhythm strips, in the common V1, II, V5 order
+    "3x4+3": Layout("3x4+3", LAYOUT, 2.5, "V1", "4*2.5s+3r", rhythms=("V1", "II", "V5")),
+    "6x2+1": Layout("6x2+1", tuple(zip(LEADS[:6], LEADS[6:], strict=False)), 5.0, RHYTHM_LEAD, "2*5s+1r"),
 }
 DEFAULT_LAYOUT = "3x4+1"
 
@@ -199,7 +235,7 @@ def row_baselines(st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT) -> tuple
     baselines; other layouts space their rows evenly inside the grid box, each baseline 60% of
     the way down its row (most of a QRS is above the baseline)."""
     lay = get_layout(layout)
-    if lay.name == "3x4+1":
+    if lay.name == "3x4+1" and st.family == "khan":
         return tuple(st.row_baselines)
     _, t, _, b = st.grid_box
     it, ib = t + st.border_width, b - st.border_width
@@ -256,15 +292,20 @@ def _draw_grid(a: np.ndarray, st: PageStyle) -> None:
         half_x = half_x[(half_x > il) & (half_x < ir)]
         a[np.ix_(half_y, xi[major_x])] = st.major_color
         a[np.ix_(yi[major_y], half_x)] = st.major_color
+    elif st.grid_kind == "major":
+        for x in xs[major_x]:
+            cv2.line(a, (int(round(x)), it), (int(round(x)), ib), st.major_color, st.major_width)
+        for y in ys[major_y]:
+            cv2.line(a, (il, int(round(y))), (ir, int(round(y))), st.major_color, st.major_width)
     else:
         for x, mj in zip(xs, major_x, strict=False):
-            xi = int(round(x))
+            xv = int(round(x))
             c, w = (st.major_color, st.major_width) if mj else (st.minor_color, st.minor_width)
-            cv2.line(a, (xi, it), (xi, ib), c, w)
+            cv2.line(a, (xv, it), (xv, ib), c, w)
         for y, mj in zip(ys, major_y, strict=False):
-            yi = int(round(y))
+            yv = int(round(y))
             c, w = (st.major_color, st.major_width) if mj else (st.minor_color, st.minor_width)
-            cv2.line(a, (il, yi), (ir, yi), c, w)
+            cv2.line(a, (il, yv), (ir, yv), c, w)
         # majors on top
         for x, mj in zip(xs, major_x, strict=False):
             if mj:
@@ -337,6 +378,12 @@ def template(st: PageStyle, layout: str = DEFAULT_LAYOUT) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def _template(st: PageStyle, layout: str) -> np.ndarray:
     lay = LAYOUTS[layout]
+    if st.family != "khan":
+        from ecgvit.synth import styles
+
+        out = styles.family_template(st, lay)
+        out.setflags(write=False)
+        return out
     a = np.empty((st.height, st.width, 3), np.uint8)
     a[:] = st.paper_color
     _draw_grid(a, st)
@@ -351,7 +398,7 @@ def _template(st: PageStyle, layout: str) -> np.ndarray:
         f = (base[1] - base[0]) / 300.0 if len(base) > 1 else 1.0
         y_top = int(round(base[0] + st.separator_extent[0] * f))
         y_bot = int(round(base[n_main - 1] + st.separator_extent[1] * f))
-    panel_w = lay.panel_s * st.px_per_s
+    panel_w = panel_s(st, lay) * st.px_per_s
     for k in range(1, len(lay.rows[0])):
         x = int(round(st.panel_x0 + k * panel_w))
         cv2.line(a, (x, y_top), (x, y_bot), st.ink_color, st.separator_width)
@@ -366,19 +413,135 @@ def _template(st: PageStyle, layout: str) -> np.ndarray:
     _draw_header_text(d, st)
     for r, row in enumerate(lay.rows):
         for c, lead in enumerate(row):
-            x = st.panel_x0 + c * panel_w + st.label_dx
-            _text(d, (x, base[r] + st.label_dy), lead, fl, ink)
-    if lay.rhythm is not None:
-        _text(d, (st.panel_x0 + st.label_dx, base[n_main] + st.label_dy), lay.rhythm, fl, ink)
+            lx = st.panel_x0 + c * panel_w + st.label_dx
+            _text(d, (lx, base[r] + st.label_dy), lead, fl, ink)
+    for k, lead in enumerate(lay.rhythm_leads):
+        _text(d, (st.panel_x0 + st.label_dx, base[n_main + k] + st.label_dy), lead, fl, ink)
     out = np.asarray(im).copy()
     out.setflags(write=False)
     return out
 
 
+def panel_s(st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT) -> float:
+    """Seconds per panel as printed: the layout's panel length at 25 mm/s, shortened at faster speeds
+    (at 50 mm/s a 3x4 column shows 1.25 s) so the printed page keeps its width and the columns stay
+    contiguous in time (column c starts at c * panel_s)."""
+    lay = get_layout(layout)
+    return lay.panel_s if st.speed_mm_s == 25.0 else lay.panel_s * 25.0 / st.speed_mm_s
+
+
+def panel_specs(
+    st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT, fs: int = FS, n: int = N_SAMPLES
+) -> list[dict[str, Any]]:
+    """Where each printed panel is (in drawing order: rows left to right, then rhythm strips):
+    dicts with lead, row, col, x0 (px of t0), t0 (s), n_px (drawn columns after x0), duration (s,
+    = n_px / px_per_s), baseline_y (px). A record of `n` samples at `fs` Hz is assumed."""
+    lay = get_layout(layout)
+    pps = st.px_per_s
+    base = row_baselines(st, lay)
+    ps = panel_s(st, lay)
+    pw = ps * pps
+    out: list[dict[str, Any]] = []
+
+    def add(lead: str, row: int, col: int, x0: float, t0: float, dur: float) -> None:
+        npx = int(dur * pps)
+        out.append(dict(lead=lead, row=row, col=col, x0=x0, t0=t0, n_px=npx, duration=npx / pps, baseline_y=base[row]))
+
+    for rr, row in enumerate(lay.rows):
+        for c, lead in enumerate(row):
+            add(lead, rr, c, st.panel_x0 + c * pw, ps * c, ps - 1.0 / fs)
+    rhythm_s = 10.0 if st.speed_mm_s == 25.0 else 10.0 * 25.0 / st.speed_mm_s
+    for k, lead in enumerate(lay.rhythm_leads):
+        add(lead, len(lay.rows) + k, 0, st.panel_x0, 0.0, min(rhythm_s, (n - 1) / fs))
+    return out
+
+
+def row_bands(st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT) -> list[tuple[float, float]]:
+    """(top, bottom) y of each trace row's band: halfway to the neighbouring baselines, the grid's
+    inner edge for the first and last row."""
+    base = row_baselines(st, layout)
+    _, t, _, b = st.grid_box
+    it, ib = float(t + st.border_width), float(b - st.border_width)
+    edges = [it] + [(base[k] + base[k + 1]) / 2.0 for k in range(len(base) - 1)] + [ib]
+    return [(edges[k], edges[k + 1]) for k in range(len(base))]
+
+
+def page_truth(
+    st: PageStyle, layout: str | Layout = DEFAULT_LAYOUT, fs: int = FS, n: int = N_SAMPLES
+) -> dict[str, Any]:
+    """Exact pixel <-> (time, mV) geometry of a clean page (JSON-ready; schema in TRUTH_DOC).
+
+    For every panel: x = x0 + (t - t0) * px_per_s and y = baseline_y - mV * px_per_mv, for t in
+    [t0, t0 + duration]; trace y is clipped to `clip_y` (the grid's inside). `homography` (clean page
+    -> this page) is the identity here; distortions replace it (see ecgvit.synth.render_page)."""
+    lay = get_layout(layout)
+    bands = row_bands(st, lay)
+    _, t, _, b = st.grid_box
+    clip = [float(t + st.border_width), float(b - st.border_width)]
+    ppm = st.px_per_mv * lay.gain_factor
+    panels = []
+    for p in panel_specs(st, lay, fs, n):
+        top, bot = bands[p["row"]]
+        panels.append(
+            {
+                "lead": p["lead"],
+                "row": p["row"],
+                "col": p["col"],
+                "box": [round(p["x0"], 4), round(top, 4), round(p["x0"] + p["n_px"], 4), round(bot, 4)],
+                "baseline_y": float(p["baseline_y"]),
+                "x0": round(p["x0"], 4),
+                "t0": round(p["t0"], 6),
+                "duration": round(p["duration"], 6),
+                "rhythm": p["row"] >= len(lay.rows),
+            }
+        )
+    grid_pitch = st.grid_pitch_px or st.px_per_mm
+    hcal = int(round(ppm))  # as drawn
+    cal = [
+        {"row": r, "baseline_y": float(y), "x": [int(v) for v in st.cal_x], "height_px": hcal}
+        for r, y in enumerate(row_baselines(st, lay))
+    ]
+    return {
+        "version": 1,
+        "style": st.family,
+        "layout": lay.name,
+        "page_size": [st.width, st.height],
+        "clean_page_size": [st.width, st.height],
+        "dpi": st.dpi,
+        "px_per_mm": {"x": st.px_per_mm, "y": st.px_per_mm, "grid": grid_pitch},
+        "speed_mm_s": st.speed_mm_s,
+        "gain_mm_mv": st.gain_mm_mv * lay.gain_factor,
+        "px_per_s": st.px_per_s,
+        "px_per_mv": ppm,
+        "fs": fs,
+        "grid_box": list(st.grid_box),
+        "grid_origin": [float(st.grid_origin[0]), float(st.grid_origin[1])],
+        "grid_kind": st.grid_kind,
+        "clip_y": clip,
+        "panels": panels,
+        "calibration": cal,
+        "homography": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        "warp": None,
+    }
+
+
+TRUTH_DOC = """truth = {version: 1, style: family name, layout: name, page_size: [w, h] px of this page (a photo
+may be smaller), clean_page_size: [w, h] of the clean page, whose pixels every other coordinate is in, dpi,
+px_per_mm: {x, y: trace scale (dpi/25.4), grid: grid pitch px/mm (differs on the Khan template)},
+speed_mm_s, gain_mm_mv (effective: the layout's gain_factor included), px_per_s, px_per_mv (effective),
+fs: Hz of the signals in the .npz, grid_box: [l, t, r, b] outer border px, grid_origin: [x, y] a 5 mm
+line crossing, grid_kind, clip_y: [ymin, ymax] traces are clipped to, panels: [{lead, row, col,
+box: [l, t, r, b] px (time extent x row band), baseline_y, x0: px of t0, t0: s, duration: s, rhythm: bool}],
+calibration: [{row, baseline_y, x: [foot start, rise, fall, foot end] px, height_px: 1 mV as drawn}],
+homography: 3x3 clean-page px -> this page's px (identity unless distorted), warp: null or the non-projective
+warp applied before the homography (see ecgvit.synth.distort.map_points)}
+clean page: x = x0 + (t - t0) * px_per_s, y = baseline_y - mV * px_per_mv."""
+
+
 def trace_polylines(
     signals: np.ndarray, st: PageStyle, fs: int = FS, shift: int = 3, layout: str | Layout = DEFAULT_LAYOUT
 ) -> list[np.ndarray]:
-    """Fixed-point (cv2 `shift`) polylines of the 12 panels and the rhythm strip (if the layout has one)."""
+    """Fixed-point (cv2 `shift`) polylines of the panels and rhythm strips (order of `panel_specs`)."""
     lay = get_layout(layout)
     idx = {lead: i for i, lead in enumerate(LEADS)}
     pps, ppm = st.px_per_s, st.px_per_mv * lay.gain_factor
@@ -388,24 +551,22 @@ def trace_polylines(
     out: list[np.ndarray] = []
     n = signals.shape[1]
     tsig = np.arange(n) / fs
-
-    def poly(lead: str, x0: float, t0: float, dur: float, y0: float) -> np.ndarray:
-        npx = int(dur * pps)
+    for p in panel_specs(st, lay, fs, n):
+        x0, t0, npx, y0 = p["x0"], p["t0"], p["n_px"], p["baseline_y"]
         xs = x0 + np.arange(npx + 1, dtype=np.float64)
         ts = t0 + (xs - x0) / pps
-        v = np.interp(ts, tsig, signals[idx[lead]])
+        v = np.interp(ts, tsig, signals[idx[p["lead"]]])
         ys = np.clip(y0 - v * ppm, ymin, ymax)
-        return np.stack([np.round(xs * scale), np.round(ys * scale)], 1).astype(np.int32)
-
-    base = row_baselines(st, lay)
-    ps = lay.panel_s
-    pw = ps * pps
-    for rr, row in enumerate(lay.rows):
-        for c, lead in enumerate(row):
-            out.append(poly(lead, st.panel_x0 + c * pw, ps * c, ps - 1.0 / fs, base[rr]))
-    if lay.rhythm is not None:
-        out.append(poly(lay.rhythm, st.panel_x0, 0.0, min(10.0, (n - 1) / fs), base[len(lay.rows)]))
+        out.append(np.stack([np.round(xs * scale), np.round(ys * scale)], 1).astype(np.int32))
     return out
+
+
+def trace_mask(signals: np.ndarray, st: PageStyle, fs: int = FS, layout: str | Layout = DEFAULT_LAYOUT) -> np.ndarray:
+    """HxW uint8 mask (0..255, anti-aliased) of the traces alone, drawn exactly as on the page."""
+    m = np.zeros((st.height, st.width), np.uint8)
+    shift = 3
+    cv2.polylines(m, trace_polylines(signals, st, fs, shift, layout), False, 255, st.trace_width, cv2.LINE_AA, shift)
+    return m
 
 
 def render(
@@ -419,6 +580,11 @@ def render(
     lay = get_layout(layout)
     im = Image.fromarray(template(st, lay.name))
     d = ImageDraw.Draw(im)
+    if st.family != "khan":
+        from ecgvit.synth import styles
+
+        styles.draw_fields(d, st, lay, meta)
+        return _draw_traces(np.array(im), signals, st, fs, lay)
     s = st.width / 2213.0
     fh = _font(st.font_file, st.header_size)
     ff = _font(st.font_file, st.footer_size)
@@ -430,7 +596,10 @@ def render(
     fy = 1552 * st.height / 1572.0
     _text(d, (69 * s, fy), foot, ff, ink)
     _text(d, (1793 * s, fy), f"{meta.get('date', '')}  {meta.get('time', '')}", ff, ink)
-    a = np.array(im)
+    return _draw_traces(np.array(im), signals, st, fs, lay)
+
+
+def _draw_traces(a: np.ndarray, signals: np.ndarray, st: PageStyle, fs: int, lay: Layout) -> np.ndarray:
     shift = 3
     cv2.polylines(
         a, trace_polylines(signals, st, fs, shift, lay), False, st.trace_color, st.trace_width, cv2.LINE_AA, shift

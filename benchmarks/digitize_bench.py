@@ -1,0 +1,268 @@
+"""Page reader benchmark (issue 27): layout, lead boxes, signal SNR, real pages, speed.
+
+    PYTHONPATH=src python benchmarks/digitize_bench.py synth --n 20            # generated pages
+    PYTHONPATH=src python benchmarks/digitize_bench.py khan                    # the 418 distinct Khan pages
+    PYTHONPATH=src python benchmarks/digitize_bench.py other                   # other_machines vs its labels
+    PYTHONPATH=src python benchmarks/digitize_bench.py speed --n 40            # ms a page on one core
+
+Generated pages use seeds 27_000 + ... (tests use seeds below 1000), so the reader never saw them
+during development. SNR is the PhysioNet 2024 definition: per lead, against the reference masked
+to the part the page prints, the best time shift within +-0.2 s and the best vertical offset,
+10 log10(sum signal^2 / sum noise^2), missing samples as zero; mean over the printed leads.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+cv2.setNumThreads(1)
+
+from ecgvit.reader import LEADS, read_page  # noqa: E402
+
+DATA = Path(os.environ.get("ECGVIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+MAX_SHIFT_S = 0.2
+
+
+def truth_reference(signals: np.ndarray, truth: dict[str, Any], fs: int = 500, n: int = 5000) -> np.ndarray:
+    """12 x n reference: the signal where the page prints it, NaN elsewhere."""
+    ref = np.full((12, n), np.nan)
+    for p in truth["panels"]:
+        i = LEADS.index(p["lead"])
+        i0 = int(round(p["t0"] * fs))
+        i1 = min(n, int(np.floor((p["t0"] + p["duration"]) * fs + 1e-6)) + 1)
+        ref[i, i0:i1] = signals[i, i0:i1]
+    return ref
+
+
+def snr_db(ref: np.ndarray, est: np.ndarray, fs: int = 500) -> np.ndarray:
+    """Per lead SNR (NaN for a lead with no reference): best shift within +-MAX_SHIFT_S, best offset."""
+    out = np.full(ref.shape[0], np.nan)
+    e = np.nan_to_num(est.astype(np.float64), nan=0.0)
+    ms = int(MAX_SHIFT_S * fs)
+    for i in range(ref.shape[0]):
+        ok = np.isfinite(ref[i])
+        if ok.sum() < 10:
+            continue
+        x = ref[i, ok]
+        px = float(np.sum(x**2))
+        idx = np.nonzero(ok)[0]
+        best = -np.inf
+        for sh in range(-ms, ms + 1):
+            j = idx + sh
+            good = (j >= 0) & (j < e.shape[1])
+            y = np.zeros_like(x)
+            y[good] = e[i, j[good]]
+            d = x - y
+            noise = float(np.sum(d**2) - d.size * d.mean() ** 2)
+            if noise <= 0:
+                best = 99.0
+                break
+            best = max(best, 10 * np.log10(px / noise))
+        out[i] = best
+    return out
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / u if u > 0 else 0.0
+
+
+def truth_boxes(truth: dict[str, Any]) -> dict[tuple[str, int], tuple[float, float, float, float]]:
+    """(lead, row) -> the panel's box on the distorted page (bounds of its mapped corners)."""
+    from ecgvit.synth.distort import map_points
+
+    out = {}
+    for p in truth["panels"]:
+        l, t, r, b = p["box"]
+        q = map_points([[l, t], [r, t], [r, b], [l, b]], truth["homography"], truth.get("warp"))
+        out[(p["lead"], p["row"])] = (q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max())
+    return out
+
+
+def synth(args: argparse.Namespace) -> None:
+    from ecgvit.synth import CLASSES, make_page
+    from ecgvit.synth.styles import FAMILY_NAMES, get_style
+
+    layouts = args.layouts.split(",")
+    levels = args.levels.split(",")
+    families = args.families.split(",") if args.families else list(FAMILY_NAMES)
+    cells: list[tuple[str, str, str]] = []
+    for lev in levels:
+        for lay in layouts:
+            cells.append(("khan", lay, lev))
+    for fam in families:
+        if fam == "khan":
+            continue
+        for lev in levels[:2]:
+            cells.append((fam, "3x4+1", lev))
+    rows = []
+    t_all = time.perf_counter()
+    for ci, (fam, lay, lev) in enumerate(cells):
+        st = get_style(fam)
+        res: dict[str, list[float]] = defaultdict(list)
+        for k in range(args.n):
+            rng = np.random.default_rng(np.random.SeedSequence([27_000, ci, k]))
+            img, sig, params = make_page(
+                CLASSES[k % len(CLASSES)], rng, style=st, as_array=True, layout=lay, distort=lev
+            )
+            truth = params["truth"]
+            t0 = time.perf_counter()
+            r = read_page(img)
+            res["ms"].append((time.perf_counter() - t0) * 1000)
+            res["layout_ok"].append(float(r.layout == truth["layout"]))
+            tb = truth_boxes(truth)
+            mine = {(b.name, b.row): b.box for b in r.leads}
+            res["iou"].append(float(np.mean([iou(tb[key], mine[key]) if key in mine else 0.0 for key in tb])))
+            ref = truth_reference(sig[:, :5000], truth)
+            res["snr"].append(float(np.nanmean(snr_db(ref, r.signals))))
+            g = truth["px_per_mm"]["grid"]
+            if r.px_per_mm is not None:
+                res["pitch_err"].append(abs(r.px_per_mm[0] / g - 1) * 100)
+        row = {
+            "family": fam,
+            "layout": lay,
+            "distort": lev,
+            "n": args.n,
+            "layout_ok_%": round(100 * np.mean(res["layout_ok"]), 1),
+            "box_iou": round(float(np.mean(res["iou"])), 3),
+            "snr_db_mean": round(float(np.mean(res["snr"])), 2),
+            "snr_db_median": round(float(np.median(res["snr"])), 2),
+            "pitch_err_%_median": round(float(np.median(res["pitch_err"])), 2) if res["pitch_err"] else None,
+            "ms_median": round(float(np.median(res["ms"])), 1),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"# {len(cells)} cells x {args.n} pages in {time.perf_counter() - t_all:.0f} s", flush=True)
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+def _khan_distinct() -> list[Path]:
+    root = DATA / "khan"
+    seen: set[str] = set()
+    out = []
+    for line in (DATA / "khan.md5").read_text().splitlines():
+        md5, rel = line.split(None, 1)
+        if md5 in seen:
+            continue
+        seen.add(md5)
+        out.append(root / rel.strip())
+    return out
+
+
+def khan(args: argparse.Namespace) -> None:
+    files = _khan_distinct()[: args.limit or None]
+    lay: dict[str, int] = defaultdict(int)
+    px, py, pmv, cal = [], [], [], 0
+    t0 = time.perf_counter()
+    for f in files:
+        r = read_page(str(f), trace=False)
+        lay[str(r.layout)] += 1
+        if r.px_per_mm:
+            px.append(r.px_per_mm[0])
+            py.append(r.px_per_mm[1])
+        if r.calibration and r.px_per_mv:
+            pmv.append(r.px_per_mv / 10.0)
+            cal += 1
+    n = len(files)
+    print(f"khan distinct pages: {n} in {time.perf_counter() - t0:.0f} s")
+    print("layouts:", dict(lay), f"3x4+1: {100 * lay['3x4+1'] / max(1, n):.1f} %")
+    for name, v in (("grid pitch x", px), ("grid pitch y", py), ("trace scale (pulse px / 10 mm)", pmv)):
+        if v:
+            a = np.array(v)
+            print(
+                f"{name}: n={a.size} median {np.median(a):.4f} px/mm, p1..p99 {np.percentile(a, 1):.4f}..{np.percentile(a, 99):.4f}, "
+                f"within 1 % of 7.874: {100 * np.mean(np.abs(a / 7.874 - 1) < 0.01):.1f} %, of 7.944: {100 * np.mean(np.abs(a / 7.944 - 1) < 0.01):.1f} %"
+            )
+    print(f"calibration pulse found on {cal} of {n}")
+
+
+def other(args: argparse.Namespace) -> None:
+    root = DATA / "other_machines"
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    with open(root / "labels.csv") as f:
+        for row in csv.DictReader(f):
+            if row.get("duplicate_of"):
+                continue
+            try:
+                r = read_page(str(root / row["file"]), trace=False)
+                got = r.layout
+                why = "; ".join(r.reasons[:2])
+            except Exception as exc:  # a decode failure is a row, not the end of the benchmark
+                got, why = None, f"{type(exc).__name__}: {exc}"
+            ok = int(got == row["layout"])
+            by_kind[row["kind"]].append(ok)
+            print(
+                f"{row['file']:<14} {row['kind']:<12} noted {row['layout']:<8} read {got!s:<8} {why[:90]}", flush=True
+            )
+    for k, v in by_kind.items():
+        print(f"{k}: {sum(v)}/{len(v)} layout as noted")
+    allv = [x for v in by_kind.values() for x in v]
+    print(f"all: {sum(allv)}/{len(allv)}")
+
+
+def speed(args: argparse.Namespace) -> None:
+    from ecgvit.data.io import open_page, page_array
+
+    files = _khan_distinct()[:: max(1, 418 // args.n)][: args.n]
+    dec, geo, full = [], [], []
+    for f in files:
+        t0 = time.perf_counter()
+        rgb = page_array(open_page(str(f)))
+        t1 = time.perf_counter()
+        read_page(rgb, trace=False)
+        t2 = time.perf_counter()
+        read_page(rgb)
+        t3 = time.perf_counter()
+        dec.append(t1 - t0)
+        geo.append(t2 - t1)
+        full.append(t3 - t2)
+    m = lambda v: 1000 * float(np.median(v))  # noqa: E731
+    print(
+        f"{len(files)} Khan pages (2213x1572), one core: JPEG decode {m(dec):.1f} ms, geometry+layout+leads {m(geo):.1f} ms, "
+        f"full digitization {m(full):.1f} ms (medians)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("synth")
+    s.add_argument("--n", type=int, default=50, help="pages a cell")
+    s.add_argument("--layouts", default="3x4+1,3x4,3x4+3,6x2,6x2+1,12x1")
+    s.add_argument("--levels", default="none,light,heavy,photo")
+    s.add_argument("--families", default="", help="style families for the 3x4+1 cells (default: all)")
+    s.add_argument("--out", default="")
+    k = sub.add_parser("khan")
+    k.add_argument("--limit", type=int, default=0)
+    sub.add_parser("other")
+    sp = sub.add_parser("speed")
+    sp.add_argument("--n", type=int, default=40)
+    a = ap.parse_args(argv)
+    {"synth": synth, "khan": khan, "other": other, "speed": speed}[a.what](a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

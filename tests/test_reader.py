@@ -1,0 +1,166 @@
+"""The page reader on generated pages of known geometry (ecgvit.reader; issue 27)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from ecgvit.reader import LEADS, PageReading, digitize_files, read_page
+from ecgvit.synth import encode, make_page
+from ecgvit.synth.styles import get_style
+
+
+def _page(layout: str = "3x4+1", family: str = "khan", seed: int = 1):
+    img, sig, params = make_page(
+        "normal", np.random.default_rng(seed), style=get_style(family), as_array=True, layout=layout
+    )
+    return img, sig[:, :5000], params["truth"]
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / u
+
+
+def _snr(ref: np.ndarray, est: np.ndarray, truth: dict) -> float:
+    """Mean over printed leads: the signal where printed vs the estimate, best shift +-20 samples and offset."""
+    out = []
+    for p in truth["panels"]:
+        if p["rhythm"] and p["lead"] in {q["lead"] for q in truth["panels"] if not q["rhythm"]}:
+            continue
+        i = LEADS.index(p["lead"])
+        i0, i1 = int(round(p["t0"] * 500)), int(p["t0"] * 500 + p["duration"] * 500)
+        x = ref[i, i0:i1]
+        best = -99.0
+        for sh in range(-20, 21):
+            if i0 + sh < 0 or i1 + sh > 5000:
+                continue
+            d = x - np.nan_to_num(est[i, i0 + sh : i1 + sh])
+            best = max(best, 10 * np.log10(np.sum(x**2) / np.sum((d - d.mean()) ** 2)))
+        out.append(best)
+    return float(np.mean(out))
+
+
+def test_clean_page_read_to_known_geometry():
+    img, sig, truth = _page("3x4+1")
+    r = read_page(img)
+    assert isinstance(r, PageReading)
+    assert r.layout == "3x4+1" and r.rows == 4 and r.columns == 4
+    g = truth["px_per_mm"]["grid"]
+    assert r.px_per_mm is not None
+    assert abs(r.px_per_mm[0] / g - 1) < 0.01 and abs(r.px_per_mm[1] / g - 1) < 0.01
+    assert r.grid.pitch_source == "grid"
+    assert r.calibration and r.gain_mm_mv == 10.0 and r.speed_mm_s == 25.0
+    assert r.rotation_deg == 0.0
+    # every panel where the truth has it
+    mine = {(b.name, b.row): b for b in r.leads}
+    assert len(mine) == len(truth["panels"]) == 13
+    for p in truth["panels"]:
+        b = mine[(p["lead"], p["row"])]
+        assert _iou(b.box, p["box"]) > 0.9, (p["lead"], b.box, p["box"])
+        assert abs(b.t0_s - p["t0"]) < 0.02 and abs(b.duration_s - p["duration"]) < 0.05
+    # signals: 12 x 5000 mV, every lead printed on this layout, traced well above chance
+    assert r.signals.shape == (12, 5000) and r.signals.dtype == np.float32
+    assert np.isfinite(r.signals).all(axis=1).sum() == 1  # only II (the rhythm strip) covers 10 s
+    assert np.isfinite(r.signals).any(axis=1).all()
+    assert _snr(sig, r.signals, truth) > 10.0
+    json.dumps(r.to_dict())  # JSON-ready
+    assert len(r.to_dict(signals=True)["signals"]["II"]) == 5000
+
+
+@pytest.mark.parametrize(
+    "layout,family",
+    [("3x4", "ge_mac"), ("6x2", "philips"), ("12x1", "khan"), ("3x4+3", "ge_mac"), ("6x2+1", "nihon_kohden")],
+)
+def test_layouts(layout, family):
+    img, sig, truth = _page(layout, family, seed=3)
+    r = read_page(img, trace=False)
+    assert r.layout == layout, r.reasons
+    assert len(r.leads) == len(truth["panels"])
+    g = truth["px_per_mm"]["grid"]
+    assert r.px_per_mm is not None and abs(r.px_per_mm[0] / g - 1) < 0.01
+
+
+def test_rotation_recovered():
+    img, sig, truth = _page("3x4+1", seed=2)
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 3.0, 1.0)  # 3 degrees counter-clockwise on screen
+    rot = cv2.warpAffine(img, m, (w, h), borderValue=(255, 255, 255))
+    r = read_page(rot)
+    assert abs(r.rotation_deg - (-3.0)) < 0.1
+    assert r.layout == "3x4+1"
+    assert _snr(sig, r.signals, truth) > 6.0
+
+
+@pytest.mark.parametrize("kind", ["white", "noise", "photo"])
+def test_not_an_ecg_gives_reasons(kind):
+    rng = np.random.default_rng(0)
+    if kind == "white":
+        a = np.full((600, 800, 3), 255, np.uint8)
+    elif kind == "noise":
+        a = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    else:  # smooth blobs, a face-like photo without lines
+        a = cv2.GaussianBlur(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), (0, 0), 4)
+        a = cv2.resize(a, (800, 600), interpolation=cv2.INTER_CUBIC)
+    r = read_page(a)
+    assert r.layout is None and not r.ok
+    assert r.reasons
+    assert np.isnan(r.signals).all()
+
+
+def test_digitize_files_outputs_and_wfdb_round_trip(tmp_path):
+    wfdb = pytest.importorskip("wfdb")
+    img, sig, truth = _page("3x4+1", seed=4)
+    page = tmp_path / "page one.jpg"
+    page.write_bytes(encode(img, "jpg", 90))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "out"
+    s = digitize_files([str(page), str(bad), str(tmp_path / "missing*.jpg")], out, progress=False)
+    assert s["ok"] == 1 and s["bad"] == 2 and s["n"] == 3
+    stem = "page_one"
+    for suffix in (".hea", ".dat", ".csv", ".json", "_overlay.png"):
+        assert (out / f"{stem}{suffix}").is_file(), suffix
+    rec = wfdb.rdrecord(str(out / stem))
+    assert rec.fs == 500 and list(rec.sig_name) == list(LEADS) and rec.p_signal.shape == (5000, 12)
+    assert rec.units == ["mV"] * 12
+    # NaN where not printed survives the round trip; printed samples agree to the format's step
+    got = rec.p_signal.T
+    r = read_page(str(page))
+    assert np.array_equal(np.isnan(got), np.isnan(r.signals))
+    ok = np.isfinite(got)
+    assert np.abs(got[ok] - r.signals[ok]).max() < 0.01
+    with open(out / f"{stem}.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["time_s", *LEADS] and len(rows) == 5001
+    d = json.loads((out / f"{stem}.json").read_text())
+    assert d["layout"] == "3x4+1" and d["path"] == str(page)
+    with open(out / "digitize.csv") as f:
+        idx = list(csv.DictReader(f))
+    assert [row["status"] for row in idx] == ["bad", "ok", "bad"]
+    assert "not an image" in idx[2]["reason"]
+
+
+def test_unknown_format_is_one_line_error(tmp_path):
+    with pytest.raises(ValueError, match="wfdb, csv, json"):
+        digitize_files([], tmp_path, formats=("wfdb", "xml"))
+
+
+def test_cli_digitize_smoke(tmp_path, capsys):
+    from ecgvit.cli import main
+
+    img, _, _ = _page("6x2", "ge_mac", seed=5)
+    page = tmp_path / "p.png"
+    page.write_bytes(encode(img, "png"))
+    out = tmp_path / "o"
+    assert main(["digitize", str(page), "--out", str(out), "--format", "csv", "--no-overlay", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "6x2" in text and "1 digitized" in text
+    assert (out / "p.csv").is_file() and not (out / "p.hea").exists() and not (out / "p_overlay.png").exists()
+    assert main(["digitize", str(page), "--out", str(out), "--format", "xml"]) == 2
