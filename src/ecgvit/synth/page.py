@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -375,13 +376,33 @@ def template(st: PageStyle, layout: str = DEFAULT_LAYOUT) -> np.ndarray:
     return _template(st, get_layout(layout).name)
 
 
+@dataclass(frozen=True)
+class FamilyDrawer:
+    """How a machine family other than the Khan template draws its page (`ecgvit.synth.styles`
+    registers one per family; this module only looks them up, so it never imports that one)."""
+
+    template: Callable[[PageStyle, Layout], np.ndarray]  # the static page: grid, header, labels
+    fields: Callable[[ImageDraw.ImageDraw, PageStyle, Layout, dict[str, Any]], None]  # the per-page text
+
+
+_FAMILY_DRAWERS: dict[str, FamilyDrawer] = {}
+
+
+def register_family(name: str, drawer: FamilyDrawer) -> None:
+    _FAMILY_DRAWERS[name] = drawer
+
+
+def _family(name: str) -> FamilyDrawer:
+    if name not in _FAMILY_DRAWERS:
+        raise ValueError(f"family={name!r}: expected khan or one of {', '.join(sorted(_FAMILY_DRAWERS))}")
+    return _FAMILY_DRAWERS[name]
+
+
 @functools.lru_cache(maxsize=16)
 def _template(st: PageStyle, layout: str) -> np.ndarray:
     lay = LAYOUTS[layout]
     if st.family != "khan":
-        from ecgvit.synth import styles
-
-        out = styles.family_template(st, lay)
+        out = _family(st.family).template(st, lay)
         out.setflags(write=False)
         return out
     a = np.empty((st.height, st.width, 3), np.uint8)
@@ -581,9 +602,7 @@ def render(
     im = Image.fromarray(template(st, lay.name))
     d = ImageDraw.Draw(im)
     if st.family != "khan":
-        from ecgvit.synth import styles
-
-        styles.draw_fields(d, st, lay, meta)
+        _family(st.family).fields(d, st, lay, meta)
         return _draw_traces(np.array(im), signals, st, fs, lay)
     s = st.width / 2213.0
     fh = _font(st.font_file, st.header_size)

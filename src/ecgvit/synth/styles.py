@@ -35,12 +35,14 @@ from ecgvit.synth.page import (
     KHAN_STYLE,
     LAYOUTS,
     RGB,
+    FamilyDrawer,
     Layout,
     PageStyle,
     _draw_grid,
     _font,
     _text,
     panel_s,
+    register_family,
     row_bands,
     row_baselines,
 )
@@ -605,3 +607,7 @@ def draw_fields(d: ImageDraw.ImageDraw, st: PageStyle, lay: Layout, meta: dict[s
     f = _FIELDS.get(st.family)
     if f is not None:
         f(_Pen(d, st), st, _fields(meta, st, lay))
+
+
+for _name in FAMILIES:
+    register_family(_name, FamilyDrawer(template=family_template, fields=draw_fields))
