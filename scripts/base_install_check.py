@@ -39,11 +39,17 @@ def free_port() -> int:
 def post_page(port: int, page: Path) -> dict:
     boundary = uuid.uuid4().hex
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{page.name}"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + page.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{page.name}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + page.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/predict", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        f"http://127.0.0.1:{port}/predict",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     with urllib.request.urlopen(req, timeout=60) as r:
         return dict(json.loads(r.read()))
