@@ -51,10 +51,10 @@ def fold_of_groups(rows: list[SplitRow]) -> dict[str, set[str]]:
     return sides
 
 
-def test_groups_never_on_two_sides_and_stratified(capsys):
+def test_groups_never_on_two_sides_and_stratified(caplog):
     rows = synthetic_rows()
     split = make_splits(rows, SplitConfig(folds=5, seed=0))
-    assert "2 bad row(s)" in capsys.readouterr().err
+    assert "2 bad row(s)" in caplog.text
     ok = [r for r in rows if r.ok]
     assert [s.path for s in split] == [r.path for r in ok]  # every usable file, manifest order, bad ones out
     sides = fold_of_groups(split)
@@ -152,14 +152,14 @@ def test_files_round_trip_and_cli(tmp_path, capsys):
     assert "too few groups" in capsys.readouterr().err
 
 
-def test_user_csv_without_groups_and_mixed_groups(tmp_path, capsys):
+def test_user_csv_without_groups_and_mixed_groups(tmp_path, caplog):
     csv_path = tmp_path / "list.csv"
     lines = ["path,label,group"]
     for g, labels in enumerate(["aab", "bba", "aab", "bba"]):  # patient groups holding two labels
         lines += [f"p{g}_{k}.jpg,{label},p{g}" for k, label in enumerate(labels)]
     csv_path.write_text("\n".join(lines) + "\n")
     split = make_splits(csv_path, SplitConfig(folds=2, seed=0))
-    assert "more than one label" in capsys.readouterr().err
+    assert "more than one label" in caplog.text
     assert all(len(f) == 1 for f in fold_of_groups(split).values())
     assert len(split) == 12 and Counter(r.fold for r in split) == {"0": 6, "1": 6}  # one "a" and one "b" group each
 

@@ -21,6 +21,7 @@ suffix is not an image suffix (.txt, .json, .npz sidecars, .DS_Store) and hidden
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -38,6 +39,8 @@ import numpy as np
 from ecgvit.config import KHAN_CLASSES, IndexConfig, PreprocessConfig, save_json, to_dict
 from ecgvit.data.io import IMAGE_SUFFIXES, BadImageError, open_page
 from ecgvit.data.manifest import ManifestRow, portable_path, read_csv_rows, resolve_path, sort_key, write_manifest
+
+log = logging.getLogger("ecgvit")
 
 # Keyword (after lower-casing and turning "_"/"-" into spaces) -> canonical label. Order matters
 # only in theory; no Khan folder name holds two of them.
@@ -109,10 +112,11 @@ def _discover_folder(root: Path, notes: list[str]) -> tuple[str, list[_Entry]]:
         warnings.warn(msg, stacklevel=3)
         notes.append(msg)
     layout = "khan" if khan_hits else "folders"
-    if khan_hits and khan_hits < len(entries):
-        notes.append(
-            f"{len(entries) - khan_hits} file(s) in folders that are not Khan class folders keep their folder name as label"
-        )
+    # Worth a note only for labels that are not class names already (a folder "normal" beside
+    # the Khan folders means what it says).
+    renamed = sum(e.label not in KHAN_CLASSES for e in entries)
+    if khan_hits and renamed:
+        notes.append(f"{renamed} file(s) in folders that are not Khan class folders keep their folder name as label")
     return layout, entries
 
 
@@ -459,13 +463,12 @@ def index_dataset(
         )
     if progress:
         if cfg.near_dup_bits > 0 and closest is not None:
-            print(
+            log.info(
                 f"near duplicates: {len(pairs)} pair(s) within {cfg.near_dup_bits} bits; closest distinct pages {closest[2]} bits apart "
-                f"(trace area: {detected} detected, {fallback} fixed box)",
-                file=sys.stderr,
+                f"(trace area: {detected} detected, {fallback} fixed box)"
             )
         for n in notes:
-            print(f"note: {n}", file=sys.stderr)
+            log.info(f"note: {n}")
     return rows
 
 

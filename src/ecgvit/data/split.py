@@ -19,8 +19,8 @@ Same manifest + same config -> same split.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,8 @@ import numpy as np
 
 from ecgvit.config import KHAN_CLASSES, SplitConfig, save_json, to_dict
 from ecgvit.data.manifest import ManifestRow, portable_path, read_csv_rows, read_manifest, resolve_path
+
+log = logging.getLogger("ecgvit")
 
 TEST = "test"
 SPLIT_COLUMNS: tuple[str, ...] = ("path", "label", "group", "fold")
@@ -97,14 +99,13 @@ def make_splits(
     ok = [r for r in rows if r.ok]
     n_bad = len(rows) - len(ok)
     if n_bad:
-        print(f"note: {n_bad} bad row(s) (status 'bad') excluded from the split", file=sys.stderr)
+        log.warning(f"note: {n_bad} bad row(s) (status 'bad') excluded from the split")
     if not ok:
         raise ValueError("no usable rows in the manifest (all bad or empty)")
     if not any(r.md5 or r.group for r in ok):
-        print(
+        log.warning(
             "note: the manifest has no md5 or group column: each file is its own group, duplicates are NOT grouped "
-            "(run `ecgvit data index` on it first)",
-            file=sys.stderr,
+            "(run `ecgvit data index` on it first)"
         )
 
     # one label per group: the majority (ties: first in class order)
@@ -117,13 +118,10 @@ def make_splits(
     glabel = {g: min(labels_of[g].items(), key=lambda kv: (-kv[1], rank[kv[0]]))[0] for g in groups}
     mixed = sum(len(c) > 1 for c in labels_of.values())
     if mixed:
-        print(f"note: {mixed} group(s) hold more than one label; stratified by their majority label", file=sys.stderr)
+        log.warning(f"note: {mixed} group(s) hold more than one label; stratified by their majority label")
         minority_only = [c for c in classes if c not in set(glabel.values())]
         if minority_only:
-            print(
-                f"note: label(s) {', '.join(minority_only)} are never a group's majority: not stratified",
-                file=sys.stderr,
-            )
+            log.warning(f"note: label(s) {', '.join(minority_only)} are never a group's majority: not stratified")
         classes = [c for c in classes if c in set(glabel.values())]
 
     per_class: dict[str, list[str]] = defaultdict(list)
