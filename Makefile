@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean browser
+.PHONY: venv demo test lint bench clean browser wheel base-install
 
 venv: $(STAMP)
 
@@ -35,9 +35,24 @@ lint: venv
 test: venv browser lint
 	$(BIN)/python -m pytest -q
 
+# The wheel (bundled model and web page inside) and a fresh environment with its base install
+# only (no extras, no torch): it must predict, explain, digitize and serve generated pages.
+BASE := build/base-venv
+wheel: venv
+	rm -rf build/dist
+	$(BIN)/pip wheel -q --no-deps -w build/dist .
+	@ls -l build/dist/*.whl
+
+base-install: wheel
+	rm -rf $(BASE)
+	$(PY) -m venv $(BASE)
+	$(BASE)/bin/pip install -q --upgrade pip
+	$(BASE)/bin/pip install -q build/dist/ecgvit-*.whl
+	cd build && ECGVIT_WHEEL="$$(ls $(CURDIR)/build/dist/ecgvit-*.whl)" $(CURDIR)/$(BASE)/bin/python $(CURDIR)/scripts/base_install_check.py
+
 bench: venv
 	$(BIN)/python benchmarks/preprocess_bench.py
 	$(BIN)/python benchmarks/synth_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ecgvit_cache demo_out
+	rm -rf $(VENV) .pytest_cache .ecgvit_cache demo_out build
