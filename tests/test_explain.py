@@ -78,7 +78,7 @@ def test_unknown_method_and_rollout_without_attention():
 
 @pytest.mark.parametrize("decoded_scale", [1.0, 0.5])
 def test_render_overlay_maps_the_crop_into_original_coordinates(decoded_scale):
-    from ecgvit.runtime.explain import render_overlay
+    from ecgvit.runtime.overlay import render_overlay
 
     full = (2000, 1000)
     page = Image.new(

@@ -30,7 +30,7 @@ from torch import nn
 
 from ecgvit.metrics import softmax
 from ecgvit.models import prepare_batch
-from ecgvit.runtime.overlay import render_overlay
+from ecgvit.runtime.overlay import explanation
 
 if TYPE_CHECKING:
     from ecgvit.runtime.inputs import Loaded
@@ -191,15 +191,4 @@ def explain_loaded(
         probs = softmax(model(x).float().numpy())[0]
     k = int(np.argmax(probs)) if target is None else int(target)
     heat, used = heatmap(model, x, k, method)
-    title = title or f"{classes[k]}  p={probs[k]:.2f}   ({used})"
-    img = render_overlay(ld.image, heat, ld.box, ld.full_size, title, max_side=max_side)
-    info = {
-        "label": classes[int(np.argmax(probs))],
-        "probability": float(probs.max()),
-        "probabilities": {c: float(p) for c, p in zip(classes, probs, strict=False)},
-        "explained_class": classes[k],
-        "method": used,
-        "crop_box": list(ld.box),
-        "size": list(img.size),
-    }
-    return img, info
+    return explanation(ld, probs, k, heat, used, classes, title, max_side)

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ecgvit.runtime.inputs import Loaded
 
-__all__ = ["explain_by_occlusion", "occlusion_map", "render_overlay"]
+__all__ = ["explain_by_occlusion", "explanation", "occlusion_map", "render_overlay"]
 
 # Cells across each side of the model input: 12 x 12 = 144 occluded copies of the page.
 OCCLUSION_GRID = 12
@@ -62,15 +62,29 @@ def explain_by_occlusion(
         raise ValueError("explain needs the decoded page (load with keep_image=True)")
     probs = probs_of(ld.array[None])[0]
     k = int(np.argmax(probs)) if target is None else int(target)
-    heat = occlusion_map(probs_of, ld.array, k)
-    title = title or f"{classes[k]}  p={probs[k]:.2f}   (occlusion)"
+    return explanation(ld, probs, k, occlusion_map(probs_of, ld.array, k), "occlusion", classes, title, max_side)
+
+
+def explanation(
+    ld: Loaded,
+    probs: np.ndarray,
+    target: int,
+    heat: np.ndarray,
+    method: str,
+    classes: list[str],
+    title: str | None,
+    max_side: int,
+) -> tuple[Image.Image, dict[str, Any]]:
+    """The heatmap drawn on the page, and what it shows (any method's)."""
+    assert ld.image is not None
+    title = title or f"{classes[target]}  p={probs[target]:.2f}   ({method})"
     img = render_overlay(ld.image, heat, ld.box, ld.full_size, title, max_side=max_side)
     info = {
         "label": classes[int(np.argmax(probs))],
         "probability": float(probs.max()),
         "probabilities": {c: float(p) for c, p in zip(classes, probs, strict=True)},
-        "explained_class": classes[k],
-        "method": "occlusion",
+        "explained_class": classes[target],
+        "method": method,
         "crop_box": list(ld.box),
         "size": list(img.size),
     }
