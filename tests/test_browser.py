@@ -96,6 +96,14 @@ def test_upload_shows_label_bars_and_heatmap(server, synth_pages):
                 "(() => { const h = document.getElementById('heatmap'); return h.complete && h.naturalWidth > 0 && h.style.display === 'block'; })()",
                 timeout=30000,
             )
+            # The page reader's overlay and the signals to download (POST /digitize).
+            page.wait_for_function(
+                "(() => { const o = document.getElementById('overlay'); return o.complete && o.naturalWidth > 0 && o.style.display === 'block'; })()",
+                timeout=60000,
+            )
+            assert "Layout 3x4+1" in page.inner_text("#signote")
+            links = page.locator("#downloads a")
+            assert links.count() == 2 and links.first.get_attribute("download").endswith(".csv")
             label = page.inner_text("#label")
             bars = page.locator(".bar")
             assert bars.count() == 4

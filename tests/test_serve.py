@@ -176,3 +176,23 @@ def test_unexpected_failure_is_a_json_500(tiny_run, page_bytes):
     pred.infer_logits = broken
     with TestClient(create_app(pred), raise_server_exceptions=False) as c:
         _assert_error(_post(c, "/predict", page_bytes), 500, "internal error")
+
+
+def test_digitize_returns_the_reading_signals_and_overlay(client, page_bytes):
+    import base64
+    import io
+
+    from PIL import Image
+
+    r = _post(client, "/digitize", page_bytes)
+    assert r.status_code == 200, r.text
+    j = r.json()
+    rd = j["reading"]
+    assert j["ok"] and rd["layout"] == "3x4+1" and len(rd["leads_printed"]) == 12
+    assert set(rd["signals"]) == {"I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"}
+    assert all(len(v) == 5000 for v in rd["signals"].values())
+    # 3x4+1 prints 2.5 s of V1 (1250 samples at 500 Hz); the rest is null, as PhysioNet does
+    assert sum(v is not None for v in rd["signals"]["V1"]) <= 1300
+    overlay = Image.open(io.BytesIO(base64.b64decode(j["overlay_png"])))
+    assert overlay.format == "PNG" and max(overlay.size) <= 1600
+    _assert_error(_post(client, "/digitize", b"this is text"), 415, "not an image")

@@ -24,6 +24,7 @@ Guards, in the order a request meets them:
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import logging
@@ -35,19 +36,23 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
+from PIL import Image
 
 from ecgvit.data.io import BadImageError
+from ecgvit.reader import draw_overlay, read_page
+from ecgvit.runtime.inputs import open_image_bytes
 
 STATIC = Path(__file__).parent / "static"
 MULTIPART_SLACK = 64 * 1024  # multipart boundaries and headers around the file itself
 DOCS_ASSETS = "/_docs"  # where Swagger UI's files are served for /docs
 REDOC_JS = "/_redoc/redoc.standalone.js"  # ReDoc's script, its CDN logo taken out
-UPLOAD_ROUTES = ("/predict", "/explain")
+UPLOAD_ROUTES = ("/predict", "/explain", "/digitize")
 MAX_HEADER_BYTES = 16 * 1024  # h11's limit on a request head (request line + headers)
 log = logging.getLogger("ecgvit")
 
@@ -339,6 +344,28 @@ def create_app(
         img.save(buf, format="PNG", optimize=False, compress_level=3)
         return buf.getvalue(), info, page_count(data)
 
+    def _digitize(data: bytes) -> dict[str, Any]:
+        # The reader wants the page at its full resolution (no draft decode), RGB.
+        page = open_image_bytes(data, max_pixels=predictor.max_pixels, min_side=predictor.min_side)
+        rgb = np.asarray(page.convert("RGB") if isinstance(page, Image.Image) else page.image())
+        reading = read_page(rgb)
+        overlay = Image.fromarray(draw_overlay(rgb, reading))
+        if max(overlay.size) > explain_max_side:
+            overlay.thumbnail((explain_max_side, explain_max_side), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        overlay.save(buf, format="PNG", optimize=False, compress_level=3)
+        pages = page_count(data)
+        out: dict[str, Any] = {
+            "ok": reading.ok,
+            "reading": reading.to_dict(signals=True),
+            "overlay_png": base64.b64encode(buf.getvalue()).decode(),
+            "pages": pages,
+        }
+        note = _pages_note(pages)
+        if note:
+            out["note"] = note
+        return out
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
@@ -380,6 +407,19 @@ def create_app(
         t0 = time.perf_counter()
         out = await _run(_predict, file)
         out["model"] = model_name
+        out["latency_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        return out
+
+    @app.post("/digitize")
+    async def digitize(
+        file: UploadFile = File(..., description="an ECG page image (JPEG, PNG, ...)"),
+    ) -> dict[str, Any]:
+        """Read the page's grid, layout and leads, and trace its signals: {ok, reading (layout,
+        leads with their boxes, px/mm, calibration, signals: 12 leads x 5000 samples in mV at
+        500 Hz, null where a lead is not printed, reasons), overlay_png (base64 PNG of the
+        reading drawn on the page), pages, latency_ms}."""
+        t0 = time.perf_counter()
+        out = await _run(_digitize, file)
         out["latency_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         return out
 
