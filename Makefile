@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PINS)
-	$(BIN)/pip install -q -e '.[train,test]'
+	$(BIN)/pip install -q -e '.[train,test,ray]'
 	touch $(STAMP)
 
 demo: venv

@@ -483,6 +483,23 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     again.add_argument("--overwrite", action="store_true", help="replace an existing --out instead of going on with it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (default): this machine; ray: Ray Data actors (the ray extra), --out is a folder of Parquet + CSV shards",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="with --engine ray: the cluster to join (auto, ray://HOST:10001; default: start a local Ray)",
+    )
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=1000,
+        help="with --engine ray: inputs per shard file; a restart with the same --out skips the shards written",
+    )
     p.set_defaults(_parser=p, func=_cmd_predict)
 
 
@@ -491,6 +508,41 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from ecgvit.runtime.writers import format_table
 
     model, paths = split_model_and_paths(a.inputs, onnx=a.onnx)
+    if a.engine == "ray":  # Ray Data actors into a folder of shards (see ecgvit.runtime.ray_engine)
+        from ecgvit.runtime.ray_engine import predict_ray
+
+        if not a.out:
+            raise ValueError("--engine ray needs --out DIR (a folder: Parquet and CSV shards)")
+        if a.explain:
+            raise ValueError("--explain is not available with --engine ray")
+        if a.backend == "torch":
+            raise ValueError("--engine ray runs ONNX Runtime: drop --backend torch")
+        s = predict_ray(
+            model,
+            paths,
+            out=a.out,
+            onnx=a.onnx,
+            address=a.address,
+            shard_size=a.shard_size,
+            batch_size=a.batch_size,
+            concurrency=a.processes,
+            overwrite=a.overwrite,
+            progress=not a.quiet,
+        )
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(s["labels"].items()))
+        speed = f", {s['images_per_s']:.1f} images/s" if s["images_per_s"] else ""
+        print(
+            f"{s['images']} inputs: {s['ok'] + s['low_confidence']} labelled ({counts or 'none'}; {s['low_confidence']} "
+            f"low confidence), {s['out_of_scope']} out of scope, {s['bad']} bad{speed}"
+        )
+        if s["shards_skipped"]:
+            print(
+                f"{s['shards_skipped']} of {s['shards']} shard(s) already written in {a.out}: skipped (--overwrite redoes them)"
+            )
+        print(f"predictions: {a.out}/parquet/shard-*.parquet and {a.out}/csv/shard-*.csv")
+        return 0 if s["ok"] or s["shards_skipped"] else 1
+    if a.address is not None:
+        raise ValueError("--address needs --engine ray")
     import os
 
     # Decoding runs in `workers` threads beside inference (or in worker processes, one inference
