@@ -474,10 +474,6 @@ def test_predict_resume_redoes_a_page_whose_content_changed(tmp_path, tiny_run, 
     assert p1[-1][2:-2] == [r for r in rows if r[0] == str(four_pages[3])][0][2:-2]  # same answer as p3's
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 26 item 6: the stale row of a changed page stays beside its new one (two rows for one path)",
-)
 def test_predict_resume_after_another_content_keeps_one_row_per_input(tmp_path, tiny_run, four_pages, capsys):
     """The stale row of a changed page is replaced, not kept beside the new one."""
     out = tmp_path / "p.csv"
@@ -490,17 +486,7 @@ def test_predict_resume_after_another_content_keeps_one_row_per_input(tmp_path, 
 
 @pytest.mark.parametrize(
     "tear",
-    [
-        "mid_row",
-        pytest.param(
-            "in_last_field",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 26 item 6: a line torn inside its digest keeps its field count and is read as "
-                "another model's row: refused (exit 2) instead of dropped",
-            ),
-        ),
-    ],
+    ["mid_row", "in_last_field"],
 )
 def test_predict_resume_drops_a_torn_last_csv_line(tear, tmp_path, tiny_run, four_pages, capsys):
     out = tmp_path / "p.csv"

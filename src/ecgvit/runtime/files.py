@@ -85,6 +85,7 @@ def predict_files(
         n = len(files) + len(bad)
         files = [f for f in files if not writer.answered(f, input_md5(f))]
         bad = [b for b in bad if not writer.answered(b.path, "")]
+        writer.forget({*files, *(b.path for b in bad)})  # answered again: their old rows go
         skipped = n - len(files) - len(bad)
         log.info(
             f"{out}: {skipped} input(s) already answered by this model there, skipped; {len(files) + len(bad)} to go"

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from filelock import FileLock, Timeout
 
@@ -64,26 +65,40 @@ class ResultWriter:
             raise ValueError(
                 f"--out {out} is in use by another ecgvit run (locked: {self._lock.lock_file}); wait for it or give another --out"
             ) from None
+        self._f: TextIO | None = None
         try:
             self.partial = self.out.with_name(self.out.name + ".partial.jsonl")
             self.rows: list[dict[str, Any]] = [] if mode == "overwrite" else self._previous_rows()
             self.resumed = len(self.rows)
             self._done = {(r["path"], r.get("md5", "")) for r in self.rows}
-            if self.kind == "csv":
-                # Rewritten from the rows read back: a line torn by a kill is dropped, not kept.
-                self._f = open(self.out, "w", newline="")
-                self._w = csv.writer(self._f)
-                self._w.writerow(self._header())
-                for r in self.rows:
-                    self._w.writerow(self._csv_row(r))
-            else:
-                self._f = open(self.partial, "w")
-                for r in self.rows:
-                    self._f.write(json.dumps(r) + "\n")
-            self._f.flush()
+            self._rewrite()
         except BaseException:
             self._lock.release()
             raise
+
+    def _rewrite(self) -> None:
+        """The file (or the JSON/Parquet run's partial file) anew from `self.rows`: a line torn by
+        a kill is dropped, not kept."""
+        if self._f is not None:
+            self._f.close()
+        f = open(self.out, "w", newline="") if self.kind == "csv" else open(self.partial, "w")
+        self._f = f
+        if self.kind == "csv":
+            self._w = csv.writer(f)
+            self._w.writerow(self._header())
+            for r in self.rows:
+                self._w.writerow(self._csv_row(r))
+        else:
+            for r in self.rows:
+                f.write(json.dumps({**r, "model_sha256": self.model_digest}) + "\n")
+        f.flush()
+
+    def forget(self, paths: set[str]) -> None:
+        """Drop earlier rows of these inputs (their file changed: they are answered again)."""
+        kept = [r for r in self.rows if r["path"] not in paths]
+        if len(kept) < len(self.rows):
+            self.rows = kept
+            self._rewrite()
 
     def _header(self) -> list[str]:
         return [
@@ -104,9 +119,12 @@ class ResultWriter:
             if not self.out.exists() or self.out.stat().st_size == 0:
                 return []
             with open(self.out, newline="") as f:
-                reader = csv.reader(f)
-                header = next(reader, [])
-                lines = [line for line in reader if len(line) == len(header)]  # a torn last line is dropped
+                text = f.read()
+            if not text.endswith("\n"):  # the last line was cut by a kill, wherever it was cut
+                text = text[: text.rfind("\n") + 1]
+            reader = csv.reader(io.StringIO(text, newline=""))
+            header = next(reader, [])
+            lines = [line for line in reader if len(line) == len(header)]
             if header != self._header():
                 raise ValueError(
                     f"--out {self.out} holds other columns than this model writes: pass --overwrite to replace it, or give another --out"
@@ -214,6 +232,8 @@ class ResultWriter:
         return (path, md5) in self._done
 
     def write(self, preds: list[Prediction]) -> None:
+        assert self._f is not None, "writer closed"
+        f = self._f
         rows = []
         for p in preds:
             r = p.to_dict()
@@ -224,12 +244,14 @@ class ResultWriter:
             if self.kind == "csv":
                 self._w.writerow(self._csv_row(r))
             else:
-                self._f.write(json.dumps({**r, "model_sha256": self.model_digest}) + "\n")
-        self._f.flush()
+                f.write(json.dumps({**r, "model_sha256": self.model_digest}) + "\n")
+        f.flush()
 
     def close(self, summary: dict[str, Any], complete: bool = True) -> None:
         try:
-            self._f.close()
+            if self._f is not None:
+                self._f.close()
+                self._f = None
             if self.kind == "json":
                 doc = {
                     "model": self.model,
