@@ -36,7 +36,10 @@ def paper_level(v: np.ndarray) -> np.ndarray:
     removed) of a 1/8 size copy, blurred and scaled back, at least 40."""
     h, w = v.shape
     f = 8
-    small = cv2.resize(v, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    hs, ws = max(1, h // f), max(1, w // f)
+    # an exact 8x block average (OpenCV's fast integer-scale path) of the page cropped to a multiple of 8
+    src = v[: hs * f, : ws * f] if h >= f and w >= f else v
+    small = cv2.resize(src, (ws, hs), interpolation=cv2.INTER_AREA)
     bg = cv2.dilate(small, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9)))
     bg = cv2.GaussianBlur(bg, (0, 0), 3)
     bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
