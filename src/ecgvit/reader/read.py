@@ -115,8 +115,12 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
             if fy.ambiguous and not fx.ambiguous:
                 py = geo._nearest_scale(py, px)
         if abs(math.log(px / py)) > 0.15:
-            r.reasons.append(f"grid pitch differs between axes ({px:.2f} vs {py:.2f} px/mm): the smaller is used")
-            px = py = min(px, py)
+            # one axis misread (JPEG blocks, a faint grid): the one nearer the page size's scale is kept
+            keep = min((px, py), key=lambda p: abs(math.log(p / expected)))
+            r.reasons.append(
+                f"grid pitch differs between axes ({px:.2f} vs {py:.2f} px/mm): {keep:.2f}, nearer the page size's scale, is used"
+            )
+            px = py = keep
     elif px is not None or py is not None:
         px = py = px if px is not None else py
     if px is not None and py is not None:
@@ -177,9 +181,13 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         _finish_scale(r, px, py, ppm_x, ppm_y)
         return
     # row extents and calibration pulses
-    edges = [float(gt)] + [(baselines[k] + baselines[k + 1]) / 2 for k in range(n_rows - 1)] + [float(gb)]
-    bands = [(int(edges[k]), int(edges[k + 1])) for k in range(n_rows)]
     row_pitch = (baselines[-1] - baselines[0]) / max(1, n_rows - 1) if n_rows > 1 else (gb - gt) / 2
+    # row bands: halfway to the neighbouring baselines; the first and last reach the grid's edge, but
+    # no further than 0.6 of a row pitch (a grid filling the whole page has no edge near the rows)
+    top0 = max(float(gt), baselines[0] - 0.6 * row_pitch) if n_rows > 1 else float(gt)
+    bot1 = min(float(gb), baselines[-1] + 0.6 * row_pitch) if n_rows > 1 else float(gb)
+    edges = [top0] + [(baselines[k] + baselines[k + 1]) / 2 for k in range(n_rows - 1)] + [bot1]
+    bands = [(int(edges[k]), int(edges[k + 1])) for k in range(n_rows)]
     max_run = 1.2 * row_pitch if n_rows > 1 else (gb - gt) * 0.8
     pulses = [_find_pulse(ink, bands[k], baselines[k], gl, gr, ppm_x, ppm_y, max_run) for k in range(n_rows)]
     extents = [_row_extent(ink, bands[k], gl, gr, ppm_x, max_run) for k in range(n_rows)]
