@@ -4,6 +4,7 @@
     PYTHONPATH=src python benchmarks/digitize_bench.py khan                    # the 418 distinct Khan pages
     PYTHONPATH=src python benchmarks/digitize_bench.py other                   # other_machines vs its labels
     PYTHONPATH=src python benchmarks/digitize_bench.py speed --n 40            # ms a page on one core
+    PYTHONPATH=src python benchmarks/digitize_bench.py roundtrip --n 30        # Khan: read, redraw, read again
 
 Generated pages use seeds 27_000 + ... (tests use seeds below 1000), so the reader never saw them
 during development. SNR is the PhysioNet 2024 definition: per lead, against the reference masked
@@ -198,6 +199,33 @@ def khan(args: argparse.Namespace) -> None:
     print(f"calibration pulse found on {cal} of {n}")
 
 
+def roundtrip(args: argparse.Namespace) -> None:
+    """Khan pages digitized, redrawn in the Khan template, digitized again: correlation per lead of the
+    two readings where both have samples (a reading that loses or invents detail disagrees with
+    itself)."""
+    from ecgvit.synth.page import KHAN_STYLE, render
+
+    files = _khan_distinct()[:: max(1, 418 // args.n)][: args.n]
+    corr: dict[str, list[float]] = defaultdict(list)
+    for f in files:
+        r1 = read_page(str(f))
+        if r1.layout != "3x4+1":
+            continue
+        sig = np.nan_to_num(r1.signals.astype(np.float64), nan=0.0)
+        page = render(sig, KHAN_STYLE, {"id": "", "sex": "", "heart_rate": 0, "date": "", "time": ""})
+        r2 = read_page(page)
+        for i, lead in enumerate(LEADS):
+            ok = np.isfinite(r1.signals[i]) & np.isfinite(r2.signals[i])
+            if ok.sum() > 50 and np.std(r1.signals[i, ok]) > 0 and np.std(r2.signals[i, ok]) > 0:
+                corr[lead].append(float(np.corrcoef(r1.signals[i, ok], r2.signals[i, ok])[0, 1]))
+    print(
+        f"round trip on {len(files)} Khan pages (read, redraw in the Khan template, read again): correlation per lead"
+    )
+    print("  " + "  ".join(f"{lead} {np.median(v):.3f}" for lead, v in corr.items()) + "  (medians)")
+    allv = [x for v in corr.values() for x in v]
+    print(f"  all leads: median {np.median(allv):.3f}, p10 {np.percentile(allv, 10):.3f}")
+
+
 def other(args: argparse.Namespace) -> None:
     root = DATA / "other_machines"
     by_kind: dict[str, list[int]] = defaultdict(list)
@@ -257,10 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("khan")
     k.add_argument("--limit", type=int, default=0)
     sub.add_parser("other")
+    rt = sub.add_parser("roundtrip")
+    rt.add_argument("--n", type=int, default=30)
     sp = sub.add_parser("speed")
     sp.add_argument("--n", type=int, default=40)
     a = ap.parse_args(argv)
-    {"synth": synth, "khan": khan, "other": other, "speed": speed}[a.what](a)
+    {"synth": synth, "khan": khan, "other": other, "speed": speed, "roundtrip": roundtrip}[a.what](a)
     return 0
 
 

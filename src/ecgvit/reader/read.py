@@ -89,8 +89,8 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     ang, conf = geo.estimate_rotation(weight)
     M = np.eye(3)
     if abs(ang) >= 0.05 and conf > 1.05:
-        fill = tuple(int(v) for v in np.median(rgb[:: max(1, h // 64), :: max(1, w // 64)].reshape(-1, 3), axis=0))
-        rgb, M = geo.rotate(rgb, ang, fill)  # type: ignore[arg-type]  # fill is a 3-tuple of int
+        med = np.median(rgb[:: max(1, h // 64), :: max(1, w // 64)].reshape(-1, 3), axis=0)
+        rgb, M = geo.rotate(rgb, ang, (int(med[0]), int(med[1]), int(med[2])))
         m = geo.page_masks(rgb, m.ink_threshold)
         r.rotation_deg = round(ang, 3)
     r.transform = M.tolist()
@@ -111,12 +111,16 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         # one axis unambiguous (a 5 mm sub-period seen) settles the other's 1 mm / 5 mm reading
         for _ in range(2):
             if fx.ambiguous and not fy.ambiguous:
-                px = min((px, px / 5.0, px * 5.0), key=lambda p: abs(math.log(p / py)))  # type: ignore[operator]
+                px = geo._nearest_scale(px, py)
             if fy.ambiguous and not fx.ambiguous:
-                py = min((py, py / 5.0, py * 5.0), key=lambda p: abs(math.log(p / px)))  # type: ignore[operator]
+                py = geo._nearest_scale(py, px)
         if abs(math.log(px / py)) > 0.15:
-            r.reasons.append(f"grid pitch differs between axes ({px:.2f} vs {py:.2f} px/mm): the smaller is used")
-            px = py = min(px, py)
+            # one axis misread (JPEG blocks, a faint grid): the one nearer the page size's scale is kept
+            keep = min((px, py), key=lambda p: abs(math.log(p / expected)))
+            r.reasons.append(
+                f"grid pitch differs between axes ({px:.2f} vs {py:.2f} px/mm): {keep:.2f}, nearer the page size's scale, is used"
+            )
+            px = py = keep
     elif px is not None or py is not None:
         px = py = px if px is not None else py
     if px is not None and py is not None:
@@ -125,7 +129,8 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         gy, gx = np.nonzero(sub[::3, ::3] > np.percentile(sub[::3, ::3], 97))
         if gy.size:
             rgb_sub = rgb[gt : gb + 1 : 3, gl : gr + 1 : 3][gy, gx]
-            grid.colour = tuple(int(v) for v in np.median(rgb_sub, axis=0))  # type: ignore[assignment]
+            c = np.median(rgb_sub, axis=0)
+            grid.colour = (int(c[0]), int(c[1]), int(c[2]))
         if box is None:
             r.reasons.append("no grid region found: the whole page is searched")
     else:
@@ -137,12 +142,11 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     # --- rows and layout
     t2 = time.perf_counter()
     ink = m.ink
-    if px is None:
+    if px is None or py is None:
         # no grid: the page size gives a rough scale (the record is ~250 mm wide on paper)
-        px_guess = w / 280.0
-        ppm_x = ppm_y = px_guess
+        ppm_x = ppm_y = w / 280.0
     else:
-        ppm_x, ppm_y = float(px), float(py)  # type: ignore[arg-type]
+        ppm_x, ppm_y = float(px), float(py)
     region = ink[gt : gb + 1, gl : gr + 1]
     density = float(region[::2, ::2].mean()) if region.size else 0.0
     if density > MAX_INK_DENSITY:
@@ -177,9 +181,13 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         _finish_scale(r, px, py, ppm_x, ppm_y)
         return
     # row extents and calibration pulses
-    edges = [float(gt)] + [(baselines[k] + baselines[k + 1]) / 2 for k in range(n_rows - 1)] + [float(gb)]
-    bands = [(int(edges[k]), int(edges[k + 1])) for k in range(n_rows)]
     row_pitch = (baselines[-1] - baselines[0]) / max(1, n_rows - 1) if n_rows > 1 else (gb - gt) / 2
+    # row bands: halfway to the neighbouring baselines; the first and last reach the grid's edge, but
+    # no further than 0.6 of a row pitch (a grid filling the whole page has no edge near the rows)
+    top0 = max(float(gt), baselines[0] - 0.6 * row_pitch) if n_rows > 1 else float(gt)
+    bot1 = min(float(gb), baselines[-1] + 0.6 * row_pitch) if n_rows > 1 else float(gb)
+    edges = [top0] + [(baselines[k] + baselines[k + 1]) / 2 for k in range(n_rows - 1)] + [bot1]
+    bands = [(int(edges[k]), int(edges[k + 1])) for k in range(n_rows)]
     max_run = 1.2 * row_pitch if n_rows > 1 else (gb - gt) * 0.8
     pulses = [_find_pulse(ink, bands[k], baselines[k], gl, gr, ppm_x, ppm_y, max_run) for k in range(n_rows)]
     extents = [_row_extent(ink, bands[k], gl, gr, ppm_x, max_run) for k in range(n_rows)]
@@ -253,9 +261,6 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     main, rhythm = LAYOUT_LEADS[name]
     n_cols = len(main[0])
     r.layout, r.columns = name, n_cols
-    if gain == 10.0 and name == "12x1" and not found:
-        pass
-    # gain per row: a 12x1 page is often printed at half gain, which its pulses say
     r.timings_ms["layout"] = _ms(t2)
 
     # --- leads: each row's pixel <-> time knots (row start, panel boundaries, row end), each landmark
