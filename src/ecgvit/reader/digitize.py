@@ -10,7 +10,6 @@ run keeps what it finished. Bad inputs (unreadable files) are rows with their re
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ecgvit.data.files import expand_inputs
 from ecgvit.reader.read import as_rgb_array, read_page
 from ecgvit.reader.reading import FS, LEADS, N_SAMPLES, PageReading
 
@@ -42,40 +42,6 @@ def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"unknown format {bad[0]!r}: expected any of {', '.join(FORMATS)}")
     return out
-
-
-def expand_inputs(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Files, folders (recursive, image and PDF suffixes) and globs -> (page paths, [(input, reason)]
-    for inputs that match nothing). A PDF or multi-page TIFF gives one path per page (`file#page=N`)."""
-    from ecgvit.data.io import INPUT_SUFFIXES, MULTIPAGE_SUFFIXES, count_pages
-
-    files: list[str] = []
-    missing: list[tuple[str, str]] = []
-    for p in paths:
-        s = str(p)
-        if os.path.isdir(s):
-            found = sorted(str(q) for q in Path(s).rglob("*") if q.is_file() and q.suffix.lower() in INPUT_SUFFIXES)
-            if not found:
-                missing.append((s, "folder holds no images or PDFs"))
-            files.extend(found)
-        elif os.path.lexists(s) or re.search(r"#page=\d+$", s):
-            files.append(s)
-        elif any(ch in s for ch in "*?["):
-            found = sorted(glob.glob(s, recursive=True))
-            if not found:
-                missing.append((s, "no file matches this pattern"))
-            files.extend(found)
-        else:
-            missing.append((s, "no such file or folder"))
-    out: list[str] = []
-    for f in files:
-        if Path(f).suffix.lower() in MULTIPAGE_SUFFIXES and "#page=" not in f:
-            n = count_pages(f)
-            if n and n > 1:
-                out.extend(f"{f}#page={k}" for k in range(1, n + 1))
-                continue
-        out.append(f)
-    return out, missing
 
 
 def _stem(path: str, used: set[str]) -> str:
@@ -199,11 +165,11 @@ def digitize_files(
             w.writerow({k: row.get(k, "") for k in INDEX_FIELDS})
             fidx.flush()
 
-        for p, why in missing:
-            emit({"path": p, "status": "bad", "reason": why})
+        for b in missing:
+            emit({"path": b.path, "status": "bad", "reason": b.reason})
         bar: Any = None
         if progress and files:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]  # stubs may be absent
+            from tqdm.auto import tqdm
 
             bar = tqdm(total=len(files), desc="digitize", unit="page", file=sys.stderr)
         for f in files:

@@ -32,7 +32,7 @@ def run_jobs(
     counts = {k: 0 for k in keys}
     bar = None
     if progress:
-        from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]  # types-tqdm is installed in some environments only
+        from tqdm import tqdm
 
         bar = tqdm(total=len(jobs), unit=unit, desc=desc, disable=len(jobs) < 20)
     t0 = time.perf_counter()
