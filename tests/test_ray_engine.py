@@ -178,3 +178,12 @@ def test_actor_on_a_node_without_the_drivers_model_path(tmp_path):
         PageActor(None, gone, batch_size=2, model_sha256="0" * 64)
     with pytest.raises(FileNotFoundError, match="not on this node"):
         PageActor(None, gone, batch_size=2)
+
+
+def test_an_address_nothing_answers_at_is_one_line():
+    from ecgvit.runtime.ray_engine import _reachable
+
+    with pytest.raises(ValueError, match=r"--address 127.0.0.1:1: no Ray head answers there"):
+        _reachable("127.0.0.1:1")
+    with pytest.raises(ValueError, match="no Ray head answers there"):
+        _reachable("ray://127.0.0.1:1")

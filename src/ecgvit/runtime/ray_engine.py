@@ -395,14 +395,37 @@ def _connect(ray: Any, address: str | None) -> bool:
     """Start (no address: a local Ray) or join a cluster; True when this call started Ray."""
     if ray.is_initialized():
         return False
-    ray.init(
-        address=address or None,
-        include_dashboard=False if not address else None,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    if address and address not in ("auto", "local"):
+        _reachable(address)
+    try:
+        ray.init(
+            address=address or None,
+            include_dashboard=False if not address else None,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    except (ConnectionError, RuntimeError) as exc:  # no cluster there, refused, another token
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"--engine ray: cannot start or join {where} ({first})") from None
     return True
+
+
+def _reachable(address: str) -> None:
+    """A one-line error for a head that nothing answers at (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ValueError(
+            f"--address {address}: no Ray head answers there ({exc}); is `ray start --head` running?"
+        ) from None
 
 
 def predict_ray(
