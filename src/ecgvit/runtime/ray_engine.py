@@ -42,7 +42,7 @@ from ecgvit.data.io import INPUT_SUFFIXES, split_page
 from ecgvit.runtime.inputs import expand_inputs
 from ecgvit.runtime.prediction import Prediction
 from ecgvit.runtime.predictor import Predictor
-from ecgvit.runtime.writers import input_md5
+from ecgvit.runtime.writers import csv_row, flat_row, input_md5, table_columns, table_schema
 
 __all__ = ["NEEDS_RAY", "list_inputs", "predict_ray", "read_rows"]
 
@@ -260,53 +260,6 @@ def _shard_name(k: int) -> str:
     return f"shard-{k:05d}"
 
 
-def _columns(classes: list[str]) -> list[str]:
-    return ["path", "status", "label", "probability", *[f"p_{c}" for c in classes], "reason", "md5", "model_sha256"]
-
-
-def _schema(classes: list[str]) -> Any:
-    import pyarrow as pa
-
-    fields = [
-        pa.field("path", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("label", pa.string()),
-        pa.field("probability", pa.float64()),
-        *[pa.field(f"p_{c}", pa.float64()) for c in classes],
-        pa.field("reason", pa.string()),
-        pa.field("md5", pa.string()),
-        pa.field("model_sha256", pa.string()),
-        pa.field("crop_box", pa.list_(pa.int64())),
-        pa.field("feature_distance", pa.float64()),
-        pa.field("trace_rows", pa.int64()),
-    ]
-    return pa.schema(fields)
-
-
-def _flat(r: dict[str, Any], classes: list[str], digest: str) -> dict[str, Any]:
-    probs = r.get("probabilities") or {}
-    d = {k: r.get(k) for k in ("path", "status", "label", "probability", "reason", "md5")}
-    d.update({f"p_{c}": probs.get(c) for c in classes})
-    d.update({k: r.get(k) for k in ("crop_box", "feature_distance", "trace_rows")})
-    d["model_sha256"] = digest
-    return d
-
-
-def _csv_line(r: dict[str, Any], classes: list[str], digest: str) -> list[str]:
-    # The local CSV writer's formatting (`ResultWriter`), so a shard reads like `--out x.csv`.
-    probs = r.get("probabilities") or {}
-    return [
-        r["path"],
-        r["status"],
-        r.get("label") or "",
-        "" if r.get("probability") is None else f"{r['probability']:.6f}",
-        *["" if c not in probs else f"{probs[c]:.6f}" for c in classes],
-        r.get("reason", ""),
-        r.get("md5", ""),
-        digest,
-    ]
-
-
 def _write_shard(out: Path, k: int, rows: list[dict[str, Any]], classes: list[str], digest: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -316,10 +269,10 @@ def _write_shard(out: Path, k: int, rows: list[dict[str, Any]], classes: list[st
     csv_tmp, pq_tmp = csv_path.with_name(f".{name}.csv.{tag}"), pq_path.with_name(f".{name}.parquet.{tag}")
     with open(csv_tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(_columns(classes))
+        w.writerow(table_columns(classes))
         for r in rows:
-            w.writerow(_csv_line(r, classes, digest))
-    table = pa.Table.from_pylist([_flat(r, classes, digest) for r in rows], schema=_schema(classes))
+            w.writerow(csv_row(r, classes, digest))
+    table = pa.Table.from_pylist([flat_row(r, classes, digest) for r in rows], schema=table_schema(classes))
     pq.write_table(table, pq_tmp)
     os.replace(csv_tmp, csv_path)
     os.replace(pq_tmp, pq_path)  # last: a Parquet shard that exists is complete

@@ -17,7 +17,16 @@ from filelock import FileLock, Timeout
 from ecgvit.data.io import split_page
 from ecgvit.runtime.prediction import Prediction
 
-__all__ = ["ResultWriter", "format_table", "input_md5", "summarize"]
+__all__ = [
+    "ResultWriter",
+    "csv_row",
+    "flat_row",
+    "format_table",
+    "input_md5",
+    "summarize",
+    "table_columns",
+    "table_schema",
+]
 
 
 def input_md5(path: str) -> str:
@@ -30,6 +39,47 @@ def input_md5(path: str) -> str:
     except OSError:
         return ""
     return digest if page is None else f"{digest}#page={page}"
+
+
+def table_columns(classes: list[str]) -> list[str]:
+    """The CSV columns of a predictions table (Parquet adds crop_box, feature_distance, trace_rows)."""
+    return ["path", "status", "label", "probability", *[f"p_{c}" for c in classes], "reason", "md5", "model_sha256"]
+
+
+def csv_row(r: dict[str, Any], classes: list[str], digest: str) -> list[str]:
+    """A row as CSV fields: probabilities to 6 decimals, empty where there is none."""
+    probs = r.get("probabilities") or {}
+    return [
+        r["path"],
+        r["status"],
+        r.get("label") or "",
+        "" if r.get("probability") is None else f"{r['probability']:.6f}",
+        *["" if c not in probs else f"{probs[c]:.6f}" for c in classes],
+        r.get("reason", ""),
+        r.get("md5", ""),
+        digest,
+    ]
+
+
+def flat_row(r: dict[str, Any], classes: list[str], digest: str) -> dict[str, Any]:
+    """A row as a table row: one column per class probability (Parquet, DataFrames)."""
+    probs = r.get("probabilities") or {}
+    d = {k: r.get(k) for k in ("path", "status", "label", "probability")}
+    d.update({f"p_{c}": probs.get(c) for c in classes})
+    d.update({"reason": r.get("reason", ""), "md5": r.get("md5", ""), "model_sha256": digest})
+    d.update({k: r.get(k) for k in ("crop_box", "feature_distance", "trace_rows")})
+    return d
+
+
+def table_schema(classes: list[str]) -> Any:
+    """The Parquet schema of `flat_row`s (pyarrow: the parquet extra)."""
+    import pyarrow as pa
+
+    text, number, count = pa.string(), pa.float64(), pa.int64()
+    cols = [("path", text), ("status", text), ("label", text), ("probability", number)]
+    cols += [(f"p_{c}", number) for c in classes] + [("reason", text), ("md5", text), ("model_sha256", text)]
+    cols += [("crop_box", pa.list_(count)), ("feature_distance", number), ("trace_rows", count)]
+    return pa.schema(cols)
 
 
 class ResultWriter:
@@ -85,9 +135,9 @@ class ResultWriter:
         self._f = f
         if self.kind == "csv":
             self._w = csv.writer(f)
-            self._w.writerow(self._header())
+            self._w.writerow(table_columns(self.classes))
             for r in self.rows:
-                self._w.writerow(self._csv_row(r))
+                self._w.writerow(csv_row(r, self.classes, self.model_digest))
         else:
             for r in self.rows:
                 f.write(json.dumps({**r, "model_sha256": self.model_digest}) + "\n")
@@ -99,18 +149,6 @@ class ResultWriter:
         if len(kept) < len(self.rows):
             self.rows = kept
             self._rewrite()
-
-    def _header(self) -> list[str]:
-        return [
-            "path",
-            "status",
-            "label",
-            "probability",
-            *[f"p_{c}" for c in self.classes],
-            "reason",
-            "md5",
-            "model_sha256",
-        ]
 
     def _previous_rows(self) -> list[dict[str, Any]]:
         """The rows an earlier run left in `out` (same model), or an error naming what differs."""
@@ -125,7 +163,7 @@ class ResultWriter:
             reader = csv.reader(io.StringIO(text, newline=""))
             header = next(reader, [])
             lines = [line for line in reader if len(line) == len(header)]
-            if header != self._header():
+            if header != table_columns(self.classes):
                 raise ValueError(
                     f"--out {self.out} holds other columns than this model writes: pass --overwrite to replace it, or give another --out"
                 )
@@ -182,20 +220,6 @@ class ResultWriter:
             "md5": line["md5"],
         }
 
-    def flat_row(self, r: dict[str, Any]) -> dict[str, Any]:
-        """A row as a table row: one column per class probability (CSV, Parquet, DataFrames)."""
-        probs = r.get("probabilities") or {}
-        return {
-            "path": r["path"],
-            "status": r["status"],
-            "label": r.get("label"),
-            "probability": r.get("probability"),
-            **{f"p_{c}": probs.get(c) for c in self.classes},
-            "reason": r.get("reason", ""),
-            "md5": r.get("md5", ""),
-            "model_sha256": self.model_digest,
-        }
-
     def _row_from_flat(self, f: dict[str, Any]) -> dict[str, Any]:
         probs = {c: float(f[f"p_{c}"]) for c in self.classes if f.get(f"p_{c}") is not None}
         return {
@@ -207,25 +231,6 @@ class ResultWriter:
             "reason": f.get("reason") or "",
             "md5": f.get("md5") or "",
         }
-
-    def _csv_row(self, r: dict[str, Any]) -> list[str]:
-        probs = r.get("probabilities") or {}
-        return [
-            r["path"],
-            r["status"],
-            r.get("label") or "",
-            "" if r.get("probability") is None else f"{r['probability']:.6f}",
-            *["" if c not in probs else f"{probs[c]:.6f}" for c in self.classes],
-            r.get("reason", ""),
-            r.get("md5", ""),
-            self.model_digest,
-        ]
-
-    def _schema(self, pa: Any) -> Any:
-        text, number = pa.string(), pa.float64()
-        cols = [("path", text), ("status", text), ("label", text), ("probability", number)]
-        cols += [(f"p_{c}", number) for c in self.classes] + [("reason", text), ("md5", text), ("model_sha256", text)]
-        return pa.schema(cols)
 
     def answered(self, path: str, md5: str) -> bool:
         """Whether an earlier run already wrote this input's row (same file content, same model)."""
@@ -242,7 +247,7 @@ class ResultWriter:
         self.rows.extend(rows)
         for r in rows:
             if self.kind == "csv":
-                self._w.writerow(self._csv_row(r))
+                self._w.writerow(csv_row(r, self.classes, self.model_digest))
             else:
                 f.write(json.dumps({**r, "model_sha256": self.model_digest}) + "\n")
         f.flush()
@@ -269,7 +274,9 @@ class ResultWriter:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
 
-                table = pa.Table.from_pylist([self.flat_row(r) for r in self.rows], schema=self._schema(pa))
+                table = pa.Table.from_pylist(
+                    [flat_row(r, self.classes, self.model_digest) for r in self.rows], schema=table_schema(self.classes)
+                )
                 tmp = self.out.with_name(f"{self.out.name}.{os.getpid()}.tmp")
                 pq.write_table(table, tmp)
                 tmp.replace(self.out)
