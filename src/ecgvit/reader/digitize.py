@@ -185,9 +185,10 @@ def digitize_files(
             stem = _stem(f, used)
             outputs: list[str] = []
             try:
-                if "wfdb" in fmts:
+                # A page read to no signal gets its reading (the reasons) and overlay, no empty record.
+                if "wfdb" in fmts and reading.ok:
                     outputs += write_wfdb(reading, out, stem)
-                if "csv" in fmts:
+                if "csv" in fmts and reading.ok:
                     outputs.append(write_csv(reading, out / f"{stem}.csv"))
                 if "json" in fmts:
                     d = reading.to_dict()
