@@ -25,7 +25,7 @@ from scipy.signal import find_peaks
 
 from ecgvit.reader import geometry as geo
 from ecgvit.reader.reading import FS, LAYOUT_LEADS, LEADS, N_SAMPLES, GridInfo, LeadBox, PageReading
-from ecgvit.reader.trace import centreline, trace_row
+from ecgvit.reader.trace import trace_row
 
 log = logging.getLogger("ecgvit")
 
@@ -311,7 +311,6 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     vert = cv2.morphologyEx(sub_ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, lv)))
     vert = cv2.dilate(vert, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 1)))
     ink[gt : gb + 1] &= ~vert.view(bool)
-    ink[gt : gb + 1] = centreline(ink[gt : gb + 1])
     sig_out = np.full((12, N_SAMPLES), np.nan, np.float32)
     filled_by_rhythm = np.zeros(12, bool)
     trim = 1.0 + 2.0 * off

@@ -3,8 +3,12 @@
 Each column of the row's band has a few vertical runs of ink (the trace, a neighbour's trace that
 strayed into the band, a label). The path takes one run per column, minimising the vertical gap
 between consecutive runs (a trace is continuous), plus a weak pull towards the row's own baseline,
-so where two leads touch the path stays on the one it followed. The value at a column is the run's
-middle, or its far end where the run is a peak or a trough (so R waves keep their height).
+so where two leads touch the path stays on the one it followed. The runs are those of the whole
+(unthinned) stroke, runs closer than 2 px joined (one stroke, one run). The chosen runs then give
+sub-pixel points (`_subpixel`): a flat column its run's ink-weighted centroid; a steep column
+(a QRS stroke, many y in one column) a point per row, x from that row's horizontal ink centroid
+(the stroke as x(y), so its timing holds); a peak or trough its tip, a spike drawn two or three
+columns wide one tip at their mean x (so R waves keep their height).
 """
 
 from __future__ import annotations
@@ -20,6 +24,17 @@ def column_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sc, sy = np.nonzero(d == 1)
     _, ey = np.nonzero(d == -1)
     return sc, sy, ey - 1
+
+
+def merge_runs(sc: np.ndarray, sy: np.ndarray, ey: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of one column closer than `gap` px joined (a thinned spike leaves loops and fragments
+    side by side: one stroke, one run)."""
+    if sc.size < 2:
+        return sc, sy, ey
+    new = np.r_[True, (sc[1:] != sc[:-1]) | (sy[1:] - ey[:-1] - 1 > gap)]
+    first = np.nonzero(new)[0]
+    last = np.r_[first[1:] - 1, sc.size - 1]
+    return sc[first], sy[first], ey[last]
 
 
 def centreline(mask: np.ndarray) -> np.ndarray:
@@ -45,11 +60,15 @@ def trace_row(
     prior_weight: float = 0.15,
     max_gap_mm: float = 4.0,
     breaks: tuple[float, ...] = (),
+    full: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
+    merge_gap: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Points (x, y) (float, band coordinates, x increasing) of the trace's centreline through `mask`
-    (the row's band, HxW bool), following continuity from the row's `baseline` (band y). A flat
-    column and a steep stroke give the run's middle (the centreline at the column's centre), a peak or
-    trough its tip (so an R wave keeps its height).
+    """Points (x, y) (float, band coordinates, x sorted) of the trace's centre through `mask` (the row's
+    band, HxW bool: the stroke's ink, not thinned), following continuity from the row's `baseline`
+    (band y); see the module doc for the points. `full`: the ink the points are measured on (default
+    `mask`), `weight`: its darkness (default: the mask), `merge_gap`: runs of a column closer than
+    this (px) are one.
 
     max_run: runs longer than this (px) are not trace (separators, filled labels). Cost of a step:
     vertical gap between the runs in mm, plus `prior_weight` x distance of the run from the baseline
@@ -58,7 +77,7 @@ def trace_row(
     where one lead ends and the next begins: continuity does not hold across them).
     """
     h, w = mask.shape
-    sc, sy, ey = column_runs(mask)
+    sc, sy, ey = merge_runs(*column_runs(mask), gap=merge_gap)
     keep = (ey - sy + 1) <= max_run
     sc, sy, ey = sc[keep], sy[keep], ey[keep]
     if sc.size == 0:
@@ -147,23 +166,143 @@ def trace_row(
             )
         else:
             j = bj
-    mids = np.array([0.5 * (runs_a[i][choice[i]] + runs_b[i][choice[i]]) for i in range(n)])
     tops = np.array([runs_a[i][choice[i]] for i in range(n)], dtype=np.float64)
     bots = np.array([runs_b[i][choice[i]] for i in range(n)], dtype=np.float64)
     xs = np.array(cols, dtype=np.float64)
+    if full is None:
+        full = mask
+    return _subpixel(xs.astype(np.int64), tops.astype(np.int64), bots.astype(np.int64), full, weight)
+
+
+def _run_bounds(m: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel of bool `m`: first and last index along `axis` of the ink run holding it (int32)."""
+    a = m if axis == 1 else m.T
+    h, w = a.shape
+    idx = np.broadcast_to(np.arange(w, dtype=np.int32), (h, w))
+    prev = np.zeros_like(a)
+    prev[:, 1:] = a[:, :-1]
+    nxt = np.zeros_like(a)
+    nxt[:, :-1] = a[:, 1:]
+    lo = np.maximum.accumulate(np.where(a & ~prev, idx, 0), axis=1)
+    hi = (w - 1) - np.maximum.accumulate(np.where(a & ~nxt, (w - 1) - idx, 0)[:, ::-1], axis=1)[:, ::-1]
+    if axis == 0:
+        return lo.T, hi.T
+    return lo, hi
+
+
+def _run_centroid(cs_w: np.ndarray, cs_wi: np.ndarray, line: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Weighted centroid of index runs [lo, hi] on lines `line` from inclusive prefix sums (lines x n+1)."""
+    sw = cs_w[line, hi + 1] - cs_w[line, lo]
+    swi = cs_wi[line, hi + 1] - cs_wi[line, lo]
+    mid = 0.5 * (lo + hi)
+    return np.where(sw > 0, swi / np.maximum(sw, 1e-9), mid)
+
+
+def _prefix(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prefix sums along axis 1 of weights and of weights x index, with a leading 0 column."""
+    h, n = w.shape
+    cs_w = np.zeros((h, n + 1))
+    cs_wi = np.zeros((h, n + 1))
+    np.cumsum(w, axis=1, out=cs_w[:, 1:])
+    np.cumsum(w * np.arange(n), axis=1, out=cs_wi[:, 1:])
+    return cs_w, cs_wi
+
+
+def _extremes(
+    cols: np.ndarray, tops: np.ndarray, bots: np.ndarray, steep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Peaks and troughs of a path's steep columns: (peak, trough, tip x, dropped) per column.
+
+    A peak is a steep column whose run's top is above its neighbours' (by 2 px on one side at least,
+    so a spike drawn two or three columns wide, whose columns reach the same height, counts); the
+    columns beside it reaching within 1 px of its top are one tip (x their mean) and left out."""
+    n = cols.size
+    peak = np.zeros(n, bool)
+    trough = np.zeros(n, bool)
+    drop = np.zeros(n, bool)
+    tip = cols.astype(np.float64)
+    for ends, sign, flag in ((tops, 1.0, peak), (bots, -1.0, trough)):
+        v = sign * ends  # smaller: further out
+        lo = np.r_[np.inf, v[:-1]]
+        hi = np.r_[v[1:], np.inf]
+        cand = steep & (v <= lo) & (v <= hi) & ((v < lo) | (v < hi))
+        for i in np.nonzero(cand)[0].tolist():
+            if drop[i] or flag[i]:
+                continue
+            a = i
+            while a > 0 and steep[a - 1] and v[a - 1] <= v[i] + 1 and cols[a - 1] == cols[a] - 1:
+                a -= 1
+            b = i
+            while b < n - 1 and steep[b + 1] and v[b + 1] <= v[i] + 1 and cols[b + 1] == cols[b] + 1:
+                b += 1
+            out_l = v[a - 1] if a > 0 else np.inf
+            out_r = v[b + 1] if b < n - 1 else np.inf
+            if min(out_l, out_r) < v[i] + 2:
+                continue  # not a tip: the path goes on beyond it
+            j = a + int(np.argmin(v[a : b + 1]))
+            flag[j] = True
+            tip[j] = float(np.mean(cols[a : b + 1]))
+            sel = np.zeros(n, bool)
+            sel[a : b + 1] = True
+            sel[j] = False
+            drop |= sel
+    both = peak & trough
+    trough &= ~both
+    return peak, trough, tip, drop & ~peak & ~trough
+
+
+def _subpixel(
+    cols: np.ndarray, tops: np.ndarray, bots: np.ndarray, full: np.ndarray, weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel points of the chosen runs (column, first y, last y) of the ink mask `full`, weighted
+    by its darkness `weight` (None: the mask itself).
+
+    A flat column's point is the ink-weighted centroid of its run (for a straight stroke, where the
+    stroke's centre crosses the column). A steep column (a run longer than the line is thick) gives a
+    point for each of its rows whose horizontal run of ink is centred within the column: that row's
+    weighted centroid, so a near-vertical QRS stroke is traced as x(y) and keeps its timing. A peak or
+    trough gives its tip (half a line width inside the run's far end)."""
+    n = cols.size
+    fm = full.astype(bool, copy=False)
+    wf = fm.astype(np.float64) if weight is None else np.where(fm, weight.astype(np.float64), 0.0)
+    mids = 0.5 * (tops + bots)
     lens = bots - tops + 1
-    lw = float(np.median(lens)) if n else 1.0  # the line's thickness: most columns are flat
-    half = max(0.0, (lw - 1.0) / 2.0)
     if n < 3:
-        return xs, mids
-    prev_m = np.r_[mids[0], mids[:-1]]
-    next_m = np.r_[mids[1:], mids[-1]]
+        return cols.astype(np.float64), mids
+    lw = float(np.median(lens))
+    half = max(0.0, (lw - 1.0) / 2.0)
     steep = lens > lw + 1.5
-    peak = steep & (prev_m > mids) & (next_m > mids)  # neighbours lower on paper
-    trough = steep & (prev_m < mids) & (next_m < mids)
-    py_a = mids.copy()
-    py_a[peak] = tops[peak] + half
-    py_a[trough] = bots[trough] - half
-    px_a = xs
+    peak, trough, px_tip, drop = _extremes(cols, tops, bots, steep)
+    steep &= ~(peak | trough | drop)
+    flat = ~steep & ~peak & ~trough & ~drop
+    py = mids.copy()
+    if flat.any():
+        cs_w, cs_wi = _prefix(wf.T)
+        py[flat] = _run_centroid(cs_w, cs_wi, cols[flat], tops[flat], bots[flat])
+    py[peak] = tops[peak] + half
+    py[trough] = bots[trough] - half
+    px = cols.astype(np.float64)
+    px[peak | trough] = px_tip[peak | trough]
+    keep = ~steep & ~drop
+    xs_out = [px[keep]]
+    ys_out = [py[keep]]
+    if steep.any():
+        sc = np.nonzero(steep)[0]
+        ln = lens[sc]
+        rep = np.repeat(sc, ln)
+        off = np.arange(rep.size) - np.repeat(np.cumsum(ln) - ln, ln)
+        ry = tops[rep] + off
+        rc = cols[rep]
+        hlo, hhi = _run_bounds(fm, 1)
+        hl, hh = hlo[ry, rc], hhi[ry, rc]
+        ok = fm[ry, rc] & ((hh - hl + 1) <= 2.0 * lw + 1.0)
+        cs_w, cs_wi = _prefix(wf)
+        rx = _run_centroid(cs_w, cs_wi, ry[ok], hl[ok], hh[ok])
+        rcok = rc[ok]
+        own = np.abs(rx - rcok) <= 0.5  # each row's stroke belongs to the column its centre is in
+        xs_out.append(rx[own])
+        ys_out.append(ry[ok][own].astype(np.float64))
+    px_a = np.concatenate(xs_out)
+    py_a = np.concatenate(ys_out)
     o = np.argsort(px_a, kind="stable")
     return px_a[o], py_a[o]
