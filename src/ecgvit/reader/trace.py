@@ -13,6 +13,8 @@ columns wide one tip at their mean x (so R waves keep their height).
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -174,38 +176,35 @@ def trace_row(
     return _subpixel(xs.astype(np.int64), tops.astype(np.int64), bots.astype(np.int64), full, weight)
 
 
-def _run_bounds(m: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel of bool `m`: first and last index along `axis` of the ink run holding it (int32)."""
-    a = m if axis == 1 else m.T
-    h, w = a.shape
-    idx = np.broadcast_to(np.arange(w, dtype=np.int32), (h, w))
-    prev = np.zeros_like(a)
-    prev[:, 1:] = a[:, :-1]
-    nxt = np.zeros_like(a)
-    nxt[:, :-1] = a[:, 1:]
-    lo = np.maximum.accumulate(np.where(a & ~prev, idx, 0), axis=1)
-    hi = (w - 1) - np.maximum.accumulate(np.where(a & ~nxt, (w - 1) - idx, 0)[:, ::-1], axis=1)[:, ::-1]
-    if axis == 0:
-        return lo.T, hi.T
-    return lo, hi
+def _centroid(
+    fm: np.ndarray, weight: np.ndarray | None, line: np.ndarray, lo: np.ndarray, hi: np.ndarray, axis: int
+) -> np.ndarray:
+    """Ink-weighted centroid of spans [lo_i, hi_i] on line_i (a row of `fm` for axis=1, a column for
+    axis=0), weights `weight` (None: the mask)."""
+    span = int((hi - lo).max()) + 1 if lo.size else 1
+    idx = lo[:, None] + np.arange(span)
+    inr = idx <= hi[:, None]
+    idc = np.minimum(idx, fm.shape[axis] - 1)
+    ln = line[:, None]
+    yy, xx = (ln, idc) if axis == 1 else (idc, ln)
+    wv = (fm[yy, xx] & inr).astype(np.float64)
+    if weight is not None:
+        wv *= weight[yy, xx]
+    sw = wv.sum(axis=1)
+    return np.where(sw > 0, (wv * idx).sum(axis=1) / np.maximum(sw, 1e-9), 0.5 * (lo + hi))
 
 
-def _run_centroid(cs_w: np.ndarray, cs_wi: np.ndarray, line: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Weighted centroid of index runs [lo, hi] on lines `line` from inclusive prefix sums (lines x n+1)."""
-    sw = cs_w[line, hi + 1] - cs_w[line, lo]
-    swi = cs_wi[line, hi + 1] - cs_wi[line, lo]
-    mid = 0.5 * (lo + hi)
-    return np.where(sw > 0, swi / np.maximum(sw, 1e-9), mid)
-
-
-def _prefix(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Prefix sums along axis 1 of weights and of weights x index, with a leading 0 column."""
-    h, n = w.shape
-    cs_w = np.zeros((h, n + 1))
-    cs_wi = np.zeros((h, n + 1))
-    np.cumsum(w, axis=1, out=cs_w[:, 1:])
-    np.cumsum(w * np.arange(n), axis=1, out=cs_wi[:, 1:])
-    return cs_w, cs_wi
+def _row_runs(fm: np.ndarray, ry: np.ndarray, rc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The horizontal ink run through each (ry, rc) of `fm`, looked for within k px either side:
+    (first x, last x, shorter than the window on both sides)."""
+    w = fm.shape[1]
+    offs = np.arange(-k, k + 1)
+    xs = rc[:, None] + offs
+    win = fm[ry[:, None], np.clip(xs, 0, w - 1)] & (xs >= 0) & (xs < w)
+    right = np.cumprod(win[:, k:], axis=1).sum(axis=1)  # inked px from the centre rightwards
+    left = np.cumprod(win[:, k::-1], axis=1).sum(axis=1)
+    closed = (right <= k) & (left <= k)
+    return rc - left + 1, rc + right - 1, closed
 
 
 def _extremes(
@@ -264,7 +263,6 @@ def _subpixel(
     trough gives its tip (half a line width inside the run's far end)."""
     n = cols.size
     fm = full.astype(bool, copy=False)
-    wf = fm.astype(np.float64) if weight is None else np.where(fm, weight.astype(np.float64), 0.0)
     mids = 0.5 * (tops + bots)
     lens = bots - tops + 1
     if n < 3:
@@ -277,8 +275,7 @@ def _subpixel(
     flat = ~steep & ~peak & ~trough & ~drop
     py = mids.copy()
     if flat.any():
-        cs_w, cs_wi = _prefix(wf.T)
-        py[flat] = _run_centroid(cs_w, cs_wi, cols[flat], tops[flat], bots[flat])
+        py[flat] = _centroid(fm, weight, cols[flat], tops[flat], bots[flat], axis=0)
     py[peak] = tops[peak] + half
     py[trough] = bots[trough] - half
     px = cols.astype(np.float64)
@@ -293,11 +290,9 @@ def _subpixel(
         off = np.arange(rep.size) - np.repeat(np.cumsum(ln) - ln, ln)
         ry = tops[rep] + off
         rc = cols[rep]
-        hlo, hhi = _run_bounds(fm, 1)
-        hl, hh = hlo[ry, rc], hhi[ry, rc]
-        ok = fm[ry, rc] & ((hh - hl + 1) <= 2.0 * lw + 1.0)
-        cs_w, cs_wi = _prefix(wf)
-        rx = _run_centroid(cs_w, cs_wi, ry[ok], hl[ok], hh[ok])
+        hl, hh, closed = _row_runs(fm, ry, rc, int(math.ceil(2.0 * lw + 1.0)))
+        ok = fm[ry, rc] & closed & ((hh - hl + 1) <= 2.0 * lw + 1.0)
+        rx = _centroid(fm, weight, ry[ok], hl[ok], hh[ok], axis=1)
         rcok = rc[ok]
         own = np.abs(rx - rcok) <= 0.5  # each row's stroke belongs to the column its centre is in
         xs_out.append(rx[own])
