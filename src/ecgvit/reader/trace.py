@@ -21,11 +21,14 @@ import numpy as np
 
 def column_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vertical ink runs of a bool HxW mask: (column, first y, last y) arrays, column-major order."""
-    m = mask.T.astype(np.int8)  # W x H
-    d = np.diff(np.pad(m, ((0, 0), (1, 1))), axis=1)
-    sc, sy = np.nonzero(d == 1)
-    _, ey = np.nonzero(d == -1)
-    return sc, sy, ey - 1
+    h, w = mask.shape
+    p = np.zeros((w, h + 2), np.uint8)
+    if h and w:
+        p[:, 1:-1] = cv2.transpose(np.ascontiguousarray(mask).view(np.uint8))
+    # each padded column starts and ends with paper: its edges alternate run start, run end + 1
+    idx = np.flatnonzero(p[:, 1:] != p[:, :-1])
+    st, en = idx[0::2], idx[1::2]
+    return st // (h + 1), st % (h + 1), en % (h + 1) - 1
 
 
 def merge_runs(sc: np.ndarray, sy: np.ndarray, ey: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
