@@ -324,7 +324,10 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         xb = int(min(w - 1, math.floor(knots[k][-1])))
         band = ink[top : bot + 1, xa : xb + 1]
         brk = tuple(x0 - xa + trim for _l, c, x0, _d in rows_leads[k] if c > 0)
-        pxs, pys = trace_row(band, baselines[k] - top, ppm_y, max_run, breaks=brk)
+        # the ink's darkness (anti-aliased edges count less) weights the sub-pixel centroids
+        sub = rgb[top : bot + 1, xa : xb + 1]
+        dark = cv2.bitwise_not(cv2.max(cv2.max(sub[..., 0], sub[..., 1]), sub[..., 2]))
+        pxs, pys = trace_row(band, baselines[k] - top, ppm_y, max_run, breaks=brk, weight=dark)
         if pxs.size < 2:
             r.reasons.append(f"row {k + 1}: no trace found")
             continue
