@@ -91,45 +91,39 @@ def trace_row(
     inv_mm = 1.0 / px_per_mm
     max_gap = max_gap_mm * px_per_mm
     prior = prior_weight * inv_mm / 10.0
-    # per non-empty column: lists of (a, b), cost, backpointer
-    cols: list[int] = []
-    runs_a: list[list[int]] = []
-    runs_b: list[list[int]] = []
-    backs: list[list[int]] = []
+    bl = float(baseline)
+    xs_i = np.nonzero(np.diff(bounds))[0]  # non-empty columns
+    n = int(xs_i.size)
+    i0s = bounds[xs_i]
+    cnt = bounds[xs_i + 1] - i0s
+    # a restart: the first column, after a gap of max_gap, or past a break (panel boundary)
+    brk = np.sort(np.asarray(breaks, dtype=np.float64))
+    nb = np.searchsorted(brk, xs_i, side="right")
+    restart = np.ones(n, bool)
+    restart[1:] = (np.diff(xs_i) > max_gap) | (nb[1:] != nb[:-1])
+    # one run here and one before: nothing to choose (the common case), no state to carry
+    forced = ~restart & (cnt == 1) & np.r_[False, cnt[:-1] == 1]
+    sy_l, ey_l = sy.tolist(), ey.tolist()
+    i0_l, cnt_l = i0s.tolist(), cnt.tolist()
+    backs: dict[int, list[int]] = {}
     prev_cost: list[float] = []
     prev_a: list[int] = []
     prev_b: list[int] = []
-    last_x = -(10**9)
-    sy_l, ey_l = sy.tolist(), ey.tolist()
-    bl = float(baseline)
-    brk = sorted(breaks)
-    bi = 0
-    nonempty = np.nonzero(np.diff(bounds))[0].tolist()
-    bounds_l = bounds.tolist()
-    for x in nonempty:
-        i0, i1 = bounds_l[x], bounds_l[x + 1]
-        a_l = sy_l[i0:i1]
-        b_l = ey_l[i0:i1]
-        crossed = False
-        while bi < len(brk) and brk[bi] <= x:
-            crossed = crossed or brk[bi] > last_x
-            bi += 1
-        restart = x - last_x > max_gap or not prev_cost or crossed
-        if not restart and i1 - i0 == 1 and len(prev_cost) == 1:
-            # one run here and one before: nothing to choose (the common case)
-            cols.append(x)
-            runs_a.append(a_l)
-            runs_b.append(b_l)
-            backs.append([0])
-            prev_cost, prev_a, prev_b = [0.0], a_l, b_l
-            last_x = x
-            continue
+    last = -2
+    for i in np.nonzero(~forced)[0].tolist():
+        i0 = i0_l[i]
+        a_l = sy_l[i0 : i0 + cnt_l[i]]
+        b_l = ey_l[i0 : i0 + cnt_l[i]]
+        rs = bool(restart[i])
+        if not rs and last != i - 1:
+            # after a forced stretch: its one state
+            j0 = i0_l[i - 1]
+            prev_cost, prev_a, prev_b = [0.0], sy_l[j0 : j0 + 1], ey_l[j0 : j0 + 1]
         cost: list[float] = []
         back: list[int] = []
         for a, b in zip(a_l, b_l, strict=True):
-            c_mid = 0.5 * (a + b)
-            pr = prior * abs(c_mid - bl)
-            if restart:
+            pr = prior * abs(0.5 * (a + b) - bl)
+            if rs:
                 cost.append(pr)
                 back.append(-1)
                 continue
@@ -142,38 +136,36 @@ def trace_row(
                     best, bj = v, j
             cost.append(best + pr)
             back.append(bj)
-        if not restart:
+        if not rs:
             mn = min(cost)
             cost = [c - mn for c in cost]
-        cols.append(x)
-        runs_a.append(a_l)
-        runs_b.append(b_l)
-        backs.append(back)
+        backs[i] = back
         prev_cost, prev_a, prev_b = cost, a_l, b_l
-        last_x = x
+        last = i
+    if last != n - 1:
+        prev_cost = [0.0]
     # backtrack from the cheapest final state; a restart begins a new segment
-    n = len(cols)
     choice = [0] * n
     k = n - 1
     j = int(np.argmin(prev_cost))
     while k >= 0:
         choice[k] = j
-        bj = backs[k][j]
+        bk = backs.get(k)
+        bj = 0 if bk is None else bk[j]
         k -= 1
         if bj < 0 and k >= 0:
             # segment start: the previous segment ends with its cheapest state, chosen by distance to here
-            la, lb = runs_a[k], runs_b[k]
-            c_here = 0.5 * (runs_a[k + 1][choice[k + 1]] + runs_b[k + 1][choice[k + 1]])
-            j = int(
-                np.argmin(
-                    [abs(0.5 * (a + b) - c_here) + prior * abs(0.5 * (a + b) - bl) for a, b in zip(la, lb, strict=True)]
-                )
-            )
+            i0, i1 = i0_l[k], i0_l[k] + cnt_l[k]
+            h0 = i0_l[k + 1] + choice[k + 1]
+            c_here = 0.5 * (sy_l[h0] + ey_l[h0])
+            mids_k = [0.5 * (sy_l[q] + ey_l[q]) for q in range(i0, i1)]
+            j = int(np.argmin([abs(m - c_here) + prior * abs(m - bl) for m in mids_k]))
         else:
             j = bj
-    tops = np.array([runs_a[i][choice[i]] for i in range(n)], dtype=np.float64)
-    bots = np.array([runs_b[i][choice[i]] for i in range(n)], dtype=np.float64)
-    xs = np.array(cols, dtype=np.float64)
+    sel = i0s + np.asarray(choice, dtype=np.int64)
+    tops = sy[sel].astype(np.float64)
+    bots = ey[sel].astype(np.float64)
+    xs = xs_i.astype(np.float64)
     if full is None:
         full = mask
     return _subpixel(xs.astype(np.int64), tops.astype(np.int64), bots.astype(np.int64), full, weight)
