@@ -182,7 +182,8 @@ def test_trace_row_keeps_narrow_spikes_and_their_timing():
     px, py = trace_row(img > 100, base, 8.0, 200.0, weight=img)
     assert np.all(np.diff(px) >= 0)
     est = np.interp(xs, px, py)
-    assert abs(py.min() - ys[100]) < 2.0  # the tip's height
+    # the tip's height: the ink's far edge, so within half the line's width (+ its anti-aliased px)
+    assert abs(py.min() - ys[100]) <= 2.5
     assert abs(px[np.argmin(py)] - 100) <= 0.5  # and its time
     assert abs(py.max() - ys[102]) < 2.5
     # the strokes: where the truth crosses half the R height, within a px in time
