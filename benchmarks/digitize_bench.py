@@ -5,6 +5,7 @@
     PYTHONPATH=src python benchmarks/digitize_bench.py other                   # other_machines vs its labels
     PYTHONPATH=src python benchmarks/digitize_bench.py speed --n 40            # ms a page on one core
     PYTHONPATH=src python benchmarks/digitize_bench.py roundtrip --n 30        # Khan: read, redraw, read again
+    PYTHONPATH=src python benchmarks/digitize_bench.py oracle --n 10           # tracer alone, true geometry
 
 Generated pages use seeds 27_000 + ... (tests use seeds below 1000), so the reader never saw them
 during development. SNR is the PhysioNet 2024 definition: per lead, against the reference masked
@@ -159,6 +160,73 @@ def synth(args: argparse.Namespace) -> None:
             w.writerows(rows)
 
 
+def trace_with_truth(img: np.ndarray, truth: dict[str, Any], ink: np.ndarray) -> np.ndarray:
+    """12 x 5000 signals traced by the reader's tracer on `ink` with the page's true geometry (row
+    bands, baselines, panel x0, px/s, px/mV): what the tracer loses, without the geometry's errors.
+    Clean (undistorted) pages only."""
+    from ecgvit.reader.trace import trace_row
+
+    fs, out = 500, np.full((12, 5000), np.nan)
+    dark = 255 - img.max(axis=2)
+    pps, ppmv, ppm = truth["px_per_s"], truth["px_per_mv"], truth["px_per_mm"]["y"]
+    for row in sorted({p["row"] for p in truth["panels"]}):
+        ps = [p for p in truth["panels"] if p["row"] == row]
+        t, b = int(ps[0]["box"][1]), int(ps[0]["box"][3])
+        xa, xb = int(np.ceil(min(p["box"][0] for p in ps))), int(max(p["box"][2] for p in ps))
+        brk = tuple(p["x0"] - xa + 1.0 for p in ps if p["col"] > 0)
+        xs, ys = trace_row(
+            ink[t : b + 1, xa : xb + 1],
+            ps[0]["baseline_y"] - t,
+            ppm,
+            1.2 * (b - t),
+            breaks=brk,
+            weight=dark[t : b + 1, xa : xb + 1],
+        )
+        xs, ys = xs + xa, ys + t
+        for p in ps:
+            sel = (xs >= p["x0"] + (1.0 if p["col"] > 0 else 0.0)) & (xs < p["box"][2] - 1.0)
+            if sel.sum() < 2:
+                continue
+            i0 = int(round(p["t0"] * fs))
+            i1 = min(5000, int(np.floor((p["t0"] + p["duration"]) * fs + 1e-6)) + 1)
+            tt = p["t0"] + (xs[sel] - p["x0"]) / pps
+            out[LEADS.index(p["lead"]), i0:i1] = np.interp(
+                np.arange(i0, i1) / fs, tt, (p["baseline_y"] - ys[sel]) / ppmv
+            )
+    return out
+
+
+def oracle(args: argparse.Namespace) -> None:
+    """Signal SNR of the reader vs its tracer given the true geometry, per clean cell (what the geometry costs)."""
+    from ecgvit.reader.geometry import page_masks
+    from ecgvit.synth import CLASSES, make_page
+    from ecgvit.synth.styles import get_style
+
+    for ci, (fam, lay) in enumerate(f.split(":") for f in args.cells.split(",")):
+        rd, orc = [], []
+        for k in range(args.n):
+            rng = np.random.default_rng(np.random.SeedSequence([27_001, ci, k]))
+            img, sig, params = make_page(
+                CLASSES[k % len(CLASSES)], rng, style=get_style(fam), as_array=True, layout=lay
+            )
+            truth = params["truth"]
+            ref = truth_reference(sig[:, :5000], truth)
+            rd.append(float(np.nanmean(snr_db(ref, read_page(img).signals))))
+            orc.append(float(np.nanmean(snr_db(ref, trace_with_truth(img, truth, page_masks(img).ink)))))
+        print(
+            json.dumps(
+                {
+                    "family": fam,
+                    "layout": lay,
+                    "n": args.n,
+                    "snr_reader": round(float(np.mean(rd)), 2),
+                    "snr_true_geometry": round(float(np.mean(orc)), 2),
+                }
+            ),
+            flush=True,
+        )
+
+
 def _khan_distinct() -> list[Path]:
     root = DATA / "khan"
     seen: set[str] = set()
@@ -287,10 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("other")
     rt = sub.add_parser("roundtrip")
     rt.add_argument("--n", type=int, default=30)
+    o = sub.add_parser("oracle")
+    o.add_argument("--n", type=int, default=10)
+    o.add_argument("--cells", default="khan:3x4+1,khan:6x2,textbook:3x4+1", help="family:layout,...")
     sp = sub.add_parser("speed")
     sp.add_argument("--n", type=int, default=40)
     a = ap.parse_args(argv)
-    {"synth": synth, "khan": khan, "other": other, "speed": speed, "roundtrip": roundtrip}[a.what](a)
+    {"synth": synth, "khan": khan, "other": other, "speed": speed, "roundtrip": roundtrip, "oracle": oracle}[a.what](a)
     return 0
 
 

@@ -164,3 +164,33 @@ def test_cli_digitize_smoke(tmp_path, capsys):
     assert "6x2" in text and "1 digitized" in text
     assert (out / "p.csv").is_file() and not (out / "p.hea").exists() and not (out / "p_overlay.png").exists()
     assert main(["digitize", str(page), "--out", str(out), "--format", "xml"]) == 2
+
+
+def test_trace_row_keeps_narrow_spikes_and_their_timing():
+    """A QRS spike one column wide, drawn 3 px thick and anti-aliased (up and down strokes merge into
+    one bar): the traced tip keeps the spike's height and the steep strokes their timing."""
+    from ecgvit.reader.trace import trace_row
+
+    w, h, base = 200, 240, 180.0
+    xs = np.arange(w, dtype=np.float64)
+    ys = np.full(w, base) + 3.0 * np.sin(xs / 9.0)
+    ys[100] = base - 150.0  # the R tip
+    ys[102] = base + 30.0  # the S trough
+    img = np.zeros((h, w), np.uint8)
+    pts = np.stack([np.round(xs * 8), np.round(ys * 8)], 1).astype(np.int32)
+    cv2.polylines(img, [pts], False, 255, 3, cv2.LINE_AA, 3)
+    px, py = trace_row(img > 100, base, 8.0, 200.0, weight=img)
+    assert np.all(np.diff(px) >= 0)
+    est = np.interp(xs, px, py)
+    # the tip's height: the ink's far edge, so within half the line's width (+ its anti-aliased px)
+    assert abs(py.min() - ys[100]) <= 2.5
+    assert abs(px[np.argmin(py)] - 100) <= 0.5  # and its time
+    assert abs(py.max() - ys[102]) < 2.5
+    # the strokes: where the truth crosses half the R height, within a px in time
+    half = base - 75.0
+    x_up = np.interp(half, ys[99:101][::-1], xs[99:101][::-1])
+    sel = (px > 98) & (px < 100.2)
+    x_est = np.interp(half, py[sel][::-1], px[sel][::-1])
+    assert abs(x_est - x_up) < 1.0
+    flat = (xs < 90) | (xs > 110)
+    assert np.sqrt(np.mean((est[flat] - ys[flat]) ** 2)) < 0.5

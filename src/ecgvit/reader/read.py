@@ -25,7 +25,7 @@ from scipy.signal import find_peaks
 
 from ecgvit.reader import geometry as geo
 from ecgvit.reader.reading import FS, LAYOUT_LEADS, LEADS, N_SAMPLES, GridInfo, LeadBox, PageReading
-from ecgvit.reader.trace import centreline, trace_row
+from ecgvit.reader.trace import trace_row
 
 log = logging.getLogger("ecgvit")
 
@@ -311,7 +311,6 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     vert = cv2.morphologyEx(sub_ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, lv)))
     vert = cv2.dilate(vert, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 1)))
     ink[gt : gb + 1] &= ~vert.view(bool)
-    ink[gt : gb + 1] = centreline(ink[gt : gb + 1])
     sig_out = np.full((12, N_SAMPLES), np.nan, np.float32)
     filled_by_rhythm = np.zeros(12, bool)
     trim = 1.0 + 2.0 * off
@@ -325,7 +324,10 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         xb = int(min(w - 1, math.floor(knots[k][-1])))
         band = ink[top : bot + 1, xa : xb + 1]
         brk = tuple(x0 - xa + trim for _l, c, x0, _d in rows_leads[k] if c > 0)
-        pxs, pys = trace_row(band, baselines[k] - top, ppm_y, max_run, breaks=brk)
+        # the ink's darkness (anti-aliased edges count less) weights the sub-pixel centroids
+        sub = rgb[top : bot + 1, xa : xb + 1]
+        dark = cv2.bitwise_not(cv2.max(cv2.max(sub[..., 0], sub[..., 1]), sub[..., 2]))
+        pxs, pys = trace_row(band, baselines[k] - top, ppm_y, max_run, breaks=brk, weight=dark)
         if pxs.size < 2:
             r.reasons.append(f"row {k + 1}: no trace found")
             continue
