@@ -300,3 +300,260 @@ def grid_pitch(grid: np.ndarray, expected_mm_px: float | None, tiles: int = 3) -
             )
         )
     return out[0], out[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# perspective rectification from the grid's lines
+
+
+@dataclass
+class Rectification:
+    """A homography `H` (input px -> rectified px, 3x3), the rectified page's size (w, h), how many
+    tiles showed the grid's line directions on each axis, and the angular fit error (deg, median)."""
+
+    H: np.ndarray
+    size: tuple[int, int]
+    tiles: tuple[int, int]
+    residual_deg: float
+    perspective: float  # how far H is from a rotation: max displacement at the grid's corners / diagonal
+
+
+# JPEG's 8 x 8 blocks: a period of 8 px (and its harmonics) along the image's axes
+_BLOCK_PERIOD = 8.0
+
+
+def _tile_peaks(
+    g: np.ndarray, tile: int, block_period: float | None
+) -> list[tuple[float, float, int, float, float, float]]:
+    """Per tile of the grid measure `g` (float32): the strongest grid frequency near the vertical
+    axis (horizontal lines: axis 1) and near the horizontal axis (vertical lines: axis 0).
+    Returns (cx, cy, axis, fx, fy, strength) per found peak, f in cycles/px."""
+    h, w = g.shape
+    g = g - cv2.blur(g, (tile // 4 + 1, tile // 4 + 1))  # shading and page edges out
+    nf = 2 * tile
+    win = np.outer(np.hanning(tile), np.hanning(tile)).astype(np.float32)
+    fy = np.fft.fftfreq(nf)[:, None]
+    fx = np.fft.rfftfreq(nf)[None, :]
+    fr = np.hypot(fx, fy)
+    # at least 4 periods in a tile (shading and the page's edges are no grid), at most Nyquist-ish
+    band = (fr >= 4.0 / tile) & (fr <= 1.0 / 2.2)
+    ang = np.degrees(np.arctan2(np.abs(fy), fx))  # 0: along x (vertical lines), 90: along y
+    sectors = (band & (ang >= 55.0), band & (ang <= 35.0))  # axis 1 (horizontal lines), axis 0
+    if block_period is not None:
+        # the blocks' frequencies (k / 8 on either axis, nearly axis-aligned) are no grid
+        for k in (1, 2, 3):
+            f0 = k / block_period
+            near_x = (np.abs(fx - f0) < 0.02 * f0 + 1.0 / nf) & (np.abs(fy) < 1.5 / nf)
+            near_y = (np.abs(np.abs(fy) - f0) < 0.02 * f0 + 1.0 / nf) & (fx < 1.5 / nf)
+            sectors = (sectors[0] & ~near_y, sectors[1] & ~near_x)
+    out = []
+    ny, nx = max(1, h // tile), max(1, w // tile)
+    oy, ox = (h - ny * tile) // 2, (w - nx * tile) // 2
+    for i in range(ny):
+        for j in range(nx):
+            y0, x0 = oy + i * tile, ox + j * tile
+            t = g[y0 : y0 + tile, x0 : x0 + tile]
+            if float(t.std()) < 1.0:
+                continue
+            t = (t - float(t.mean())) * win
+            pad = np.zeros((nf, nf), np.float32)
+            pad[:tile, :tile] = t
+            s = np.abs(np.fft.rfft2(pad))
+            for axis, sec in ((1, sectors[0]), (0, sectors[1])):
+                v = np.where(sec, s, 0.0)
+                k = int(np.argmax(v))
+                a, b = divmod(k, s.shape[1])
+                pk = float(v[a, b])
+                noise = float(np.median(s[sec])) + 1e-9
+                if pk / noise < 8.0:
+                    continue
+
+                # sub-bin refinement (parabola on each axis)
+                def par(m1: float, m0: float, p1: float) -> float:
+                    d = m1 - 2 * m0 + p1
+                    return 0.5 * (m1 - p1) / d if d != 0 else 0.0
+
+                da = par(float(s[a - 1, b]), pk, float(s[(a + 1) % nf, b]))
+                # (column -1 of a real image's spectrum is column 1 mirrored)
+                left = float(s[a, b - 1]) if b > 0 else float(s[(-a) % nf, 1])
+                db = par(left, pk, float(s[a, b + 1])) if b < s.shape[1] - 1 else 0.0
+                fyv = float(np.fft.fftfreq(nf)[a]) + da / nf
+                fxv = b / nf + db / nf
+                out.append((x0 + tile / 2.0, y0 + tile / 2.0, axis, fxv, fyv, pk / noise))
+    return out
+
+
+def _vanishing_point(pts: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The point (homogeneous, normalised coordinates) the lines through `pts` along `dirs` meet at
+    (least squares, outliers of > 3x the median angular error dropped twice); per-line errors (rad)."""
+    n = np.stack([-dirs[:, 1], dirs[:, 0]], 1)
+    lines = np.concatenate([n, -(n * pts).sum(1, keepdims=True)], 1)
+    keep = np.ones(len(pts), bool)
+    v = np.array([dirs[:, 0].mean(), dirs[:, 1].mean(), 0.0])
+    err = np.zeros(len(pts))
+    for _ in range(3):
+        _, _, vt = np.linalg.svd(lines[keep])
+        v = vt[-1]
+        to = v[None, :2] - v[2] * pts
+        cr = np.abs(dirs[:, 0] * to[:, 1] - dirs[:, 1] * to[:, 0]) / (np.hypot(to[:, 0], to[:, 1]) + 1e-12)
+        err = np.arcsin(np.clip(cr, 0, 1))
+        lim = max(3.0 * float(np.median(err[keep])), math.radians(0.4))
+        nk = err <= lim
+        if nk.sum() < 4 or (nk == keep).all():
+            break
+        keep = nk
+    return v, err
+
+
+def estimate_rectification(grid: np.ndarray, max_side: int = 1400) -> Rectification | None:
+    """A homography that makes the grid's lines horizontal and vertical, parallel and square-pitched.
+
+    The grid measure is cut into tiles; in each, the 2-D spectrum's strongest peak near either axis is
+    the local normal and period of that family of lines (1 mm or 5 mm lines, whichever is clearer;
+    JPEG's 8 px block period is skipped). The tiles' lines of each family meet at a vanishing point;
+    the line through both is sent back to infinity, then the two directions are made the axes, and
+    the period ratio the tiles show sets the axes' relative scale. The scale at the grid's centre is
+    kept (no resolution is lost or invented). None when the grid shows too few tiles."""
+    h, w = grid.shape
+    f = max(1.0, max(h, w) / max_side)
+    g = grid if f == 1.0 else cv2.resize(grid, (int(round(w / f)), int(round(h / f))), interpolation=cv2.INTER_AREA)
+    g = g.astype(np.float32)
+    gh, gw = g.shape
+    tile = 128 if max(gh, gw) < 900 else 192
+    peaks = _tile_peaks(g, tile, _BLOCK_PERIOD if f == 1.0 else None)
+    if not peaks:
+        return None
+    P = np.array(peaks)
+    c = np.array([gw / 2.0, gh / 2.0])
+    s = max(gw, gh) / 2.0
+    vps = []
+    errs = []
+    used = []
+    for axis in (0, 1):
+        sel = P[:, 2] == axis
+        if sel.sum() < 6:
+            return None
+        fr = P[sel][:, 3:5]
+        nrm = fr / np.hypot(fr[:, 0], fr[:, 1])[:, None]
+        d = np.stack([nrm[:, 1], -nrm[:, 0]], 1)  # along the lines
+        pts = (P[sel][:, :2] - c) / s
+        v, err = _vanishing_point(pts, d)
+        vps.append(v)
+        errs.append(err)
+        used.append(int((err <= max(3 * np.median(err), math.radians(0.4))).sum()))
+    v_vert, v_hor = vps  # axis 0: vertical lines, axis 1: horizontal lines
+    li = np.cross(v_hor, v_vert)
+    if abs(li[2]) < 1e-9:
+        return None
+    li = li / li[2]
+    if np.hypot(li[0], li[1]) > 0.9:  # the horizon within the page: no sensible fit
+        return None
+    Hp = np.array([[1.0, 0, 0], [0, 1.0, 0], [li[0], li[1], 1.0]])
+    d1 = v_hor[:2] / np.hypot(*v_hor[:2])
+    d2 = v_vert[:2] / np.hypot(*v_vert[:2])
+    if d1[0] < 0:
+        d1 = -d1
+    if d2[1] < 0:
+        d2 = -d2
+    if abs(d1[0] * d2[1] - d1[1] * d2[0]) < 0.5:
+        return None
+    A = np.eye(3)
+    A[:2, :2] = np.linalg.inv(np.stack([d1, d2], 1))
+    G = A @ Hp
+    # the axes' relative scale is left to the pitch measured on each axis of the rectified page
+    J = G[:2, :2] - np.outer(G[:2, 2], G[2, :2])  # Jacobian at the centre (normalised coords)
+    G = np.diag([1 / math.sqrt(abs(np.linalg.det(J))), 1 / math.sqrt(abs(np.linalg.det(J))), 1.0]) @ G
+    N = np.array([[1 / s, 0, -c[0] / s], [0, 1 / s, -c[1] / s], [0, 0, 1.0]])
+    Sback = np.array([[s * f, 0, 0], [0, s * f, 0], [0, 0, 1.0]])
+    Nf = N @ np.diag([1 / f, 1 / f, 1.0])
+    Hfull = Sback @ G @ Nf  # input px -> rectified px (centred on 0)
+    # canvas: the tiles' region (where the grid is) plus a margin, within the image's mapped corners
+    cen = P[:, :2] * f
+    q = _apply(Hfull, cen)
+    lo, hi = q.min(0), q.max(0)
+    mar = tile * f
+    lo, hi = lo - mar, hi + mar
+    cq = _apply(Hfull, np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64))
+    lo = np.maximum(lo, cq.min(0))
+    hi = np.minimum(hi, cq.max(0))
+    size = hi - lo
+    if size[0] < 64 or size[1] < 64 or size[0] * size[1] > 2.5 * w * h:
+        return None
+    T = np.array([[1.0, 0, -lo[0]], [0, 1.0, -lo[1]], [0, 0, 1.0]])
+    H = T @ Hfull
+    H = H / H[2, 2]
+    # how far from a similarity (rotation + translation): at the tiles' corners
+    box = np.array([cen.min(0), [cen.max(0)[0], cen.min(0)[1]], cen.max(0), [cen.min(0)[0], cen.max(0)[1]]])
+    qb = _apply(H, box)
+    rot_est = cv2.estimateAffinePartial2D(box.astype(np.float32), qb.astype(np.float32))[0]
+    persp = 0.0
+    if rot_est is not None:
+        qa = box @ rot_est[:, :2].T + rot_est[:, 2]
+        persp = float(np.abs(qa - qb).max() / math.hypot(w, h))
+    res = float(np.degrees(np.median(np.concatenate(errs))))
+    return Rectification(
+        H=H,
+        size=(int(math.ceil(size[0])), int(math.ceil(size[1]))),
+        tiles=(used[0], used[1]),
+        residual_deg=res,
+        perspective=persp,
+    )
+
+
+def _apply(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    q = np.concatenate([pts, np.ones((len(pts), 1))], 1) @ H.T
+    return q[:, :2] / q[:, 2:3]
+
+
+def warp(rgb: np.ndarray, H: np.ndarray, size: tuple[int, int], fill: tuple[int, int, int]) -> np.ndarray:
+    """`rgb` resampled by the homography H (input px -> output px) onto a `size` (w, h) canvas."""
+    return cv2.warpPerspective(rgb, H, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+
+def rectification_usable(rect: Rectification) -> bool:
+    """Worth warping for: enough tiles on both axes fit one homography well, and it is more than a
+    rotation (a rotation alone is left to `estimate_rotation`, as on a flat scan)."""
+    return min(rect.tiles) >= 8 and rect.residual_deg <= 0.6 and rect.perspective >= 0.004
+
+
+def rotation_of(H: np.ndarray, size: tuple[int, int]) -> float:
+    """Degrees the page was turned (as `estimate_rotation` reports it) by the homography's inverse at
+    the rectified page's centre."""
+    inv = np.linalg.inv(H)
+    cx, cy = size[0] / 2.0, size[1] / 2.0
+    q = _apply(inv, np.array([[cx, cy], [cx + 100.0, cy]]))
+    d = q[1] - q[0]
+    return math.degrees(math.atan2(d[1], d[0]))
+
+
+def paper_mask(rgb: np.ndarray) -> np.ndarray | None:
+    """uint8 mask (1/8 size of `rgb`, 255 = paper) of the sheet against a darker background (a table,
+    a screen's bezel): Otsu on the brightest channel, the largest bright region with its holes filled,
+    eroded by its edge band. None when no background shows (a scan, an exported page)."""
+    h, w = rgb.shape[:2]
+    f = 8
+    small = cv2.resize(rgb, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    v = cv2.GaussianBlur(small.max(axis=2), (0, 0), 2)
+    t, bright = cv2.threshold(v, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # a background must be clearly darker than the paper and cover some of the image
+    hi = float(np.median(v[bright > 0])) if (bright > 0).any() else 0.0
+    lo = float(np.median(v[bright == 0])) if (bright == 0).any() else 255.0
+    if hi - lo < 40 or (bright > 0).mean() > 0.97 or (bright > 0).mean() < 0.2:
+        return None
+    cs, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not cs:
+        return None
+    c = max(cs, key=cv2.contourArea)
+    if cv2.contourArea(c) < 0.2 * v.size:
+        return None
+    out = np.zeros_like(v)
+    cv2.drawContours(out, [c], -1, 255, thickness=-1)
+    return cv2.erode(out, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5)))
+
+
+def apply_paper(m: Masks, paper: np.ndarray) -> None:
+    """Grid and ink measures cleared outside the paper mask (`paper` at any size: scaled up)."""
+    h, w = m.grid.shape
+    full = cv2.resize(paper, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    m.grid[~full] = 0
+    m.ink &= full

@@ -85,14 +85,41 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     t0 = time.perf_counter()
     h, w = rgb.shape[:2]
     m = geo.page_masks(rgb)
-    weight = cv2.max(m.grid, m.ink.view(np.uint8) * np.uint8(255))
-    ang, conf = geo.estimate_rotation(weight)
     M = np.eye(3)
-    if abs(ang) >= 0.05 and conf > 1.05:
-        med = np.median(rgb[:: max(1, h // 64), :: max(1, w // 64)].reshape(-1, 3), axis=0)
-        rgb, M = geo.rotate(rgb, ang, (int(med[0]), int(med[1]), int(med[2])))
+    rgb_h, rgb_w = h, w
+    med = np.median(rgb[:: max(1, h // 64), :: max(1, w // 64)].reshape(-1, 3), axis=0)
+    fill = (int(med[0]), int(med[1]), int(med[2]))
+    # the sheet against a background (a photo): what lies off the paper is neither grid nor ink
+    paper = geo.paper_mask(rgb)
+    if paper is not None:
+        geo.apply_paper(m, paper)
+    # perspective (a photo, a keystoned scan): the grid's lines in tiles give a homography
+    rect = geo.estimate_rectification(m.grid)
+    if rect is not None and geo.rectification_usable(rect):
+        rgb = geo.warp(rgb, rect.H, rect.size, fill)
+        M = rect.H
+        h, w = rgb.shape[:2]
         m = geo.page_masks(rgb, m.ink_threshold)
-        r.rotation_deg = round(ang, 3)
+        if paper is not None:
+            S = np.diag([paper.shape[1] / rgb_w, paper.shape[0] / rgb_h, 1.0])
+            paper = cv2.warpPerspective(paper, rect.H @ np.linalg.inv(S), (w, h), flags=cv2.INTER_NEAREST)
+            geo.apply_paper(m, paper)
+        r.rotation_deg = round(geo.rotation_of(rect.H, rect.size), 3)
+        r.reasons.append(
+            f"perspective rectified from the grid's lines ({rect.tiles[0]} + {rect.tiles[1]} tiles, "
+            f"{rect.residual_deg:.2f} deg fit error)"
+        )
+    else:
+        weight = cv2.max(m.grid, m.ink.view(np.uint8) * np.uint8(255))
+        ang, conf = geo.estimate_rotation(weight)
+        if abs(ang) >= 0.05 and conf > 1.05:
+            rgb, M = geo.rotate(rgb, ang, fill)
+            m = geo.page_masks(rgb, m.ink_threshold)
+            if paper is not None:
+                S = np.diag([paper.shape[1] / rgb_w, paper.shape[0] / rgb_h, 1.0])
+                paper = cv2.warpPerspective(paper, M @ np.linalg.inv(S), (w, h), flags=cv2.INTER_NEAREST)
+                geo.apply_paper(m, paper)
+            r.rotation_deg = round(ang, 3)
     r.transform = M.tolist()
     r.timings_ms["rotation"] = _ms(t0)
 
