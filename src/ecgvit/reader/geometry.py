@@ -323,7 +323,7 @@ _BLOCK_PERIOD = 8.0
 
 
 def _tile_peaks(
-    g: np.ndarray, tile: int, block_period: float | None
+    g: np.ndarray, tile: int, block_period: float | None, stride: int | None = None
 ) -> list[tuple[float, float, int, float, float, float]]:
     """Per tile of the grid measure `g` (float32): the strongest grid frequency near the vertical
     axis (horizontal lines: axis 1) and near the horizontal axis (vertical lines: axis 0).
@@ -347,11 +347,12 @@ def _tile_peaks(
             near_y = (np.abs(np.abs(fy) - f0) < 0.02 * f0 + 1.0 / nf) & (fx < 1.5 / nf)
             sectors = (sectors[0] & ~near_y, sectors[1] & ~near_x)
     out = []
-    ny, nx = max(1, h // tile), max(1, w // tile)
-    oy, ox = (h - ny * tile) // 2, (w - nx * tile) // 2
+    st = stride or tile
+    ny, nx = max(1, (h - tile) // st + 1), max(1, (w - tile) // st + 1)
+    oy, ox = max(0, (h - (ny - 1) * st - tile) // 2), max(0, (w - (nx - 1) * st - tile) // 2)
     for i in range(ny):
         for j in range(nx):
-            y0, x0 = oy + i * tile, ox + j * tile
+            y0, x0 = oy + i * st, ox + j * st
             t = g[y0 : y0 + tile, x0 : x0 + tile]
             if float(t.std()) < 1.0:
                 continue
@@ -405,7 +406,7 @@ def _vanishing_point(pts: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.
     return v, err
 
 
-def estimate_rectification(grid: np.ndarray, max_side: int = 1400) -> Rectification | None:
+def estimate_rectification(grid: np.ndarray, max_side: int = 1400, coarse: bool = False) -> Rectification | None:
     """A homography that makes the grid's lines horizontal and vertical, parallel and square-pitched.
 
     The grid measure is cut into tiles; in each, the 2-D spectrum's strongest peak near either axis is
@@ -413,14 +414,17 @@ def estimate_rectification(grid: np.ndarray, max_side: int = 1400) -> Rectificat
     JPEG's 8 px block period is skipped). The tiles' lines of each family meet at a vanishing point;
     the line through both is sent back to infinity, then the two directions are made the axes, and
     the period ratio the tiles show sets the axes' relative scale. The scale at the grid's centre is
-    kept (no resolution is lost or invented). None when the grid shows too few tiles."""
+    kept (no resolution is lost or invented). None when the grid shows too few tiles.
+
+    `coarse`: the page at half that size in overlapping tiles (a blurred grid whose 1 mm lines are
+    gone: more 5 mm periods in each tile tell its direction better)."""
     h, w = grid.shape
-    f = max(1.0, max(h, w) / max_side)
+    f = max(1.0, max(h, w) / (max_side // 2 if coarse else max_side))
     g = grid if f == 1.0 else cv2.resize(grid, (int(round(w / f)), int(round(h / f))), interpolation=cv2.INTER_AREA)
     g = g.astype(np.float32)
     gh, gw = g.shape
     tile = 128 if max(gh, gw) < 900 else 192
-    peaks = _tile_peaks(g, tile, _BLOCK_PERIOD if f == 1.0 else None)
+    peaks = _tile_peaks(g, tile, _BLOCK_PERIOD if f == 1.0 else None, tile // 2 if coarse else None)
     if not peaks:
         return None
     P = np.array(peaks)
@@ -513,7 +517,7 @@ def warp(rgb: np.ndarray, H: np.ndarray, size: tuple[int, int], fill: tuple[int,
 def rectification_usable(rect: Rectification) -> bool:
     """Worth warping for: enough tiles on both axes fit one homography well, and it is more than a
     rotation (a rotation alone is left to `estimate_rotation`, as on a flat scan)."""
-    return min(rect.tiles) >= 8 and rect.residual_deg <= 0.6 and rect.perspective >= 0.004
+    return min(rect.tiles) >= 10 and rect.residual_deg <= 1.2 and rect.perspective >= 0.004
 
 
 def rotation_of(H: np.ndarray, size: tuple[int, int]) -> float:
@@ -557,3 +561,62 @@ def apply_paper(m: Masks, paper: np.ndarray) -> None:
     full = cv2.resize(paper, (w, h), interpolation=cv2.INTER_NEAREST) > 0
     m.grid[~full] = 0
     m.ink &= full
+
+
+def _coherence(prof: np.ndarray, period: float, seg: int) -> np.ndarray:
+    """Per row of `prof` (n x W): how periodic it is at `period` px, 0..1 (the magnitude of its
+    Fourier coefficient against its total variation, per segment of `seg` px, averaged: a slowly
+    drifting pitch, as perspective and curl leave, keeps segments coherent)."""
+    n, w = prof.shape
+    ns = w // seg
+    if ns < 1:
+        return np.zeros(n)
+    p = prof[:, : ns * seg].reshape(n, ns, seg)
+    p = p - p.mean(axis=2, keepdims=True)
+    x = np.arange(seg)
+    e = np.exp(-2j * np.pi * x / period)
+    num = np.abs(p @ e)
+    den = np.abs(p).sum(axis=2) + 1e-6
+    return (num / den).mean(axis=1) * math.pi / 2.0  # a pure cosine scores ~1
+
+
+def grid_box_periodic(
+    grid: np.ndarray, px: float, py: float, prior: tuple[int, int, int, int] | None = None
+) -> tuple[int, int, int, int] | None:
+    """(l, t, r, b) of the region where the grid measure is periodic at the 1 mm or 5 mm pitch:
+    strips 5 mm tall tell the rows (vertical lines' or dots' periodicity along x), then strips 5 mm
+    wide inside those rows tell the columns. Text, a header's rules, shading and a table are not
+    periodic at the pitch; a faint or blurred grid still is. None where no clear region shows."""
+    g = grid.astype(np.float32)
+    h, w = g.shape
+
+    def extent(a: np.ndarray, pa: float, pb: float) -> tuple[int, int] | None:
+        # a: (length along the strips' axis, across); strips across the first axis
+        n_all, m = a.shape
+        sh = max(3, int(round(5 * pb)))
+        n = n_all // sh
+        if n < 4:
+            return None
+        prof = a[: n * sh].reshape(n, sh, m).sum(axis=1)
+        seg = max(16, int(round(50 * pa)))
+        if seg > m:
+            seg = m
+        c = np.maximum(_coherence(prof, pa, seg), _coherence(prof, 5 * pa, seg))
+        ref = float(np.percentile(c, 90))
+        if ref < 0.2:
+            return None
+        on = np.nonzero(c >= max(0.12, 0.4 * ref))[0]
+        if on.size == 0:
+            return None
+        cut = np.nonzero(np.diff(on) > 2)[0]
+        st, en = np.r_[0, cut + 1], np.r_[cut, on.size - 1]
+        i = int(np.argmax(on[en] - on[st]))
+        return int(on[st[i]] * sh), int(min(n_all - 1, (on[en[i]] + 1) * sh - 1))
+
+    ey = extent(g, px, py)
+    if ey is None:
+        return None
+    ex = extent(np.ascontiguousarray(g[ey[0] : ey[1] + 1].T), py, px)
+    if ex is None:
+        return None
+    return ex[0], ey[0], ex[1], ey[1]

@@ -95,6 +95,11 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         geo.apply_paper(m, paper)
     # perspective (a photo, a keystoned scan): the grid's lines in tiles give a homography
     rect = geo.estimate_rectification(m.grid)
+    if rect is None or not geo.rectification_usable(rect):
+        # a blurred grid (its 1 mm lines gone): again at half the size, tiles overlapping
+        r2 = geo.estimate_rectification(m.grid, coarse=True)
+        if r2 is not None and (rect is None or r2.residual_deg < rect.residual_deg):
+            rect = r2
     if rect is not None and geo.rectification_usable(rect):
         rgb = geo.warp(rgb, rect.H, rect.size, fill)
         M = rect.H
@@ -130,6 +135,21 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     sub = m.grid[gt : gb + 1, gl : gr + 1]
     expected = max(gr - gl, gb - gt) / geo.TYPICAL_GRID_WIDTH_MM
     fx, fy = geo.grid_pitch(sub, expected)
+    if fx.pitch is not None and fy.pitch is not None:
+        # the region where the grid is periodic at its pitch: a header, a footer, a shadow or a table
+        # the darkness-based region let in are cut off (a side moves only by more than 2 strips)
+        pbox = geo.grid_box_periodic(m.grid, fx.pitch, fy.pitch)
+        if pbox is not None:
+            mx_, my_ = 10 * fx.pitch, 10 * fy.pitch
+            nl = pbox[0] if pbox[0] > gl + mx_ else gl
+            nt = pbox[1] if pbox[1] > gt + my_ else gt
+            nr = pbox[2] if pbox[2] < gr - mx_ else gr
+            nb = pbox[3] if pbox[3] < gb - my_ else gb
+            if (nl, nt, nr, nb) != (gl, gt, gr, gb) and nr - nl > 0.5 * (gr - gl) and nb - nt > 0.4 * (gb - gt):
+                gl, gt, gr, gb = nl, nt, nr, nb
+                box = (gl, gt, gr, gb)
+                sub = m.grid[gt : gb + 1, gl : gr + 1]
+                fx, fy = geo.grid_pitch(sub, expected)
     grid = GridInfo(box=(int(gl), int(gt), int(gr), int(gb)), strength=(round(fx.strength, 1), round(fy.strength, 1)))
     px: float | None
     py: float | None
