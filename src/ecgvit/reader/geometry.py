@@ -46,14 +46,15 @@ def paper_level(v: np.ndarray) -> np.ndarray:
     return cv2.max(bg, 40)
 
 
-def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
+def page_masks(rgb: np.ndarray, ink_threshold: float | None = None, paper: np.ndarray | None = None) -> Masks:
     """Ink and grid measures of `rgb`; `ink_threshold` (a fraction of the paper level of the brightest
     channel) defaults to one between the grid's level and black (Otsu on the non-paper pixels).
 
     Isolated dark specks (a dotted grid's dots, which JPEG's chroma subsampling turns dark grey, and
     sensor noise) are not ink: an ink pixel needs 5 inked pixels in its 5 x 5 neighbourhood (3 in
     3 x 3 on a page under 1400 px).
-    Computed in uint8 with OpenCV (a 2213 x 1572 page in a few ms)."""
+    Computed in uint8 with OpenCV (a 2213 x 1572 page in a few ms). `paper` (a mask of any size, see
+    `paper_mask`): the threshold is found on the sheet only (a dark table would pull it down)."""
     r, g, b = cv2.split(rgb)
     vmax = cv2.max(cv2.max(r, g), b)
     vmin = cv2.min(cv2.min(r, g), b)
@@ -63,7 +64,12 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
     rmax = cv2.divide(vmax, paper_level(vmax), scale=255)
     rmin = cv2.divide(vmin, paper_level(vmin), scale=255)
     if ink_threshold is None:
-        ink_threshold = _ink_threshold(rmax)
+        if paper is not None:
+            on = cv2.resize(paper, (rmax.shape[1] // 4 + 1, rmax.shape[0] // 4 + 1), interpolation=cv2.INTER_NEAREST)
+            sub = rmax[::4, ::4]
+            ink_threshold = _ink_threshold(sub[on[: sub.shape[0], : sub.shape[1]] > 0], step=1)
+        else:
+            ink_threshold = _ink_threshold(rmax)
     _, ink8 = cv2.threshold(rmax, int(round(ink_threshold * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
     # (a small page draws its traces 1 px wide: a 3 x 3 window there)
     k, need = ((5, 5), 5) if max(rgb.shape[:2]) >= 1400 else ((3, 3), 3)
@@ -77,11 +83,11 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
     return Masks(ink=ink, grid=grid8, ink_threshold=float(ink_threshold))
 
 
-def _ink_threshold(rmax: np.ndarray) -> float:
+def _ink_threshold(rmax: np.ndarray, step: int = 4) -> float:
     """Between black ink and a grey grid: Otsu's threshold on the brightest channel's level of the
     pixels darker than paper, kept in [0.5, 0.7] (a coloured grid is ~0.85+; a navy or dark
     green trace is ~0.5)."""
-    sub = rmax[::4, ::4]
+    sub = rmax[::step, ::step] if step > 1 else rmax
     v = sub[sub < 237]
     if v.size < 200:
         return 0.5
@@ -620,3 +626,49 @@ def grid_box_periodic(
     if ex is None:
         return None
     return ex[0], ey[0], ex[1], ey[1]
+
+
+def outline_rectification(paper: np.ndarray, full_size: tuple[int, int]) -> Rectification | None:
+    """A homography from the sheet's outline (`paper_mask` at 1/8 size) when its grid is too faint: the
+    outline's quadrilateral (a polygon of 4 corners covering >= 97 % of the sheet's region; a sheet
+    cut by the frame has more corners and is refused) sent to a rectangle whose sides are the means
+    of the opposite sides' lengths (the axes' exact scale is left to the grid's pitch on each)."""
+    cs, _ = cv2.findContours(paper, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not cs:
+        return None
+    c = max(cs, key=cv2.contourArea)
+    area = float(cv2.contourArea(c))
+    peri = float(cv2.arcLength(c, True))
+    quad = None
+    for eps in (0.01, 0.02, 0.03, 0.04):
+        a = cv2.approxPolyDP(c, eps * peri, True)
+        if len(a) == 4:
+            quad = a.reshape(4, 2).astype(np.float64)
+            break
+    if quad is None or not cv2.isContourConvex(quad.astype(np.float32)):
+        return None
+    if abs(cv2.contourArea(quad.astype(np.float32)) / max(area, 1.0) - 1.0) > 0.03:
+        return None
+    sx, sy = full_size[0] / paper.shape[1], full_size[1] / paper.shape[0]
+    quad = (quad + 0.5) * np.array([sx, sy]) - 0.5
+    # order: top-left, top-right, bottom-right, bottom-left
+    cen = quad.mean(0)
+    ang = np.arctan2(quad[:, 1] - cen[1], quad[:, 0] - cen[0])
+    q = quad[np.argsort(ang)]  # clockwise in image coordinates, starting near -180 deg (left)
+    i0 = int(np.argmin(q.sum(1)))
+    q = np.roll(q, -i0, axis=0)
+    top, bot = np.hypot(*(q[1] - q[0])), np.hypot(*(q[2] - q[3]))
+    lef, rig = np.hypot(*(q[3] - q[0])), np.hypot(*(q[2] - q[1]))
+    W, Hh = 0.5 * (top + bot), 0.5 * (lef + rig)
+    if W < 64 or Hh < 64:
+        return None
+    dst = np.array([[0, 0], [W, 0], [W, Hh], [0, Hh]], np.float64)
+    H = cv2.getPerspectiveTransform(q.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
+    rot_est = cv2.estimateAffinePartial2D(q.astype(np.float32), dst.astype(np.float32))[0]
+    persp = 0.0
+    if rot_est is not None:
+        qa = q @ rot_est[:, :2].T + rot_est[:, 2]
+        persp = float(np.abs(qa - dst).max() / math.hypot(*full_size))
+    return Rectification(
+        H=H / H[2, 2], size=(int(math.ceil(W)), int(math.ceil(Hh))), tiles=(0, 0), residual_deg=0.0, perspective=persp
+    )

@@ -92,6 +92,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     # the sheet against a background (a photo): what lies off the paper is neither grid nor ink
     paper = geo.paper_mask(rgb)
     if paper is not None:
+        m = geo.page_masks(rgb, paper=paper)
         geo.apply_paper(m, paper)
     # perspective (a photo, a keystoned scan): the grid's lines in tiles give a homography
     rect = geo.estimate_rectification(m.grid)
@@ -100,7 +101,13 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         r2 = geo.estimate_rectification(m.grid, coarse=True)
         if r2 is not None and (rect is None or r2.residual_deg < rect.residual_deg):
             rect = r2
-    if rect is not None and geo.rectification_usable(rect):
+    how = "the grid's lines"
+    if (rect is None or not geo.rectification_usable(rect)) and paper is not None:
+        # a grid too faint or blurred for its lines: the sheet's outline against the background
+        ro = geo.outline_rectification(paper, (w, h))
+        if ro is not None and ro.perspective >= 0.004:
+            rect, how = ro, "the paper's outline"
+    if rect is not None and (geo.rectification_usable(rect) or how != "the grid's lines"):
         rgb = geo.warp(rgb, rect.H, rect.size, fill)
         M = rect.H
         h, w = rgb.shape[:2]
@@ -110,10 +117,13 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
             paper = cv2.warpPerspective(paper, rect.H @ np.linalg.inv(S), (w, h), flags=cv2.INTER_NEAREST)
             geo.apply_paper(m, paper)
         r.rotation_deg = round(geo.rotation_of(rect.H, rect.size), 3)
-        r.reasons.append(
-            f"perspective rectified from the grid's lines ({rect.tiles[0]} + {rect.tiles[1]} tiles, "
-            f"{rect.residual_deg:.2f} deg fit error)"
-        )
+        if how == "the grid's lines":
+            r.reasons.append(
+                f"perspective rectified from the grid's lines ({rect.tiles[0]} + {rect.tiles[1]} tiles, "
+                f"{rect.residual_deg:.2f} deg fit error)"
+            )
+        else:
+            r.reasons.append("perspective rectified from the paper's outline (the grid too faint for its lines)")
     else:
         weight = cv2.max(m.grid, m.ink.view(np.uint8) * np.uint8(255))
         ang, conf = geo.estimate_rotation(weight)
