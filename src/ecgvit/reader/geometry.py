@@ -227,6 +227,22 @@ def grid_pitch_1d(profile: np.ndarray, expected_mm_px: float | None) -> GridFit:
         else:
             pitch, kind = p1, "1 mm"
         amb = True
+    if expected_mm_px is not None and abs(math.log(pitch / expected_mm_px)) > math.log(1.6):
+        # far from the page size's scale (a blurred grid read on a harmonic of its 5 mm lines, or on
+        # a period of the text or traces): the period nearest that scale that the profile shows
+        cands = [pitch * n for n in (1, 2, 3, 4, 5)] + [pitch / n for n in (2, 3, 4, 5, 6, 7, 8, 10)]
+        ok = []
+        for c in cands:
+            if not (MIN_PITCH_PX <= c <= MAX_PITCH_PX):
+                continue
+            v1c = _peak_at(f, s, 1.0 / c, 0.015)[1] / noise
+            v5c = _peak_at(f, s, 1.0 / (5 * c), 0.015)[1] / noise
+            if max(v1c, v5c) > 5.0:
+                ok.append(c)
+        if ok:
+            best = min(ok, key=lambda c: abs(math.log(c / expected_mm_px)))
+            if abs(math.log(best / expected_mm_px)) < abs(math.log(pitch / expected_mm_px)):
+                pitch, amb = best, True
     # refine on the strongest harmonic of 1 mm that the profile resolves (long baseline)
     fr, vr = _peak_at(f, s, 1.0 / pitch, 0.01)
     if vr / noise > 6.0:
@@ -570,9 +586,9 @@ def apply_paper(m: Masks, paper: np.ndarray) -> None:
 
 
 def _coherence(prof: np.ndarray, period: float, seg: int) -> np.ndarray:
-    """Per row of `prof` (n x W): how periodic it is at `period` px, 0..1 (the magnitude of its
-    Fourier coefficient against its total variation, per segment of `seg` px, averaged: a slowly
-    drifting pitch, as perspective and curl leave, keeps segments coherent)."""
+    """Per row of `prof` (n x W): the amplitude of its periodicity at `period` px (the magnitude of
+    its Fourier coefficient per segment of `seg` px, averaged: a slowly drifting pitch, as
+    perspective and curl leave, keeps segments coherent), per px."""
     n, w = prof.shape
     ns = w // seg
     if ns < 1:
@@ -581,9 +597,7 @@ def _coherence(prof: np.ndarray, period: float, seg: int) -> np.ndarray:
     p = p - p.mean(axis=2, keepdims=True)
     x = np.arange(seg)
     e = np.exp(-2j * np.pi * x / period)
-    num = np.abs(p @ e)
-    den = np.abs(p).sum(axis=2) + 1e-6
-    return (num / den).mean(axis=1) * math.pi / 2.0  # a pure cosine scores ~1
+    return np.abs(p @ e).mean(axis=1) / seg
 
 
 def grid_box_periodic(
@@ -597,27 +611,30 @@ def grid_box_periodic(
     h, w = g.shape
 
     def extent(a: np.ndarray, pa: float, pb: float) -> tuple[int, int] | None:
-        # a: (length along the strips' axis, across); strips across the first axis
+        # a: (along the strips' stacking axis, across); strips 5 mm tall every 1 mm; a side is the
+        # centre of the outermost strip still periodic (half on the grid: about half as coherent)
         n_all, m = a.shape
         sh = max(3, int(round(5 * pb)))
-        n = n_all // sh
-        if n < 4:
+        step = max(1, int(round(pb)))
+        if n_all < 4 * sh:
             return None
-        prof = a[: n * sh].reshape(n, sh, m).sum(axis=1)
-        seg = max(16, int(round(50 * pa)))
-        if seg > m:
-            seg = m
+        cs = np.concatenate([np.zeros((1, m), np.float32), np.cumsum(a, axis=0, dtype=np.float32)])
+        starts = np.arange(0, n_all - sh + 1, step)
+        prof = cs[starts + sh] - cs[starts]
+        seg = min(m, max(16, int(round(50 * pa))))
         c = np.maximum(_coherence(prof, pa, seg), _coherence(prof, 5 * pa, seg))
         ref = float(np.percentile(c, 90))
-        if ref < 0.2:
+        if ref <= 4.0 * float(np.percentile(c, 5)) + 1e-6:  # no region clearly more periodic than the rest
             return None
-        on = np.nonzero(c >= max(0.12, 0.4 * ref))[0]
+        on = np.nonzero(c >= 0.5 * ref)[0]
         if on.size == 0:
             return None
-        cut = np.nonzero(np.diff(on) > 2)[0]
+        cut = np.nonzero(np.diff(on) > max(2, int(round(10 * pb / step))))[0]
         st, en = np.r_[0, cut + 1], np.r_[cut, on.size - 1]
         i = int(np.argmax(on[en] - on[st]))
-        return int(on[st[i]] * sh), int(min(n_all - 1, (on[en[i]] + 1) * sh - 1))
+        lo = int(starts[on[st[i]]] + sh // 2)
+        hi = int(min(n_all - 1, starts[on[en[i]]] + sh // 2))
+        return lo, hi
 
     ey = extent(g, px, py)
     if ey is None:
