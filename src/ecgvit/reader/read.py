@@ -102,6 +102,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         if r2 is not None and (rect is None or r2.residual_deg < rect.residual_deg):
             rect = r2
     how = "the grid's lines"
+    rectified = False
     if (rect is None or not geo.rectification_usable(rect)) and paper is not None:
         # a grid too faint or blurred for its lines: the sheet's outline against the background
         ro = geo.outline_rectification(paper, (w, h))
@@ -110,6 +111,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     if rect is not None and (geo.rectification_usable(rect) or how != "the grid's lines"):
         rgb = geo.warp(rgb, rect.H, rect.size, fill)
         M = rect.H
+        rectified = True
         h, w = rgb.shape[:2]
         m = geo.page_masks(rgb, m.ink_threshold)
         if paper is not None:
@@ -150,13 +152,15 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         # the darkness-based region let in are cut off (a side moves only by more than 2 strips)
         pbox = geo.grid_box_periodic(m.grid, fx.pitch, fy.pitch)
         if pbox is not None:
-            # a side moves in by more than 3 mm (a header or footer let in) or out by more than 10 mm
-            # (a shadow cut the grid off); closer, the darkness-based side is kept (its edge is exact)
+            # a side moves in by more than 3 mm (a header or footer let in) or, on a rectified photo,
+            # out by more than 10 mm (a shadow cut the grid off); closer, the darkness-based side is
+            # kept (its edge is exact)
             mx_, my_ = 3 * fx.pitch, 3 * fy.pitch
-            nl = pbox[0] if pbox[0] - gl > mx_ or gl - pbox[0] > 10 * fx.pitch else gl
-            nt = pbox[1] if pbox[1] - gt > my_ or gt - pbox[1] > 10 * fy.pitch else gt
-            nr = pbox[2] if gr - pbox[2] > mx_ or pbox[2] - gr > 10 * fx.pitch else gr
-            nb = pbox[3] if gb - pbox[3] > my_ or pbox[3] - gb > 10 * fy.pitch else gb
+            ox_, oy_ = (10 * fx.pitch, 10 * fy.pitch) if rectified else (float(w), float(h))
+            nl = pbox[0] if pbox[0] - gl > mx_ or gl - pbox[0] > ox_ else gl
+            nt = pbox[1] if pbox[1] - gt > my_ or gt - pbox[1] > oy_ else gt
+            nr = pbox[2] if gr - pbox[2] > mx_ or pbox[2] - gr > ox_ else gr
+            nb = pbox[3] if gb - pbox[3] > my_ or pbox[3] - gb > oy_ else gb
             if (nl, nt, nr, nb) != (gl, gt, gr, gb) and nr - nl > 0.3 * w and nb - nt > 0.3 * h:
                 gl, gt, gr, gb = nl, nt, nr, nb
                 box = (gl, gt, gr, gb)
@@ -699,11 +703,11 @@ def _mark_x(ink: np.ndarray, baseline: float, guess: float, ppm_x: float, ppm_y:
 
 
 def _boundary_mark(ink: np.ndarray, baseline: float, xb: float, ppm_x: float, ppm_y: float) -> bool:
-    """A vertical line (separator or tick) across the baseline within 1.2 mm of x = xb (what a
-    rectified photo's residual leaves): some column there inked over 60 % of the 6 mm around the
-    baseline."""
+    """A vertical line (separator or tick) across the baseline within 2.5 mm of x = xb (what a
+    rectified photo's residual and curl leave): some column there inked over 60 % of the 6 mm
+    around the baseline."""
     h, w = ink.shape
-    x0, x1 = max(0, int(xb - 1.2 * ppm_x)), min(w, int(xb + 1.2 * ppm_x) + 1)
+    x0, x1 = max(0, int(xb - 2.5 * ppm_x)), min(w, int(xb + 2.5 * ppm_x) + 1)
     y0, y1 = max(0, int(baseline - 3 * ppm_y)), min(h, int(baseline + 3 * ppm_y) + 1)
     if x1 <= x0 or y1 <= y0:
         return False
