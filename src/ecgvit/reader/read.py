@@ -315,7 +315,10 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         return
     # panel boundaries a row marks (a separator line or a tick across the baseline) at 1/4, 1/2, 3/4
     marks = [
-        [_boundary_mark(ink, baselines[k], x_start + f * span, ppm_x, ppm_y) for f in (0.25, 0.5, 0.75)]
+        [
+            _boundary_mark(ink, baselines[k], x_start + f * span, ppm_x, ppm_y, 2.5 if rectified else 0.6)
+            for f in (0.25, 0.5, 0.75)
+        ]
         for k in range(n_rows)
     ]
     name = _layout_name(n_rows, marks, r)
@@ -702,12 +705,14 @@ def _mark_x(ink: np.ndarray, baseline: float, guess: float, ppm_x: float, ppm_y:
     return float(g.mean() + x0)
 
 
-def _boundary_mark(ink: np.ndarray, baseline: float, xb: float, ppm_x: float, ppm_y: float) -> bool:
-    """A vertical line (separator or tick) across the baseline within 2.5 mm of x = xb (what a
-    rectified photo's residual and curl leave): some column there inked over 60 % of the 6 mm
-    around the baseline."""
+def _boundary_mark(
+    ink: np.ndarray, baseline: float, xb: float, ppm_x: float, ppm_y: float, tol_mm: float = 0.6
+) -> bool:
+    """A vertical line (separator or tick) across the baseline within `tol_mm` of x = xb (2.5 mm on
+    a rectified photo: what its residual and curl leave): some column there inked over 60 % of the
+    6 mm around the baseline."""
     h, w = ink.shape
-    x0, x1 = max(0, int(xb - 2.5 * ppm_x)), min(w, int(xb + 2.5 * ppm_x) + 1)
+    x0, x1 = max(0, int(xb - tol_mm * ppm_x)), min(w, int(xb + tol_mm * ppm_x) + 1)
     y0, y1 = max(0, int(baseline - 3 * ppm_y)), min(h, int(baseline + 3 * ppm_y) + 1)
     if x1 <= x0 or y1 <= y0:
         return False
