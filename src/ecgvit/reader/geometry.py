@@ -536,6 +536,11 @@ def warp(rgb: np.ndarray, H: np.ndarray, size: tuple[int, int], fill: tuple[int,
     return cv2.warpPerspective(rgb, H, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
 
 
+def rectification_fits(rect: Rectification) -> bool:
+    """Enough tiles on both axes fit one homography well (whether or not it is more than a rotation)."""
+    return min(rect.tiles) >= 10 and rect.residual_deg <= 1.2
+
+
 def rectification_usable(rect: Rectification) -> bool:
     """Worth warping for: enough tiles on both axes fit one homography well, and it is more than a
     rotation (a rotation alone is left to `estimate_rotation`, as on a flat scan)."""

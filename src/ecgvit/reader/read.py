@@ -96,7 +96,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         geo.apply_paper(m, paper)
     # perspective (a photo, a keystoned scan): the grid's lines in tiles give a homography
     rect = geo.estimate_rectification(m.grid)
-    if rect is None or not geo.rectification_usable(rect):
+    if rect is None or not geo.rectification_fits(rect):
         # a blurred grid (its 1 mm lines gone): again at half the size, tiles overlapping
         r2 = geo.estimate_rectification(m.grid, coarse=True)
         if r2 is not None and (rect is None or r2.residual_deg < rect.residual_deg):
