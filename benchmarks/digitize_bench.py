@@ -129,6 +129,8 @@ def synth(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             r = read_page(img)
             res["ms"].append((time.perf_counter() - t0) * 1000)
+            # masks, paper outline, rectification (or rotation) and the warp: the reader's front
+            res["geom_ms"].append(float(r.timings_ms.get("rotation", np.nan)))
             res["layout_ok"].append(float(r.layout == truth["layout"]))
             tb = truth_boxes(truth)
             mine = {(b.name, b.row): b.box for b in r.leads}
@@ -149,6 +151,7 @@ def synth(args: argparse.Namespace) -> None:
             "snr_db_median": round(float(np.median(res["snr"])), 2),
             "pitch_err_%_median": round(float(np.median(res["pitch_err"])), 2) if res["pitch_err"] else None,
             "ms_median": round(float(np.median(res["ms"])), 1),
+            "geom_ms_median": round(float(np.nanmedian(res["geom_ms"])), 1),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

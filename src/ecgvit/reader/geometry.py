@@ -46,14 +46,15 @@ def paper_level(v: np.ndarray) -> np.ndarray:
     return cv2.max(bg, 40)
 
 
-def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
+def page_masks(rgb: np.ndarray, ink_threshold: float | None = None, paper: np.ndarray | None = None) -> Masks:
     """Ink and grid measures of `rgb`; `ink_threshold` (a fraction of the paper level of the brightest
     channel) defaults to one between the grid's level and black (Otsu on the non-paper pixels).
 
     Isolated dark specks (a dotted grid's dots, which JPEG's chroma subsampling turns dark grey, and
     sensor noise) are not ink: an ink pixel needs 5 inked pixels in its 5 x 5 neighbourhood (3 in
     3 x 3 on a page under 1400 px).
-    Computed in uint8 with OpenCV (a 2213 x 1572 page in a few ms)."""
+    Computed in uint8 with OpenCV (a 2213 x 1572 page in a few ms). `paper` (a mask of any size, see
+    `paper_mask`): the threshold is found on the sheet only (a dark table would pull it down)."""
     r, g, b = cv2.split(rgb)
     vmax = cv2.max(cv2.max(r, g), b)
     vmin = cv2.min(cv2.min(r, g), b)
@@ -63,7 +64,12 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
     rmax = cv2.divide(vmax, paper_level(vmax), scale=255)
     rmin = cv2.divide(vmin, paper_level(vmin), scale=255)
     if ink_threshold is None:
-        ink_threshold = _ink_threshold(rmax)
+        if paper is not None:
+            on = cv2.resize(paper, (rmax.shape[1] // 4 + 1, rmax.shape[0] // 4 + 1), interpolation=cv2.INTER_NEAREST)
+            sub = rmax[::4, ::4]
+            ink_threshold = _ink_threshold(sub[on[: sub.shape[0], : sub.shape[1]] > 0], step=1)
+        else:
+            ink_threshold = _ink_threshold(rmax)
     _, ink8 = cv2.threshold(rmax, int(round(ink_threshold * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
     # (a small page draws its traces 1 px wide: a 3 x 3 window there)
     k, need = ((5, 5), 5) if max(rgb.shape[:2]) >= 1400 else ((3, 3), 3)
@@ -77,11 +83,11 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None) -> Masks:
     return Masks(ink=ink, grid=grid8, ink_threshold=float(ink_threshold))
 
 
-def _ink_threshold(rmax: np.ndarray) -> float:
+def _ink_threshold(rmax: np.ndarray, step: int = 4) -> float:
     """Between black ink and a grey grid: Otsu's threshold on the brightest channel's level of the
     pixels darker than paper, kept in [0.5, 0.7] (a coloured grid is ~0.85+; a navy or dark
     green trace is ~0.5)."""
-    sub = rmax[::4, ::4]
+    sub = rmax[::step, ::step] if step > 1 else rmax
     v = sub[sub < 237]
     if v.size < 200:
         return 0.5
@@ -221,6 +227,22 @@ def grid_pitch_1d(profile: np.ndarray, expected_mm_px: float | None) -> GridFit:
         else:
             pitch, kind = p1, "1 mm"
         amb = True
+    if expected_mm_px is not None and abs(math.log(pitch / expected_mm_px)) > math.log(1.6):
+        # far from the page size's scale (a blurred grid read on a harmonic of its 5 mm lines, or on
+        # a period of the text or traces): the period nearest that scale that the profile shows
+        cands = [pitch * n for n in (1, 2, 3, 4, 5)] + [pitch / n for n in (2, 3, 4, 5, 6, 7, 8, 10)]
+        ok = []
+        for c in cands:
+            if not (MIN_PITCH_PX <= c <= MAX_PITCH_PX):
+                continue
+            v1c = _peak_at(f, s, 1.0 / c, 0.015)[1] / noise
+            v5c = _peak_at(f, s, 1.0 / (5 * c), 0.015)[1] / noise
+            if max(v1c, v5c) > 5.0:
+                ok.append(c)
+        if ok:
+            best = min(ok, key=lambda c: abs(math.log(c / expected_mm_px)))
+            if abs(math.log(best / expected_mm_px)) < abs(math.log(pitch / expected_mm_px)):
+                pitch, amb = best, True
     # refine on the strongest harmonic of 1 mm that the profile resolves (long baseline)
     fr, vr = _peak_at(f, s, 1.0 / pitch, 0.01)
     if vr / noise > 6.0:
@@ -300,3 +322,375 @@ def grid_pitch(grid: np.ndarray, expected_mm_px: float | None, tiles: int = 3) -
             )
         )
     return out[0], out[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# perspective rectification from the grid's lines
+
+
+@dataclass
+class Rectification:
+    """A homography `H` (input px -> rectified px, 3x3), the rectified page's size (w, h), how many
+    tiles showed the grid's line directions on each axis, and the angular fit error (deg, median)."""
+
+    H: np.ndarray
+    size: tuple[int, int]
+    tiles: tuple[int, int]
+    residual_deg: float
+    perspective: float  # how far H is from a rotation: max displacement at the grid's corners / diagonal
+
+
+# JPEG's 8 x 8 blocks: a period of 8 px (and its harmonics) along the image's axes
+_BLOCK_PERIOD = 8.0
+
+
+def _tile_peaks(
+    g: np.ndarray, tile: int, block_period: float | None, stride: int | None = None
+) -> list[tuple[float, float, int, float, float, float]]:
+    """Per tile of the grid measure `g` (float32): the strongest grid frequency near the vertical
+    axis (horizontal lines: axis 1) and near the horizontal axis (vertical lines: axis 0).
+    Returns (cx, cy, axis, fx, fy, strength) per found peak, f in cycles/px."""
+    h, w = g.shape
+    g = g - cv2.blur(g, (tile // 4 + 1, tile // 4 + 1))  # shading and page edges out
+    nf = 2 * tile
+    win = np.outer(np.hanning(tile), np.hanning(tile)).astype(np.float32)
+    fy = np.fft.fftfreq(nf)[:, None]
+    fx = np.fft.rfftfreq(nf)[None, :]
+    fr = np.hypot(fx, fy)
+    # at least 4 periods in a tile (shading and the page's edges are no grid), at most Nyquist-ish
+    band = (fr >= 4.0 / tile) & (fr <= 1.0 / 2.2)
+    ang = np.degrees(np.arctan2(np.abs(fy), fx))  # 0: along x (vertical lines), 90: along y
+    sectors = (band & (ang >= 55.0), band & (ang <= 35.0))  # axis 1 (horizontal lines), axis 0
+    if block_period is not None:
+        # the blocks' frequencies (k / 8 on either axis, nearly axis-aligned) are no grid
+        for k in (1, 2, 3):
+            f0 = k / block_period
+            near_x = (np.abs(fx - f0) < 0.02 * f0 + 1.0 / nf) & (np.abs(fy) < 1.5 / nf)
+            near_y = (np.abs(np.abs(fy) - f0) < 0.02 * f0 + 1.0 / nf) & (fx < 1.5 / nf)
+            sectors = (sectors[0] & ~near_y, sectors[1] & ~near_x)
+    out = []
+    st = stride or tile
+    ny, nx = max(1, (h - tile) // st + 1), max(1, (w - tile) // st + 1)
+    oy, ox = max(0, (h - (ny - 1) * st - tile) // 2), max(0, (w - (nx - 1) * st - tile) // 2)
+    for i in range(ny):
+        for j in range(nx):
+            y0, x0 = oy + i * st, ox + j * st
+            t = g[y0 : y0 + tile, x0 : x0 + tile]
+            if float(t.std()) < 1.0:
+                continue
+            t = (t - float(t.mean())) * win
+            pad = np.zeros((nf, nf), np.float32)
+            pad[:tile, :tile] = t
+            s = np.abs(np.fft.rfft2(pad))
+            for axis, sec in ((1, sectors[0]), (0, sectors[1])):
+                v = np.where(sec, s, 0.0)
+                k = int(np.argmax(v))
+                a, b = divmod(k, s.shape[1])
+                pk = float(v[a, b])
+                noise = float(np.median(s[sec])) + 1e-9
+                if pk / noise < 8.0:
+                    continue
+
+                # sub-bin refinement (parabola on each axis)
+                def par(m1: float, m0: float, p1: float) -> float:
+                    d = m1 - 2 * m0 + p1
+                    return 0.5 * (m1 - p1) / d if d != 0 else 0.0
+
+                da = par(float(s[a - 1, b]), pk, float(s[(a + 1) % nf, b]))
+                # (column -1 of a real image's spectrum is column 1 mirrored)
+                left = float(s[a, b - 1]) if b > 0 else float(s[(-a) % nf, 1])
+                db = par(left, pk, float(s[a, b + 1])) if b < s.shape[1] - 1 else 0.0
+                fyv = float(np.fft.fftfreq(nf)[a]) + da / nf
+                fxv = b / nf + db / nf
+                out.append((x0 + tile / 2.0, y0 + tile / 2.0, axis, fxv, fyv, pk / noise))
+    return out
+
+
+def _vanishing_point(pts: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The point (homogeneous, normalised coordinates) the lines through `pts` along `dirs` meet at
+    (least squares, outliers of > 3x the median angular error dropped twice); per-line errors (rad)."""
+    n = np.stack([-dirs[:, 1], dirs[:, 0]], 1)
+    lines = np.concatenate([n, -(n * pts).sum(1, keepdims=True)], 1)
+    keep = np.ones(len(pts), bool)
+    v = np.array([dirs[:, 0].mean(), dirs[:, 1].mean(), 0.0])
+    err = np.zeros(len(pts))
+    for _ in range(3):
+        _, _, vt = np.linalg.svd(lines[keep])
+        v = vt[-1]
+        to = v[None, :2] - v[2] * pts
+        cr = np.abs(dirs[:, 0] * to[:, 1] - dirs[:, 1] * to[:, 0]) / (np.hypot(to[:, 0], to[:, 1]) + 1e-12)
+        err = np.arcsin(np.clip(cr, 0, 1))
+        lim = max(3.0 * float(np.median(err[keep])), math.radians(0.4))
+        nk = err <= lim
+        if nk.sum() < 4 or (nk == keep).all():
+            break
+        keep = nk
+    return v, err
+
+
+def estimate_rectification(grid: np.ndarray, max_side: int = 1400, coarse: bool = False) -> Rectification | None:
+    """A homography that makes the grid's lines horizontal and vertical, parallel and square-pitched.
+
+    The grid measure is cut into tiles; in each, the 2-D spectrum's strongest peak near either axis is
+    the local normal and period of that family of lines (1 mm or 5 mm lines, whichever is clearer;
+    JPEG's 8 px block period is skipped). The tiles' lines of each family meet at a vanishing point;
+    the line through both is sent back to infinity, then the two directions are made the axes, and
+    the period ratio the tiles show sets the axes' relative scale. The scale at the grid's centre is
+    kept (no resolution is lost or invented). None when the grid shows too few tiles.
+
+    `coarse`: the page at half that size in overlapping tiles (a blurred grid whose 1 mm lines are
+    gone: more 5 mm periods in each tile tell its direction better)."""
+    h, w = grid.shape
+    f = max(1.0, max(h, w) / (max_side // 2 if coarse else max_side))
+    g = grid if f == 1.0 else cv2.resize(grid, (int(round(w / f)), int(round(h / f))), interpolation=cv2.INTER_AREA)
+    g = g.astype(np.float32)
+    gh, gw = g.shape
+    tile = 128 if max(gh, gw) < 900 else 192
+    peaks = _tile_peaks(g, tile, _BLOCK_PERIOD if f == 1.0 else None, tile // 2 if coarse else None)
+    if not peaks:
+        return None
+    P = np.array(peaks)
+    c = np.array([gw / 2.0, gh / 2.0])
+    s = max(gw, gh) / 2.0
+    vps = []
+    errs = []
+    used = []
+    for axis in (0, 1):
+        sel = P[:, 2] == axis
+        if sel.sum() < 6:
+            return None
+        fr = P[sel][:, 3:5]
+        nrm = fr / np.hypot(fr[:, 0], fr[:, 1])[:, None]
+        d = np.stack([nrm[:, 1], -nrm[:, 0]], 1)  # along the lines
+        pts = (P[sel][:, :2] - c) / s
+        v, err = _vanishing_point(pts, d)
+        vps.append(v)
+        errs.append(err)
+        used.append(int((err <= max(3 * np.median(err), math.radians(0.4))).sum()))
+    v_vert, v_hor = vps  # axis 0: vertical lines, axis 1: horizontal lines
+    li = np.cross(v_hor, v_vert)
+    if abs(li[2]) < 1e-9:
+        return None
+    li = li / li[2]
+    if np.hypot(li[0], li[1]) > 0.9:  # the horizon within the page: no sensible fit
+        return None
+    Hp = np.array([[1.0, 0, 0], [0, 1.0, 0], [li[0], li[1], 1.0]])
+    d1 = v_hor[:2] / np.hypot(*v_hor[:2])
+    d2 = v_vert[:2] / np.hypot(*v_vert[:2])
+    if d1[0] < 0:
+        d1 = -d1
+    if d2[1] < 0:
+        d2 = -d2
+    if abs(d1[0] * d2[1] - d1[1] * d2[0]) < 0.5:
+        return None
+    A = np.eye(3)
+    A[:2, :2] = np.linalg.inv(np.stack([d1, d2], 1))
+    G = A @ Hp
+    # the axes' relative scale is left to the pitch measured on each axis of the rectified page
+    J = G[:2, :2] - np.outer(G[:2, 2], G[2, :2])  # Jacobian at the centre (normalised coords)
+    G = np.diag([1 / math.sqrt(abs(np.linalg.det(J))), 1 / math.sqrt(abs(np.linalg.det(J))), 1.0]) @ G
+    N = np.array([[1 / s, 0, -c[0] / s], [0, 1 / s, -c[1] / s], [0, 0, 1.0]])
+    Sback = np.array([[s * f, 0, 0], [0, s * f, 0], [0, 0, 1.0]])
+    Nf = N @ np.diag([1 / f, 1 / f, 1.0])
+    Hfull = Sback @ G @ Nf  # input px -> rectified px (centred on 0)
+    # canvas: the tiles' region (where the grid is) plus a margin, within the image's mapped corners
+    cen = P[:, :2] * f
+    q = _apply(Hfull, cen)
+    lo, hi = q.min(0), q.max(0)
+    mar = tile * f
+    lo, hi = lo - mar, hi + mar
+    cq = _apply(Hfull, np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64))
+    lo = np.maximum(lo, cq.min(0))
+    hi = np.minimum(hi, cq.max(0))
+    size = hi - lo
+    if size[0] < 64 or size[1] < 64 or size[0] * size[1] > 2.5 * w * h:
+        return None
+    T = np.array([[1.0, 0, -lo[0]], [0, 1.0, -lo[1]], [0, 0, 1.0]])
+    H = T @ Hfull
+    H = H / H[2, 2]
+    # how far from a similarity (rotation + translation): at the tiles' corners
+    box = np.array([cen.min(0), [cen.max(0)[0], cen.min(0)[1]], cen.max(0), [cen.min(0)[0], cen.max(0)[1]]])
+    qb = _apply(H, box)
+    rot_est = cv2.estimateAffinePartial2D(box.astype(np.float32), qb.astype(np.float32))[0]
+    persp = 0.0
+    if rot_est is not None:
+        qa = box @ rot_est[:, :2].T + rot_est[:, 2]
+        persp = float(np.abs(qa - qb).max() / math.hypot(w, h))
+    res = float(np.degrees(np.median(np.concatenate(errs))))
+    return Rectification(
+        H=H,
+        size=(int(math.ceil(size[0])), int(math.ceil(size[1]))),
+        tiles=(used[0], used[1]),
+        residual_deg=res,
+        perspective=persp,
+    )
+
+
+def _apply(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    q = np.concatenate([pts, np.ones((len(pts), 1))], 1) @ H.T
+    return q[:, :2] / q[:, 2:3]
+
+
+def warp(rgb: np.ndarray, H: np.ndarray, size: tuple[int, int], fill: tuple[int, int, int]) -> np.ndarray:
+    """`rgb` resampled by the homography H (input px -> output px) onto a `size` (w, h) canvas."""
+    return cv2.warpPerspective(rgb, H, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+
+def rectification_fits(rect: Rectification) -> bool:
+    """Enough tiles on both axes fit one homography well (whether or not it is more than a rotation)."""
+    return min(rect.tiles) >= 10 and rect.residual_deg <= 1.2
+
+
+def rectification_usable(rect: Rectification) -> bool:
+    """Worth warping for: enough tiles on both axes fit one homography well, and it is more than a
+    rotation (a rotation alone is left to `estimate_rotation`, as on a flat scan)."""
+    return min(rect.tiles) >= 10 and rect.residual_deg <= 1.2 and rect.perspective >= 0.004
+
+
+def rotation_of(H: np.ndarray, size: tuple[int, int]) -> float:
+    """Degrees the page was turned (as `estimate_rotation` reports it) by the homography's inverse at
+    the rectified page's centre."""
+    inv = np.linalg.inv(H)
+    cx, cy = size[0] / 2.0, size[1] / 2.0
+    q = _apply(inv, np.array([[cx, cy], [cx + 100.0, cy]]))
+    d = q[1] - q[0]
+    return math.degrees(math.atan2(d[1], d[0]))
+
+
+def paper_mask(rgb: np.ndarray) -> np.ndarray | None:
+    """uint8 mask (1/8 size of `rgb`, 255 = paper) of the sheet against a darker background (a table,
+    a screen's bezel): Otsu on the brightest channel, the largest bright region with its holes filled,
+    eroded by its edge band. None when no background shows (a scan, an exported page)."""
+    h, w = rgb.shape[:2]
+    f = 8
+    small = cv2.resize(rgb, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    v = cv2.GaussianBlur(small.max(axis=2), (0, 0), 2)
+    t, bright = cv2.threshold(v, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # a background must be clearly darker than the paper and cover some of the image
+    hi = float(np.median(v[bright > 0])) if (bright > 0).any() else 0.0
+    lo = float(np.median(v[bright == 0])) if (bright == 0).any() else 255.0
+    if hi - lo < 40 or (bright > 0).mean() > 0.97 or (bright > 0).mean() < 0.2:
+        return None
+    cs, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not cs:
+        return None
+    c = max(cs, key=cv2.contourArea)
+    if cv2.contourArea(c) < 0.2 * v.size:
+        return None
+    out = np.zeros_like(v)
+    cv2.drawContours(out, [c], -1, 255, thickness=-1)
+    return cv2.erode(out, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5)))
+
+
+def apply_paper(m: Masks, paper: np.ndarray) -> None:
+    """Grid and ink measures cleared outside the paper mask (`paper` at any size: scaled up)."""
+    h, w = m.grid.shape
+    full = cv2.resize(paper, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    m.grid[~full] = 0
+    m.ink &= full
+
+
+def _coherence(prof: np.ndarray, period: float, seg: int) -> np.ndarray:
+    """Per row of `prof` (n x W): the amplitude of its periodicity at `period` px (the magnitude of
+    its Fourier coefficient per segment of `seg` px, averaged: a slowly drifting pitch, as
+    perspective and curl leave, keeps segments coherent), per px."""
+    n, w = prof.shape
+    ns = w // seg
+    if ns < 1:
+        return np.zeros(n)
+    p = prof[:, : ns * seg].reshape(n, ns, seg)
+    p = p - p.mean(axis=2, keepdims=True)
+    x = np.arange(seg)
+    e = np.exp(-2j * np.pi * x / period)
+    return np.abs(p @ e).mean(axis=1) / seg
+
+
+def grid_box_periodic(
+    grid: np.ndarray, px: float, py: float, prior: tuple[int, int, int, int] | None = None
+) -> tuple[int, int, int, int] | None:
+    """(l, t, r, b) of the region where the grid measure is periodic at the 1 mm or 5 mm pitch:
+    strips 5 mm tall tell the rows (vertical lines' or dots' periodicity along x), then strips 5 mm
+    wide inside those rows tell the columns. Text, a header's rules, shading and a table are not
+    periodic at the pitch; a faint or blurred grid still is. None where no clear region shows."""
+    g = grid.astype(np.float32)
+    h, w = g.shape
+
+    def extent(a: np.ndarray, pa: float, pb: float) -> tuple[int, int] | None:
+        # a: (along the strips' stacking axis, across); strips 5 mm tall every 1 mm; a side is the
+        # centre of the outermost strip still periodic (half on the grid: about half as coherent)
+        n_all, m = a.shape
+        sh = max(3, int(round(5 * pb)))
+        step = max(1, int(round(pb)))
+        if n_all < 4 * sh:
+            return None
+        cs = np.concatenate([np.zeros((1, m), np.float32), np.cumsum(a, axis=0, dtype=np.float32)])
+        starts = np.arange(0, n_all - sh + 1, step)
+        prof = cs[starts + sh] - cs[starts]
+        seg = min(m, max(16, int(round(50 * pa))))
+        c = np.maximum(_coherence(prof, pa, seg), _coherence(prof, 5 * pa, seg))
+        ref = float(np.percentile(c, 90))
+        if ref <= 4.0 * float(np.percentile(c, 5)) + 1e-6:  # no region clearly more periodic than the rest
+            return None
+        on = np.nonzero(c >= 0.5 * ref)[0]
+        if on.size == 0:
+            return None
+        cut = np.nonzero(np.diff(on) > max(2, int(round(10 * pb / step))))[0]
+        st, en = np.r_[0, cut + 1], np.r_[cut, on.size - 1]
+        i = int(np.argmax(on[en] - on[st]))
+        lo = int(starts[on[st[i]]] + sh // 2)
+        hi = int(min(n_all - 1, starts[on[en[i]]] + sh // 2))
+        return lo, hi
+
+    ey = extent(g, px, py)
+    if ey is None:
+        return None
+    ex = extent(np.ascontiguousarray(g[ey[0] : ey[1] + 1].T), py, px)
+    if ex is None:
+        return None
+    return ex[0], ey[0], ex[1], ey[1]
+
+
+def outline_rectification(paper: np.ndarray, full_size: tuple[int, int]) -> Rectification | None:
+    """A homography from the sheet's outline (`paper_mask` at 1/8 size) when its grid is too faint: the
+    outline's quadrilateral (a polygon of 4 corners covering >= 97 % of the sheet's region; a sheet
+    cut by the frame has more corners and is refused) sent to a rectangle whose sides are the means
+    of the opposite sides' lengths (the axes' exact scale is left to the grid's pitch on each)."""
+    cs, _ = cv2.findContours(paper, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not cs:
+        return None
+    c = max(cs, key=cv2.contourArea)
+    area = float(cv2.contourArea(c))
+    peri = float(cv2.arcLength(c, True))
+    quad = None
+    for eps in (0.01, 0.02, 0.03, 0.04):
+        a = cv2.approxPolyDP(c, eps * peri, True)
+        if len(a) == 4:
+            quad = a.reshape(4, 2).astype(np.float64)
+            break
+    if quad is None or not cv2.isContourConvex(quad.astype(np.float32)):
+        return None
+    if abs(cv2.contourArea(quad.astype(np.float32)) / max(area, 1.0) - 1.0) > 0.03:
+        return None
+    sx, sy = full_size[0] / paper.shape[1], full_size[1] / paper.shape[0]
+    quad = (quad + 0.5) * np.array([sx, sy]) - 0.5
+    # order: top-left, top-right, bottom-right, bottom-left
+    cen = quad.mean(0)
+    ang = np.arctan2(quad[:, 1] - cen[1], quad[:, 0] - cen[0])
+    q = quad[np.argsort(ang)]  # clockwise in image coordinates, starting near -180 deg (left)
+    i0 = int(np.argmin(q.sum(1)))
+    q = np.roll(q, -i0, axis=0)
+    top, bot = np.hypot(*(q[1] - q[0])), np.hypot(*(q[2] - q[3]))
+    lef, rig = np.hypot(*(q[3] - q[0])), np.hypot(*(q[2] - q[1]))
+    W, Hh = 0.5 * (top + bot), 0.5 * (lef + rig)
+    if W < 64 or Hh < 64:
+        return None
+    dst = np.array([[0, 0], [W, 0], [W, Hh], [0, Hh]], np.float64)
+    H = cv2.getPerspectiveTransform(q.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
+    rot_est = cv2.estimateAffinePartial2D(q.astype(np.float32), dst.astype(np.float32))[0]
+    persp = 0.0
+    if rot_est is not None:
+        qa = q @ rot_est[:, :2].T + rot_est[:, 2]
+        persp = float(np.abs(qa - dst).max() / math.hypot(*full_size))
+    return Rectification(
+        H=H / H[2, 2], size=(int(math.ceil(W)), int(math.ceil(Hh))), tiles=(0, 0), residual_deg=0.0, perspective=persp
+    )

@@ -85,14 +85,58 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     t0 = time.perf_counter()
     h, w = rgb.shape[:2]
     m = geo.page_masks(rgb)
-    weight = cv2.max(m.grid, m.ink.view(np.uint8) * np.uint8(255))
-    ang, conf = geo.estimate_rotation(weight)
     M = np.eye(3)
-    if abs(ang) >= 0.05 and conf > 1.05:
-        med = np.median(rgb[:: max(1, h // 64), :: max(1, w // 64)].reshape(-1, 3), axis=0)
-        rgb, M = geo.rotate(rgb, ang, (int(med[0]), int(med[1]), int(med[2])))
+    rgb_h, rgb_w = h, w
+    med = np.median(rgb[:: max(1, h // 64), :: max(1, w // 64)].reshape(-1, 3), axis=0)
+    fill = (int(med[0]), int(med[1]), int(med[2]))
+    # the sheet against a background (a photo): what lies off the paper is neither grid nor ink
+    paper = geo.paper_mask(rgb)
+    if paper is not None:
+        m = geo.page_masks(rgb, paper=paper)
+        geo.apply_paper(m, paper)
+    # perspective (a photo, a keystoned scan): the grid's lines in tiles give a homography
+    rect = geo.estimate_rectification(m.grid)
+    if rect is None or not geo.rectification_fits(rect):
+        # a blurred grid (its 1 mm lines gone): again at half the size, tiles overlapping
+        r2 = geo.estimate_rectification(m.grid, coarse=True)
+        if r2 is not None and (rect is None or r2.residual_deg < rect.residual_deg):
+            rect = r2
+    how = "the grid's lines"
+    rectified = False
+    if (rect is None or not geo.rectification_usable(rect)) and paper is not None:
+        # a grid too faint or blurred for its lines: the sheet's outline against the background
+        ro = geo.outline_rectification(paper, (w, h))
+        if ro is not None and ro.perspective >= 0.004:
+            rect, how = ro, "the paper's outline"
+    if rect is not None and (geo.rectification_usable(rect) or how != "the grid's lines"):
+        rgb = geo.warp(rgb, rect.H, rect.size, fill)
+        M = rect.H
+        rectified = True
+        h, w = rgb.shape[:2]
         m = geo.page_masks(rgb, m.ink_threshold)
-        r.rotation_deg = round(ang, 3)
+        if paper is not None:
+            S = np.diag([paper.shape[1] / rgb_w, paper.shape[0] / rgb_h, 1.0])
+            paper = cv2.warpPerspective(paper, rect.H @ np.linalg.inv(S), (w, h), flags=cv2.INTER_NEAREST)
+            geo.apply_paper(m, paper)
+        r.rotation_deg = round(geo.rotation_of(rect.H, rect.size), 3)
+        if how == "the grid's lines":
+            r.reasons.append(
+                f"perspective rectified from the grid's lines ({rect.tiles[0]} + {rect.tiles[1]} tiles, "
+                f"{rect.residual_deg:.2f} deg fit error)"
+            )
+        else:
+            r.reasons.append("perspective rectified from the paper's outline (the grid too faint for its lines)")
+    else:
+        weight = cv2.max(m.grid, m.ink.view(np.uint8) * np.uint8(255))
+        ang, conf = geo.estimate_rotation(weight)
+        if abs(ang) >= 0.05 and conf > 1.05:
+            rgb, M = geo.rotate(rgb, ang, fill)
+            m = geo.page_masks(rgb, m.ink_threshold)
+            if paper is not None:
+                S = np.diag([paper.shape[1] / rgb_w, paper.shape[0] / rgb_h, 1.0])
+                paper = cv2.warpPerspective(paper, M @ np.linalg.inv(S), (w, h), flags=cv2.INTER_NEAREST)
+                geo.apply_paper(m, paper)
+            r.rotation_deg = round(ang, 3)
     r.transform = M.tolist()
     r.timings_ms["rotation"] = _ms(t0)
 
@@ -103,6 +147,25 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     sub = m.grid[gt : gb + 1, gl : gr + 1]
     expected = max(gr - gl, gb - gt) / geo.TYPICAL_GRID_WIDTH_MM
     fx, fy = geo.grid_pitch(sub, expected)
+    if fx.pitch is not None and fy.pitch is not None:
+        # the region where the grid is periodic at its pitch: a header, a footer, a shadow or a table
+        # the darkness-based region let in are cut off (a side moves only by more than 2 strips)
+        pbox = geo.grid_box_periodic(m.grid, fx.pitch, fy.pitch)
+        if pbox is not None:
+            # a side moves in by more than 3 mm (a header or footer let in) or, on a rectified photo,
+            # out by more than 10 mm (a shadow cut the grid off); closer, the darkness-based side is
+            # kept (its edge is exact)
+            mx_, my_ = 3 * fx.pitch, 3 * fy.pitch
+            ox_, oy_ = (10 * fx.pitch, 10 * fy.pitch) if rectified else (float(w), float(h))
+            nl = pbox[0] if pbox[0] - gl > mx_ or gl - pbox[0] > ox_ else gl
+            nt = pbox[1] if pbox[1] - gt > my_ or gt - pbox[1] > oy_ else gt
+            nr = pbox[2] if gr - pbox[2] > mx_ or pbox[2] - gr > ox_ else gr
+            nb = pbox[3] if gb - pbox[3] > my_ or pbox[3] - gb > oy_ else gb
+            if (nl, nt, nr, nb) != (gl, gt, gr, gb) and nr - nl > 0.3 * w and nb - nt > 0.3 * h:
+                gl, gt, gr, gb = nl, nt, nr, nb
+                box = (gl, gt, gr, gb)
+                sub = m.grid[gt : gb + 1, gl : gr + 1]
+                fx, fy = geo.grid_pitch(sub, expected)
     grid = GridInfo(box=(int(gl), int(gt), int(gr), int(gb)), strength=(round(fx.strength, 1), round(fy.strength, 1)))
     px: float | None
     py: float | None
@@ -252,7 +315,10 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         return
     # panel boundaries a row marks (a separator line or a tick across the baseline) at 1/4, 1/2, 3/4
     marks = [
-        [_boundary_mark(ink, baselines[k], x_start + f * span, ppm_x, ppm_y) for f in (0.25, 0.5, 0.75)]
+        [
+            _boundary_mark(ink, baselines[k], x_start + f * span, ppm_x, ppm_y, 2.5 if rectified else 0.6)
+            for f in (0.25, 0.5, 0.75)
+        ]
         for k in range(n_rows)
     ]
     name = _layout_name(n_rows, marks, r)
@@ -641,11 +707,14 @@ def _mark_x(ink: np.ndarray, baseline: float, guess: float, ppm_x: float, ppm_y:
     return float(g.mean() + x0)
 
 
-def _boundary_mark(ink: np.ndarray, baseline: float, xb: float, ppm_x: float, ppm_y: float) -> bool:
-    """A vertical line (separator or tick) across the baseline within 0.6 mm of x = xb: some column
-    there inked over 60 % of the 6 mm around the baseline."""
+def _boundary_mark(
+    ink: np.ndarray, baseline: float, xb: float, ppm_x: float, ppm_y: float, tol_mm: float = 0.6
+) -> bool:
+    """A vertical line (separator or tick) across the baseline within `tol_mm` of x = xb (2.5 mm on
+    a rectified photo: what its residual and curl leave): some column there inked over 60 % of the
+    6 mm around the baseline."""
     h, w = ink.shape
-    x0, x1 = max(0, int(xb - 0.6 * ppm_x)), min(w, int(xb + 0.6 * ppm_x) + 1)
+    x0, x1 = max(0, int(xb - tol_mm * ppm_x)), min(w, int(xb + tol_mm * ppm_x) + 1)
     y0, y1 = max(0, int(baseline - 3 * ppm_y)), min(h, int(baseline + 3 * ppm_y) + 1)
     if x1 <= x0 or y1 <= y0:
         return False
