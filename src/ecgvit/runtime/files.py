@@ -3,6 +3,7 @@ inputs, predict in batches, write as it goes."""
 
 from __future__ import annotations
 
+import glob
 import logging
 import sys
 import time
@@ -36,7 +37,7 @@ def split_model_and_paths(inputs: Sequence[str], onnx: str | None = None) -> tup
     if inputs:
         first = inputs[0]
         p = Path(split_page(first)[0])
-        looks_like_input = p.suffix.lower() in INPUT_SUFFIXES or any(ch in first for ch in "*?[")
+        looks_like_input = p.suffix.lower() in INPUT_SUFFIXES or glob.has_magic(first)
         if not p.exists() and not looks_like_input:
             what = "ONNX model" if first.lower().endswith(".onnx") else "run folder"
             raise RunError(f"{first}: no such {what} or input (a run folder holds config.json + model.safetensors)")

@@ -46,7 +46,7 @@ from ecgvit.runtime.overlay import explain_by_occlusion
 from ecgvit.runtime.pool import WorkerDied, WorkerPool
 from ecgvit.runtime.prediction import Prediction
 
-__all__ = ["EXPLAIN_METHODS", "NO_MODEL", "PROCESS_MIN_BATCHES", "Predictor"]
+__all__ = ["EXPLAIN_METHODS", "NO_MODEL", "PROCESS_MIN_BATCHES", "Predictor", "one_thread_predictor"]
 
 EXPLAIN_METHODS = ("auto", "rollout", "gradcam", "gradxinput", "occlusion")
 
@@ -487,27 +487,22 @@ class Predictor:
 _WORKER: Predictor | None = None
 
 
-def _worker_init(run: str | None, onnx: str, bs: int, max_pixels: int, min_side: int) -> None:
-    global _WORKER
-    # One thread per worker in every library: the processes are the parallelism, and a
-    # library's own pool (OpenCV's, numpy's BLAS) only contends for the same cores.
+def one_thread_predictor(run: str | None, onnx: str | None, batch_size: int, **kw: Any) -> Predictor:
+    """A Predictor for a worker process or a cluster actor: ONNX Runtime on one thread, no decode
+    threads, and one thread in every library (OpenCV's pool, numpy's BLAS): the processes are the
+    parallelism, and a library's own pool only contends for the same cores."""
     import cv2
     import scipy.signal  # noqa: F401  (the gate's peak finder: its own BLAS, limited below too)
     from threadpoolctl import threadpool_limits
 
     cv2.setNumThreads(1)
     threadpool_limits(1)
-    _WORKER = Predictor(
-        run,
-        onnx=onnx,
-        backend="onnx",
-        threads=1,
-        workers=1,
-        processes=1,
-        batch_size=bs,
-        max_pixels=max_pixels,
-        min_side=min_side,
-    )
+    return Predictor(run, onnx=onnx, backend="onnx", threads=1, workers=1, processes=1, batch_size=batch_size, **kw)
+
+
+def _worker_init(run: str | None, onnx: str, bs: int, max_pixels: int, min_side: int) -> None:
+    global _WORKER
+    _WORKER = one_thread_predictor(run, onnx, bs, max_pixels=max_pixels, min_side=min_side)
 
 
 def _worker_batch(paths: list[str]) -> list[Prediction]:

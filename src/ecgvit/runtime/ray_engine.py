@@ -41,7 +41,7 @@ import numpy as np
 from ecgvit.data.io import INPUT_SUFFIXES, split_page
 from ecgvit.runtime.inputs import expand_inputs
 from ecgvit.runtime.prediction import Prediction
-from ecgvit.runtime.predictor import Predictor
+from ecgvit.runtime.predictor import Predictor, one_thread_predictor
 from ecgvit.runtime.writers import csv_row, flat_row, input_md5, table_columns, table_schema
 
 __all__ = ["NEEDS_RAY", "list_inputs", "predict_ray", "read_rows"]
@@ -165,13 +165,6 @@ class PageActor:
         min_side: int | None = None,
         model_sha256: str | None = None,
     ):
-        # One thread per library, as the local worker processes: the actors are the parallelism.
-        import cv2
-        import scipy.signal  # noqa: F401  (the gate's peak finder: its BLAS limited below too)
-        from threadpoolctl import threadpool_limits
-
-        cv2.setNumThreads(1)
-        threadpool_limits(1)
         kw: dict[str, Any] = {} if min_side is None else {"min_side": min_side}
         model_run: str | None = run
         model_onnx: str | None = onnx
@@ -181,17 +174,8 @@ class PageActor:
                     f"{run or onnx}: not on this node (the model must be at the same path on every node)"
                 )
             model_run, model_onnx = None, None  # the bundled model, where this node's ecgvit has it (checked below)
-        self.predictor = Predictor(
-            model_run,
-            onnx=model_onnx,
-            backend="onnx",
-            threads=1,
-            workers=1,
-            processes=1,
-            batch_size=batch_size,
-            max_pixels=max_pixels,
-            **kw,
-        )
+        # As the local worker processes: one thread everywhere, the actors are the parallelism.
+        self.predictor = one_thread_predictor(model_run, model_onnx, batch_size, max_pixels=max_pixels, **kw)
         if model_sha256 is not None and self.predictor.model_digest != model_sha256:
             raise ValueError(
                 f"{os.uname().nodename}: its model is not the driver's (sha256 {self.predictor.model_digest[:12]}, "

@@ -9,12 +9,12 @@ import io
 import json
 import os
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
-from filelock import FileLock, Timeout
-
 from ecgvit.data.io import split_page
+from ecgvit.run import exclusive
 from ecgvit.runtime.prediction import Prediction
 
 __all__ = [
@@ -108,13 +108,8 @@ class ResultWriter:
         if self.kind == "parquet":
             import pyarrow  # noqa: F401  (said now, not after the last page: the parquet extra)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.out) + ".lock", timeout=0)
-        try:
-            self._lock.acquire()
-        except Timeout:
-            raise ValueError(
-                f"--out {out} is in use by another ecgvit run (locked: {self._lock.lock_file}); wait for it or give another --out"
-            ) from None
+        self._lock = ExitStack()
+        self._lock.enter_context(exclusive(str(self.out) + ".lock", f"--out {out}"))
         self._f: TextIO | None = None
         try:
             self.partial = self.out.with_name(self.out.name + ".partial.jsonl")
@@ -123,7 +118,7 @@ class ResultWriter:
             self._done = {(r["path"], r.get("md5", "")) for r in self.rows}
             self._rewrite()
         except BaseException:
-            self._lock.release()
+            self._lock.close()
             raise
 
     def _rewrite(self) -> None:
@@ -282,10 +277,7 @@ class ResultWriter:
                 tmp.replace(self.out)
                 self.partial.unlink(missing_ok=True)
         finally:
-            # Removed while still held, then released: a run that starts meanwhile is refused
-            # (it never waits for the lock), so no two runs can hold it.
-            Path(self._lock.lock_file).unlink(missing_ok=True)
-            self._lock.release()
+            self._lock.close()
 
 
 def summarize(preds: list[Prediction], seconds: float) -> dict[str, Any]:
