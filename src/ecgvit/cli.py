@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from ecgvit.config import PREPROCESS_FORMS
+
 
 class Parser(argparse.ArgumentParser):
     """ArgumentParser that answers a mistyped option or command with the closest valid ones."""
@@ -288,6 +290,13 @@ def _config_flags(p: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] =
 def _add_size_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=None, help="input height (default: the model's)")
     p.add_argument("--width", type=int, default=None, help="input width (default: the model's)")
+    p.add_argument(
+        "--form",
+        choices=PREPROCESS_FORMS,
+        default=None,
+        help="what the model reads: page (the grid area's pixels), signals or traces (the page reader's leads "
+        "in one canonical layout); default: the model's",
+    )
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -316,7 +325,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         print(f"run: {result['run']}")
         return 0
     cfg = TrainConfig(**{k: getattr(a, k) for k in a._config_fields})
-    over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
+    over = {k: v for k, v in (("height", a.height), ("width", a.width), ("form", a.form)) if v is not None}
     pre = get_spec(cfg.model).preprocess(**over)
     result = train(a.data, a.out, cfg, preprocess=pre, resume=a.resume, progress=not a.quiet)
     if result.get("val_macro_f1") is not None:
@@ -388,7 +397,7 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     from ecgvit.engine.cv import cross_validate, format_cv
     from ecgvit.models import get_spec
 
-    over = {k: v for k, v in (("height", a.height), ("width", a.width)) if v is not None}
+    over = {k: v for k, v in (("height", a.height), ("width", a.width), ("form", a.form)) if v is not None}
     s = cross_validate(
         a.data,
         a.out,

@@ -56,10 +56,16 @@ class SplitConfig:
     test_fraction: float = 0.0
 
 
+PREPROCESS_FORMS = ("page", "signals", "traces")
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """From a page file to a model-ready array.
 
+    form: "page": the page's grid area as an image (crop, grey, resize: the Khan-template model);
+          "signals" / "traces": the page reader's twelve leads redrawn in one canonical layout,
+          whatever the page's layout and style (`ecgvit.reader.canonical`; `crop` is unused).
     crop: "auto" finds the printed grid (falls back to `fallback_box` and says so),
           "box" always uses `fallback_box`, "none" keeps the whole page.
     fallback_box: (left, top, right, bottom) as fractions of the page; the default is the grid
@@ -73,8 +79,11 @@ class PreprocessConfig:
     fallback_box: tuple[float, float, float, float] = (0.031, 0.181, 0.982, 0.965)
     # Decode JPEGs at a reduced DCT scale when the target is this many times smaller or more.
     draft: bool = True
+    form: str = "page"
 
     def __post_init__(self) -> None:
+        if self.form not in PREPROCESS_FORMS:
+            raise ValueError(f"form={self.form!r}: expected one of {', '.join(map(repr, PREPROCESS_FORMS))}")
         if self.crop not in ("auto", "box", "none"):
             raise ValueError(f"crop={self.crop!r}: expected one of 'auto', 'box', 'none'")
         if self.height < 8 or self.width < 8:
@@ -86,6 +95,11 @@ class PreprocessConfig:
     @property
     def channels(self) -> int:
         return 1 if self.grayscale else 3
+
+    @property
+    def reads_leads(self) -> bool:
+        """The model reads the page reader's leads (not the page's pixels)."""
+        return self.form != "page"
 
     def key(self) -> str:
         """Short stable hash of this config, part of every cache key."""

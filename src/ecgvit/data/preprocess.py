@@ -23,6 +23,9 @@ from PIL import Image
 from ecgvit.config import PreprocessConfig, save_json, to_dict
 from ecgvit.data.crop import CropResult, find_trace_box
 from ecgvit.data.io import DecodedPage, open_page
+from ecgvit.reader.canonical import render_signals, render_traces
+from ecgvit.reader.read import read_page
+from ecgvit.reader.reading import PageReading
 
 # Crop detection wants a page copy at least this big; smaller drafts blur the grid away.
 _DETECT_MIN = (540, 380)
@@ -32,6 +35,8 @@ _DETECT_MIN = (540, 380)
 class PageArray:
     array: np.ndarray  # uint8, (H, W) grayscale or (H, W, 3) RGB
     crop: CropResult | None  # None when cfg.crop == "none"
+    # what the page reader found (forms that read the leads), its signals and ink dropped
+    reading: PageReading | None = None
 
 
 def file_md5(path: str | Path) -> str:
@@ -40,7 +45,14 @@ def file_md5(path: str | Path) -> str:
         return hashlib.file_digest(f, "md5").hexdigest()
 
 
+# The page reader reads a page decoded to at least this size (a 200 dpi page at half scale,
+# ~4 px/mm: the 1 mm grid and a trace's strokes still resolved, in a third of the full-size time).
+_READER_DRAFT = (1000, 700)
+
+
 def draft_size(cfg: PreprocessConfig) -> tuple[int, int]:
+    if cfg.reads_leads:
+        return _READER_DRAFT
     # The crop keeps roughly 95% x 78% of a Khan page; ask the decoder for enough pixels that
     # the crop is still at least the target size, and enough for crop detection.
     w = int(np.ceil(cfg.width / 0.9))
@@ -56,6 +68,8 @@ def preprocess_image(img: Image.Image, cfg: PreprocessConfig, rgb: np.ndarray | 
     grey conversion, faster); other modes through PIL."""
     if rgb is not None or img.mode == "RGB":
         return preprocess_array(np.asarray(img) if rgb is None else rgb, cfg)
+    if cfg.reads_leads:
+        return preprocess_array(np.asarray(img.convert("RGB")), cfg)
     crop: CropResult | None = None
     if cfg.crop == "auto":
         crop = find_trace_box(img, fallback_box=cfg.fallback_box)
@@ -75,6 +89,8 @@ def preprocess_array(rgb: np.ndarray, cfg: PreprocessConfig) -> PageArray:
     """`preprocess_image` of a uint8 (H, W, 3) RGB page array: the same bytes, without PIL."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected a uint8 RGB array (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    if cfg.reads_leads:
+        return _leads_array(rgb, cfg)
     crop: CropResult | None = None
     if cfg.crop == "auto":
         crop = find_trace_box(rgb, fallback_box=cfg.fallback_box)
@@ -88,6 +104,37 @@ def preprocess_array(rgb: np.ndarray, cfg: PreprocessConfig) -> PageArray:
         a = pil_luma(a)
     a = cv2.resize(a, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
     return PageArray(np.ascontiguousarray(a), crop)
+
+
+def _leads_array(rgb: np.ndarray, cfg: PreprocessConfig) -> PageArray:
+    """The page reader's leads in the canonical layout (`ecgvit.reader.canonical`); the crop box is
+    the union of the lead boxes (the whole page when the reader found none)."""
+    traces = cfg.form == "traces"
+    r = read_page(rgb, trace=not traces, keep_ink=traces)
+    if traces:
+        a = render_traces(r.ink if r.ink is not None else np.zeros(rgb.shape[:2], bool), r, cfg.height, cfg.width)
+    else:
+        a = render_signals(r.signals, cfg.height, cfg.width)
+    if not cfg.grayscale:
+        a = np.repeat(a[..., None], 3, axis=2)
+    h, w = rgb.shape[:2]
+    if r.leads:
+        bx = np.array([b.box for b in r.leads], np.float64)
+        box = (
+            max(0, int(bx[:, 0].min())),
+            max(0, int(bx[:, 1].min())),
+            min(w, int(np.ceil(bx[:, 2].max()))),
+            min(h, int(np.ceil(bx[:, 3].max()))),
+        )
+        if box[2] <= box[0] or box[3] <= box[1]:
+            box = (0, 0, w, h)
+    else:
+        box = (0, 0, w, h)
+    found = r.layout is not None
+    crop = CropResult(box, found, f"page reader: {r.layout}" if found else "page reader: no layout found")
+    r.ink = None
+    r.signals = np.empty((12, 0), np.float32)  # not carried to the model or across processes
+    return PageArray(np.ascontiguousarray(a), crop, r)
 
 
 def _configured_box(size: tuple[int, int], cfg: PreprocessConfig) -> CropResult:

@@ -26,7 +26,15 @@ from ecgvit.data.io import BadImageError
 from ecgvit.data.pageset import load_pageset
 from ecgvit.metrics import expected_calibration_error, softmax
 from ecgvit.run import Run
-from ecgvit.runtime.gate import Gate, GateConfig, PageStructure, page_structure, save_gate
+from ecgvit.runtime.gate import (
+    Gate,
+    GateConfig,
+    PageStructure,
+    ReadingStructure,
+    page_structure,
+    reading_structure,
+    save_gate,
+)
 from ecgvit.runtime.inputs import Loaded
 from ecgvit.runtime.predictor import Predictor
 from ecgvit.synth import generate
@@ -67,7 +75,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_gate(
-    structures: Sequence[PageStructure],
+    structures: Sequence[PageStructure | ReadingStructure],
     feats: np.ndarray | None,
     labels: np.ndarray,
     cal_logits: np.ndarray | None,
@@ -81,8 +89,15 @@ def fit_gate(
         raise ValueError(f"fit_gate needs at least 8 training pages, got {len(structures)}")
     labels = np.asarray(labels, np.int64)
     dom = np.zeros(len(structures), int) if domains is None else np.asarray(domains, int)
-    gi = [i for i, s in enumerate(structures) if s.grid_found]
-    grid = [structures[i] for i in gi]
+    if all(isinstance(s, ReadingStructure) for s in structures):
+        # a model on the reader's leads: the page's structure is judged by the reader's rules
+        # (a layout, 12 leads, a scale), nothing to fit; the feature distance and the
+        # confidence are fitted below as for any model
+        cfg = GateConfig(rows_min=0, rows_typical=0, fitted_on=dict(fitted_on or {}))
+        cfg.fitted_on["structure"] = "page reader: a layout, 12 leads and a scale (grid or pulse)"
+        return _fit_scores(cfg, structures, feats, labels, cal_logits, cal_labels, dom)
+    gi = [i for i, s in enumerate(structures) if isinstance(s, PageStructure) and s.grid_found]
+    grid = [s for s in (structures[i] for i in gi) if isinstance(s, PageStructure)]
     gdom = dom[gi]
     if len(grid) < 0.5 * len(structures):
         raise ValueError(
@@ -101,6 +116,20 @@ def fit_gate(
         blank_ink_max=float(min(s.ink_fraction for s in grid)) * 0.1,
         fitted_on=dict(fitted_on or {}),
     )
+    return _fit_scores(cfg, structures, feats, labels, cal_logits, cal_labels, dom)
+
+
+def _fit_scores(
+    cfg: GateConfig,
+    structures: Sequence[PageStructure | ReadingStructure],
+    feats: np.ndarray | None,
+    labels: np.ndarray,
+    cal_logits: np.ndarray | None,
+    cal_labels: np.ndarray | None,
+    dom: np.ndarray,
+) -> Gate:
+    """The feature-distance fence (training pages) and temperature + confidence threshold
+    (held-out pages) of `fit_gate`."""
     means = precision = None
     if feats is not None:
         f = np.asarray(feats, np.float64)
@@ -130,11 +159,11 @@ def fit_gate(
 
 def measure_pages(
     predictor: Predictor, items: Sequence[Any], batch_size: int = 32, progress: bool = False
-) -> tuple[list[PageStructure | None], np.ndarray, np.ndarray | None, list[str | None]]:
+) -> tuple[list[PageStructure | ReadingStructure | None], np.ndarray, np.ndarray | None, list[str | None]]:
     """(structures, logits, features, errors) for pages, read the way `predictor` reads them.
 
     A page that cannot be decoded gets structure None, NaN logits/features and its reason."""
-    structures: list[PageStructure | None] = []
+    structures: list[PageStructure | ReadingStructure | None] = []
     errors: list[str | None] = []
     arrays: dict[int, np.ndarray] = {}
     for n, it in enumerate(tqdm(items, desc="gate", unit="page", disable=not progress)):
@@ -146,7 +175,12 @@ def measure_pages(
             continue
         assert ld.image is not None  # keep_image=True
         crop = find_trace_box(ld.image) if ld.crop_detected is None else None
-        st = ld.structure or page_structure(ld.image, crop or _crop_of(ld))
+        if ld.structure is not None:
+            st: PageStructure | ReadingStructure = ld.structure
+        elif ld.reading is not None:
+            st = reading_structure(ld.reading)
+        else:
+            st = page_structure(ld.image, crop or _crop_of(ld))
         structures.append(st)
         errors.append(None)
         arrays[n] = ld.array
@@ -284,7 +318,9 @@ def format_calibration(s: dict[str, Any]) -> str:
             else ""
         ),
         f"low confidence below p = {s['confidence_threshold']:.3f}",
-        f"grid regularity >= {s['periodicity_min']:.1f}, ink fraction >= {s['ink_min']:.4f}, rows of traces {s['rows_min']}-{s['rows_max']}",
+        f"page structure: {s['fitted_on']['structure']}"
+        if "structure" in s.get("fitted_on", {})
+        else f"grid regularity >= {s['periodicity_min']:.1f}, ink fraction >= {s['ink_min']:.4f}, rows of traces {s['rows_min']}-{s['rows_max']}",
         f"feature distance <= {s['distance_max']:.2f}"
         if s.get("distance_max") is not None
         else "no feature-distance check",

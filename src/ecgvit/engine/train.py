@@ -652,6 +652,35 @@ def pretrain_key(cfg: TrainConfig, preprocess: PreprocessConfig) -> str:
     )
 
 
+def _pretraining_parts(cfg: TrainConfig, preprocess: PreprocessConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The synthetic pretraining pages: (sub-folder, `generate` arguments) per part.
+
+    A page model learns the Khan template, so it pretrains on Khan-style pages. A model on the
+    reader's leads must read every cart, so it pretrains on pages of every style and layout (each
+    page drawn at random), 60 % clean and 40 % lightly distorted scans, each read by the reader as
+    at prediction time (its misreadings included)."""
+    n = cfg.pretrain_per_class
+    if not preprocess.reads_leads:
+        return [(".", {"per_class": n})]
+    clean = max(1, round(0.6 * n))
+    parts: list[tuple[str, dict[str, Any]]] = [("clean", {"per_class": clean, "style": "random", "layout": "random"})]
+    if n - clean > 0:
+        parts.append(
+            # another seed: the same seed would draw the clean part's records again
+            (
+                "light",
+                {
+                    "per_class": n - clean,
+                    "style": "random",
+                    "layout": "random",
+                    "distort": "light",
+                    "seed_offset": 7919,
+                },
+            )
+        )
+    return parts
+
+
 def synth_pretrained_weights(
     cfg: TrainConfig,
     preprocess: PreprocessConfig,
@@ -687,13 +716,9 @@ def synth_pretrained_weights(
                 )
             if pages.exists():
                 shutil.rmtree(pages)
-            generate(
-                pages,
-                per_class=cfg.pretrain_per_class,
-                seed=cfg.pretrain_seed,
-                workers=os.cpu_count() or 1,
-                progress=progress,
-            )
+            for sub, kw in _pretraining_parts(cfg, preprocess):
+                seed = cfg.pretrain_seed + int(kw.pop("seed_offset", 0))
+                generate(pages / sub, seed=seed, workers=os.cpu_count() or 1, progress=progress, **kw)
             (pages / "complete").write_text("ok\n")
         _barrier(d)
         pre_cfg = replace(

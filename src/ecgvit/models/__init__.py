@@ -48,10 +48,12 @@ class ModelSpec:
     channels_last: bool = False
     # The teacher `ecgvit train --teacher auto` distils from, trained first on the same pages.
     default_teacher: str | None = None
+    # What the model reads (PreprocessConfig.form): the page's pixels or the page reader's leads.
+    form: str = "page"
 
     def preprocess(self, **overrides: Any) -> PreprocessConfig:
         h, w = self.img_size
-        base: dict[str, Any] = dict(height=h, width=w, grayscale=self.in_chans == 1)
+        base: dict[str, Any] = dict(height=h, width=w, grayscale=self.in_chans == 1, form=self.form)
         base.update(overrides)
         return PreprocessConfig(**base)
 
@@ -212,6 +214,23 @@ register_model(
         "ecgvit-tiny with a 4x4 patchify first stage (stem 32/64): faster, lower CV score",
         kwargs={"stem_chs": (32, 64), "patch0": 4},
         channels_last=True,
+    )
+)
+
+
+# The page-independent classifier: ecgvit-tiny on the page reader's twelve leads redrawn in one
+# canonical 3x4+1 layout (`ecgvit.reader.canonical`), so any layout, grid and cart the reader
+# reads is one input; its four image rows are the rowvit's four token rows.
+register_model(
+    ModelSpec(
+        "ecgvit-tiny-leads",
+        _rowvit,
+        (288, 320),
+        1,
+        "ecgvit-tiny on the page reader's leads redrawn in one canonical layout: any layout and cart",
+        kwargs={"stem_chs": (16, 32, 64)},
+        channels_last=True,
+        form="signals",
     )
 )
 

@@ -59,17 +59,18 @@ def as_rgb_array(image: Any) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def read_page(image: Any, *, trace: bool = True) -> PageReading:
+def read_page(image: Any, *, trace: bool = True, keep_ink: bool = False) -> PageReading:
     """Read a 12-lead ECG page (path, PIL image or HxWx3 uint8 RGB array).
 
     Never raises for page content: whatever is not found is a sentence in `reasons` (a page that is
     not an ECG gives layout None and NaN signals). A path that cannot be decoded raises
-    ecgvit.data.io.BadImageError. `trace=False` stops after geometry, layout and leads.
+    ecgvit.data.io.BadImageError. `trace=False` stops after geometry, layout and leads. `keep_ink`:
+    keep the rectified page's trace-ink mask (grid, text and separator lines removed) as `ink`.
     """
     rgb = as_rgb_array(image)
     r = PageReading(size=(int(rgb.shape[1]), int(rgb.shape[0])))
     try:
-        _read(rgb, r, trace)
+        _read(rgb, r, trace, keep_ink)
     except Exception as exc:  # a page the stages cannot handle is a reason, never a traceback
         log.debug("read_page failed", exc_info=True)
         r.reasons.append(f"the page could not be read ({type(exc).__name__}: {exc})")
@@ -81,7 +82,7 @@ def _ms(t: float) -> float:
     return (time.perf_counter() - t) * 1000.0
 
 
-def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
+def _read(rgb: np.ndarray, r: PageReading, do_trace: bool, keep_ink: bool = False) -> None:
     t0 = time.perf_counter()
     h, w = rgb.shape[:2]
     m = geo.page_masks(rgb)
@@ -365,7 +366,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
                 )
             )
     r.leads = boxes
-    if not do_trace:
+    if not do_trace and not keep_ink:
         return
 
     # --- signals
@@ -377,6 +378,10 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     vert = cv2.morphologyEx(sub_ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, lv)))
     vert = cv2.dilate(vert, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 1)))
     ink[gt : gb + 1] &= ~vert.view(bool)
+    if keep_ink:
+        r.ink = ink
+    if not do_trace:
+        return
     sig_out = np.full((12, N_SAMPLES), np.nan, np.float32)
     filled_by_rhythm = np.zeros(12, bool)
     trim = 1.0 + 2.0 * off

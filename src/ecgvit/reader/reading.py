@@ -88,6 +88,8 @@ class PageReading:
     reasons: list[str] = field(default_factory=list)
     size: tuple[int, int] = (0, 0)  # input image (width, height)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # the rectified page's trace ink (bool, grid and text removed), kept on request only
+    ink: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:

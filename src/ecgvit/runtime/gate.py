@@ -48,9 +48,11 @@ __all__ = [
     "Gate",
     "GateConfig",
     "PageStructure",
+    "ReadingStructure",
     "Verdict",
     "load_gate",
     "page_structure",
+    "reading_structure",
     "save_gate",
     "ungated",
 ]
@@ -82,6 +84,31 @@ class PageStructure:
     def to_dict(self) -> dict[str, Any]:
         # Every field is a scalar: no deep copy needed (dataclasses.asdict was ~2 us a field).
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class ReadingStructure:
+    """What the page reader found on a page, for models that read its leads (every layout and
+    grid the reader reads is in scope; what it cannot read is not)."""
+
+    layout: str | None  # the layout the reader found (None: none)
+    leads: int  # distinct leads with a panel (12 on a 12-lead page)
+    pitch_source: str  # "grid", "calibration pulse" or "page size" (no scale found)
+    reader_reason: str  # the reader's last reason when it found no layout ("" otherwise)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def reading_structure(reading: Any) -> ReadingStructure:
+    """`ReadingStructure` of an `ecgvit.reader.PageReading`."""
+    reason = "" if reading.layout is not None or not reading.reasons else str(reading.reasons[-1])
+    return ReadingStructure(
+        layout=reading.layout,
+        leads=len({b.name for b in reading.leads}),
+        pitch_source=str(reading.grid.pitch_source),
+        reader_reason=reason,
+    )
 
 
 def _max_channel(rgb: np.ndarray) -> np.ndarray:
@@ -172,6 +199,19 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
         page_ink_fraction=page_ink,
         page_tint=page_tint,
     )
+
+
+def _reading_reason(s: ReadingStructure) -> str | None:
+    """Why the page reader's findings put a page out of scope, or None (rules, nothing fitted: a
+    model on the reader's leads reads any page the reader reads)."""
+    if s.layout is None:
+        why = s.reader_reason.rstrip(".")
+        return f"no 12-lead layout found ({why})" if why else "no 12-lead layout found"
+    if s.leads < 12:
+        return f"only {s.leads} of 12 leads found ({s.layout})"
+    if s.pitch_source == "page size":
+        return "no ECG grid or calibration pulse found: the page's scale is unknown"
+    return None
 
 
 def _apart(value: float, limit: float, digits: int) -> tuple[str, str]:
@@ -281,8 +321,10 @@ class Gate:
         m = np.einsum("nke,nke->nk", d @ self.precision, d)
         return np.sqrt(np.maximum(m.min(axis=1), 0.0))
 
-    def structure_reason(self, s: PageStructure) -> str | None:
+    def structure_reason(self, s: PageStructure | ReadingStructure) -> str | None:
         """Why the page is out of scope by its structure alone, or None."""
+        if isinstance(s, ReadingStructure):
+            return _reading_reason(s)
         c = self.cfg
         if not s.grid_found:
             if s.page_ink_fraction <= c.blank_ink_max and s.page_tint < 3.0:
@@ -312,7 +354,10 @@ class Gate:
         return f"layout not supported: {shown}; this model reads {known} pages"
 
     def assess(
-        self, structures: Sequence[PageStructure | None], logits: np.ndarray, feats: np.ndarray | None
+        self,
+        structures: Sequence[PageStructure | ReadingStructure | None],
+        logits: np.ndarray,
+        feats: np.ndarray | None,
     ) -> list[Verdict]:
         """Status, reason, calibrated probabilities and scores for a batch (a structure may be None:
         not measured)."""
@@ -357,7 +402,7 @@ class Verdict:
     probs: np.ndarray  # calibrated probabilities (classes,)
     confidence: float  # the top calibrated probability
     feature_distance: float | None  # Mahalanobis distance to the nearest class mean (None: not measured)
-    structure: PageStructure | None
+    structure: PageStructure | ReadingStructure | None
 
 
 def ungated(logits: np.ndarray) -> list[Verdict]:

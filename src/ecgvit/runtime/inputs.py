@@ -33,7 +33,8 @@ from ecgvit.data.io import (
     to_rgb,
 )
 from ecgvit.data.preprocess import PageArray, preprocess_array, preprocess_image
-from ecgvit.runtime.gate import PageStructure, page_structure
+from ecgvit.reader.reading import PageReading
+from ecgvit.runtime.gate import PageStructure, ReadingStructure, page_structure, reading_structure
 
 __all__ = [
     "BadInput",
@@ -151,6 +152,12 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False, defer_struct
         box = (round(l * sx), round(t * sy), round(r * sx), round(b * sy))
         detected = pa.crop.detected
     measure: Callable[[], PageStructure] | None = None
+    if spec.structure and pa.reading is not None:
+        ld = Loaded(pa.array, box, (int(full[0]), int(full[1])), detected, None, reading=pa.reading)
+        ld.structure = reading_structure(pa.reading)
+        if keep_image:
+            ld.image = page.image() if isinstance(page, DecodedPage) else page
+        return ld
     if spec.structure:
         crop = pa.crop
 
@@ -161,7 +168,7 @@ def load_input(item: Any, spec: LoadSpec, keep_image: bool = False, defer_struct
     image = None
     if keep_image:
         image = page.image() if isinstance(page, DecodedPage) else page
-    ld = Loaded(pa.array, box, (int(full[0]), int(full[1])), detected, image)
+    ld = Loaded(pa.array, box, (int(full[0]), int(full[1])), detected, image, reading=pa.reading)
     if measure is not None:
         if defer_structure:
             ld._measure = measure
@@ -196,19 +203,22 @@ class Loaded:
     full_size: tuple[int, int]  # original page (width, height)
     crop_detected: bool | None
     image: Image.Image | None = None  # the decoded RGB page (possibly a draft scale), when kept
-    _structure: PageStructure | None = field(default=None, repr=False)
+    # what the page reader found (models that read its leads): layout, lead boxes (decoded pixels)
+    reading: PageReading | None = field(default=None, repr=False)
+    _structure: PageStructure | ReadingStructure | None = field(default=None, repr=False)
     # The page measures not yet taken (`load_input(..., defer_structure=True)`): taken on first read.
     _measure: Callable[[], PageStructure] | None = field(default=None, repr=False, compare=False)
 
     @property
-    def structure(self) -> PageStructure | None:
-        """ecgvit.runtime.gate.PageStructure, measured when the model has a gate (else None)."""
+    def structure(self) -> PageStructure | ReadingStructure | None:
+        """The gate's page measures (`PageStructure`, or `ReadingStructure` for a model on the
+        reader's leads) when the model has a gate (else None)."""
         if self._measure is not None:
             self._structure, self._measure = self._measure(), None
         return self._structure
 
     @structure.setter
-    def structure(self, value: PageStructure | None) -> None:
+    def structure(self, value: PageStructure | ReadingStructure | None) -> None:
         self._structure, self._measure = value, None
 
     @property

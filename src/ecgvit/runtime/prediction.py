@@ -29,6 +29,7 @@ class Prediction:
     crop_box: list[int] | None = None  # the crop on the original page (left, top, right, bottom)
     feature_distance: float | None = None  # to the nearest class mean of the training pages
     trace_rows: int | None = None  # rows of traces the gate counted on the page
+    layout: str | None = None  # the layout the page reader found (models on the reader's leads)
     heatmap: str | None = None  # the explanation PNG, when one was written
     extra: dict[str, Any] = field(default_factory=dict)  # anything a caller adds (kept in to_dict)
 
@@ -50,7 +51,7 @@ class Prediction:
             "probabilities": self.probabilities,
             "reason": self.reason,
         }
-        for k in ("crop_box", "feature_distance", "trace_rows", "heatmap"):
+        for k in ("crop_box", "feature_distance", "trace_rows", "layout", "heatmap"):
             v = getattr(self, k)
             if v is not None:
                 d[k] = v

@@ -32,7 +32,7 @@ from ecgvit.data.preprocess import draft_size
 from ecgvit.metrics import softmax
 from ecgvit.run import LoadedRun, Run, bundled_run, is_run_dir, weights_digest
 from ecgvit.runtime.backends import Backend, OnnxBackend, auto_backend
-from ecgvit.runtime.gate import Gate, Verdict, load_gate, ungated
+from ecgvit.runtime.gate import Gate, PageStructure, ReadingStructure, Verdict, load_gate, ungated
 from ecgvit.runtime.inputs import (
     Loaded,
     LoadSpec,
@@ -244,7 +244,8 @@ class Predictor:
                     reason=reason,
                     crop_box=list(ld.box),
                     feature_distance=None if v.feature_distance is None else round(v.feature_distance, 3),
-                    trace_rows=None if v.structure is None else v.structure.trace_rows,
+                    trace_rows=v.structure.trace_rows if isinstance(v.structure, PageStructure) else None,
+                    layout=v.structure.layout if isinstance(v.structure, ReadingStructure) else None,
                 )
             )
         return out
