@@ -168,6 +168,12 @@ class TrainConfig:
     pretrain_per_class: int = _opt(250, "synthetic pages per class to pretrain on first (0: off; cached)")
     pretrain_epochs: int = _opt(20, "epochs of synthetic pretraining")
     pretrain_seed: int = _opt(100, "seed of the synthetic pretraining pages and run")
+    # Real morphology the generator's textbook beats lack: recorded ECGs (the ptbxl_z layout, train
+    # split, normal and MI records) drawn as pages in random styles, added to the pretraining.
+    pretrain_records: str | None = _opt(
+        None,
+        "folder of real 12-lead records (ptbxl_z layout: labels.csv + records/) drawn as pages and added to the pretraining",
+    )
     # Fitted when training ends, so a new run refuses what it cannot read from the start. CV folds skip it.
     gate: bool = _opt(True, "fit the out-of-scope gate when training ends (else later: `ecgvit calibrate RUN`)")
     # Distillation: loss = (1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T), the teacher

@@ -57,6 +57,7 @@ from ecgvit.models import count_params, create_model, get_spec, prepare_batch
 from ecgvit.models.inference import predict_proba
 from ecgvit.run import Run, exclusive, publish, read_json
 from ecgvit.synth import generate
+from ecgvit.synth.records import load_records, write_record_pages
 
 log = logging.getLogger("ecgvit")
 
@@ -719,6 +720,13 @@ def synth_pretrained_weights(
             for sub, kw in _pretraining_parts(cfg, preprocess):
                 seed = cfg.pretrain_seed + int(kw.pop("seed_offset", 0))
                 generate(pages / sub, seed=seed, workers=os.cpu_count() or 1, progress=progress, **kw)
+            if cfg.pretrain_records:
+                recs = load_records(cfg.pretrain_records, split="train")
+                summary = write_record_pages(
+                    pages / "records", recs, seed=cfg.pretrain_seed, workers=os.cpu_count() or 1, progress=progress
+                )
+                if progress:
+                    log.info(f"pretrain: {summary}")
             (pages / "complete").write_text("ok\n")
         _barrier(d)
         pre_cfg = replace(
