@@ -162,3 +162,12 @@ def test_leads_model_trains_and_reads_other_layouts(tmp_path):
     for r in rows.values():
         assert r["layout"] == "6x2", r
         assert r["status"] != "out_of_scope" or "feature distance" in r["reason"], r
+    # per-lead explanation: every lead's panel and the rhythm strip, drawn over the page's lead boxes
+    from ecgvit import Predictor
+
+    page = sorted(other.glob("normal/*.jpg"))[0]
+    img, info = Predictor(str(run)).explain(page, out=tmp_path / "leads.png")
+    assert info["method"] == "lead occlusion" and info["layout"] == "6x2"
+    assert set(info["leads"]) == {*LEADS, "II rhythm"}
+    assert all(v >= 0 for v in info["leads"].values())
+    assert (tmp_path / "leads.png").stat().st_size > 0 and img.size[0] > 0

@@ -592,9 +592,10 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="heat.png", help="PNG to write (default: heat.png)")
     p.add_argument(
         "--method",
-        choices=["auto", "rollout", "gradcam", "gradxinput", "occlusion"],
+        choices=["auto", "rollout", "gradcam", "gradxinput", "occlusion", "leads"],
         default="auto",
-        help="auto: attention rollout for ViTs, Grad-CAM for CNNs (PyTorch); occlusion without PyTorch or its weights",
+        help="auto: per-lead occlusion for a model on the reader's leads (leads), else attention rollout for ViTs, "
+        "Grad-CAM for CNNs (PyTorch); occlusion without PyTorch or its weights",
     )
     p.add_argument(
         "--max-side", type=int, default=1600, help="longer side of the PNG in pixels (0: the page's own size)"

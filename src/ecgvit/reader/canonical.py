@@ -21,7 +21,16 @@ import numpy as np
 
 from ecgvit.reader.reading import FS, LEADS, N_SAMPLES, LeadBox, PageReading
 
-__all__ = ["CANONICAL_ROWS", "FORMS", "PANEL_S", "panel_windows", "render_signals", "render_traces"]
+__all__ = [
+    "CANONICAL_ROWS",
+    "FORMS",
+    "PANEL_S",
+    "RHYTHM_LEAD",
+    "cells",
+    "panel_windows",
+    "render_signals",
+    "render_traces",
+]
 
 FORMS = ("signals", "traces")
 CANONICAL_ROWS: tuple[tuple[str, ...], ...] = (
@@ -38,7 +47,7 @@ _FILL = 0.55
 _ROW_MV = 1.6
 
 
-def _cells(height: int, width: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def cells(height: int, width: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Row bands (4: three panel rows, the rhythm row) and column bands (4) in output pixels."""
     ys = np.linspace(0, height, 5).round().astype(int)
     xs = np.linspace(0, width, 5).round().astype(int)
@@ -108,7 +117,7 @@ def render_signals(signals: np.ndarray, height: int, width: int, window: int = 0
     if sig.shape != (12, N_SAMPLES):
         raise ValueError(f"expected signals of shape (12, {N_SAMPLES}), got {sig.shape}")
     canvas = np.full((height, width), 255, np.uint8)
-    rows, cols = _cells(height, width)
+    rows, cols = cells(height, width)
     for r, names in enumerate(CANONICAL_ROWS):
         for c, lead in enumerate(names):
             seg = _panel_segment(sig, lead, (c + window) % 4)
@@ -126,7 +135,7 @@ def render_traces(ink: np.ndarray, reading: PageReading, height: int, width: int
     if reading.layout is None or not reading.leads or not reading.px_per_mv:
         return canvas
     src = ink.view(np.uint8) * np.uint8(255) if ink.dtype == bool else ink
-    rows, cols = _cells(height, width)
+    rows, cols = cells(height, width)
     half = _ROW_MV * float(reading.px_per_mv)
     boxes: dict[str, LeadBox] = {}
     for lb in reading.leads:  # a rhythm strip is preferred for its lead only in the rhythm row

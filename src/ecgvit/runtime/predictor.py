@@ -42,13 +42,13 @@ from ecgvit.runtime.inputs import (
     load_input,
     load_input_safe,
 )
-from ecgvit.runtime.overlay import explain_by_occlusion
+from ecgvit.runtime.overlay import explain_by_occlusion, explain_leads
 from ecgvit.runtime.pool import WorkerDied, WorkerPool
 from ecgvit.runtime.prediction import Prediction
 
 __all__ = ["EXPLAIN_METHODS", "NO_MODEL", "PROCESS_MIN_BATCHES", "Predictor", "one_thread_predictor"]
 
-EXPLAIN_METHODS = ("auto", "rollout", "gradcam", "gradxinput", "occlusion")
+EXPLAIN_METHODS = ("auto", "rollout", "gradcam", "gradxinput", "occlusion", "leads")
 
 NO_MODEL = (
     "no model: pass a RUN folder (config.json + model.safetensors) or an exported .onnx file as the first argument"
@@ -420,12 +420,21 @@ class Predictor:
 
         method: "auto" (attention rollout for ViTs, Grad-CAM for CNNs, with PyTorch and the run's
         weights; occlusion otherwise), "rollout", "gradcam", "gradxinput" (PyTorch; see
-        ecgvit.runtime.explain) or "occlusion" (any backend, ONNX Runtime included; see
-        ecgvit.runtime.overlay)."""
+        ecgvit.runtime.explain), "occlusion" (any backend, ONNX Runtime included; see
+        ecgvit.runtime.overlay) or "leads" (models on the reader's leads, their default: each lead's
+        panel blanked in turn, the loss drawn over the page's lead boxes)."""
         if method not in EXPLAIN_METHODS:
             raise ValueError(f"method={method!r}: expected one of {', '.join(EXPLAIN_METHODS)}")
-        with_torch = method != "occlusion" and self._torch is not None and importlib.util.find_spec("torch") is not None
-        if method not in ("auto", "occlusion") and not with_torch:
+        if self.preprocess.reads_leads and method == "auto":
+            method = "leads"
+        if method == "leads" and not self.preprocess.reads_leads:
+            raise ValueError("explain method 'leads' needs a model on the page reader's leads (e.g. ecgvit-tiny-leads)")
+        with_torch = (
+            method not in ("occlusion", "leads")
+            and self._torch is not None
+            and importlib.util.find_spec("torch") is not None
+        )
+        if method not in ("auto", "occlusion", "leads") and not with_torch:
             raise ValueError(
                 f'explain method {method!r} needs PyTorch and the run\'s weights (pip install "ecgvit[train]"); '
                 "'occlusion' runs on ONNX Runtime"
@@ -454,7 +463,9 @@ class Predictor:
                 title = f"{verdict.label}  p={verdict.probability:.2f}  (low confidence)"
             else:
                 title = f"out of scope: {verdict.reason}"
-            if with_torch:
+            if method == "leads":
+                img, info = explain_leads(self.infer, ld, self.classes, max_side=max_side, title=title)
+            elif with_torch:
                 from ecgvit.runtime.explain import explain_loaded
 
                 if self._explain_model is None:
