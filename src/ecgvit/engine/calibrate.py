@@ -256,12 +256,22 @@ def calibrate(
     with tempfile.TemporaryDirectory(prefix="ecgvit-gate-") as tmp:
         if synth_n:
             # The same generator and seed as the synthetic pretraining: pages the model trained on.
-            generate(tmp, per_class=synth_n, seed=int(tcfg.get("pretrain_seed", 100)), workers=1, progress=False)
-            for c in classes:
-                for p in sorted(Path(tmp, c).glob("*.jpg")):
-                    train_items.append(str(p))
-                    train_y.append(classes.index(c))
-                    train_dom.append(1)
+            # A model on the reader's leads learnt every style and layout, clean and lightly
+            # distorted: each part is its own domain, so a page typical of any of them passes.
+            seed = int(tcfg.get("pretrain_seed", 100))
+            parts: list[tuple[str, dict[str, Any]]] = [(".", {})]
+            if pred.preprocess.reads_leads:
+                parts = [
+                    ("clean", {"style": "random", "layout": "random"}),
+                    ("light", {"style": "random", "layout": "random", "distort": "light"}),
+                ]
+            for d, (sub, kw) in enumerate(parts, start=1):
+                generate(Path(tmp, sub), per_class=synth_n, seed=seed + d - 1, workers=1, progress=False, **kw)
+                for c in classes:
+                    for p in sorted(Path(tmp, sub, c).glob("*.jpg")):
+                        train_items.append(str(p))
+                        train_y.append(classes.index(c))
+                        train_dom.append(d)
         train_dom = [0] * (len(train_items) - len(train_dom)) + train_dom
         st, logits, feats, errs = measure_pages(pred, train_items, progress=progress)
     keep = [i for i, e in enumerate(errs) if e is None]
