@@ -8,6 +8,7 @@ dark in all three), relative to the local paper level, so shadows and colour cas
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -611,21 +612,26 @@ def grid_box_periodic(
     """(l, t, r, b) of the region where the grid measure is periodic at the 1 mm or 5 mm pitch:
     strips 5 mm tall tell the rows (vertical lines' or dots' periodicity along x), then strips 5 mm
     wide inside those rows tell the columns. Text, a header's rules, shading and a table are not
-    periodic at the pitch; a faint or blurred grid still is. None where no clear region shows."""
-    g = grid.astype(np.float32)
-    h, w = g.shape
+    periodic at the pitch; a faint or blurred grid still is. None where no clear region shows.
 
-    def extent(a: np.ndarray, pa: float, pb: float) -> tuple[int, int] | None:
-        # a: (along the strips' stacking axis, across); strips 5 mm tall every 1 mm; a side is the
+    The strips' sums come from one integral image of the uint8 measure (exact integers: a few ms
+    on a 2213 x 1572 page, where cumulative sums of a float copy along each axis took ~60 ms)."""
+    h, w = grid.shape
+    g8 = np.ascontiguousarray(grid, dtype=np.uint8)
+    # int32 holds every partial sum below 2^31; a larger page sums in float64 (exact below 2^53)
+    ii = cv2.integral(g8, sdepth=cv2.CV_32S if 255.0 * h * w < 2**31 else cv2.CV_64F)
+
+    def extent(
+        strip_sums: Callable[[np.ndarray, int], np.ndarray], n_all: int, m: int, pa: float, pb: float
+    ) -> tuple[int, int] | None:
+        # strips 5 mm tall every 1 mm (stacked along an axis of n_all px, m px across); a side is the
         # centre of the outermost strip still periodic (half on the grid: about half as coherent)
-        n_all, m = a.shape
         sh = max(3, int(round(5 * pb)))
         step = max(1, int(round(pb)))
         if n_all < 4 * sh:
             return None
-        cs = np.concatenate([np.zeros((1, m), np.float32), np.cumsum(a, axis=0, dtype=np.float32)])
         starts = np.arange(0, n_all - sh + 1, step)
-        prof = cs[starts + sh] - cs[starts]
+        prof = strip_sums(starts, sh).astype(np.float32)
         seg = min(m, max(16, int(round(50 * pa))))
         c = np.maximum(_coherence(prof, pa, seg), _coherence(prof, 5 * pa, seg))
         ref = float(np.percentile(c, 90))
@@ -641,10 +647,21 @@ def grid_box_periodic(
         hi = int(min(n_all - 1, starts[on[en[i]]] + sh // 2))
         return lo, hi
 
-    ey = extent(g, px, py)
+    def row_strips(starts: np.ndarray, sh: int) -> np.ndarray:
+        # (strip, x): the sum of rows [s, s + sh) per column
+        return np.diff(ii[starts + sh] - ii[starts], axis=1)
+
+    ey = extent(row_strips, h, w, px, py)
     if ey is None:
         return None
-    ex = extent(np.ascontiguousarray(g[ey[0] : ey[1] + 1].T), py, px)
+    y0, y1 = ey[0], ey[1] + 1
+
+    def col_strips(starts: np.ndarray, sh: int) -> np.ndarray:
+        # (strip, y in [y0, y1)): the sum of columns [s, s + sh) per row of the rows' extent
+        d = ii[y0 : y1 + 1, starts + sh] - ii[y0 : y1 + 1, starts]
+        return np.ascontiguousarray(np.diff(d, axis=0).T)
+
+    ex = extent(col_strips, w, y1 - y0, py, px)
     if ex is None:
         return None
     return ex[0], ey[0], ex[1], ey[1]
