@@ -67,24 +67,41 @@ def read_page(image: Any, *, trace: bool = True) -> PageReading:
     ecgvit.data.io.BadImageError. `trace=False` stops after geometry, layout and leads.
     """
     rgb = as_rgb_array(image)
+    r, quick = _attempt(rgb, trace, quick=True)
+    if quick and r.layout is None:
+        # the quick flatness test let the full rectification fit go and no layout came out: again
+        # with the full fit (a page the quick one misjudged is read as before)
+        t = time.perf_counter()
+        r2, _ = _attempt(rgb, trace, quick=False)
+        if r2.layout is not None:
+            r2.timings_ms["retry"] = _ms(t)
+            r = r2
+    return r
+
+
+def _attempt(rgb: np.ndarray, trace: bool, quick: bool) -> tuple[PageReading, bool]:
+    """One reading of `rgb`; whether the quick flatness test stood in for the full rectification fit."""
     r = PageReading(size=(int(rgb.shape[1]), int(rgb.shape[0])))
+    used = False
     try:
-        _read(rgb, r, trace)
+        used = _read(rgb, r, trace, quick)
     except Exception as exc:  # a page the stages cannot handle is a reason, never a traceback
         log.debug("read_page failed", exc_info=True)
         r.reasons.append(f"the page could not be read ({type(exc).__name__}: {exc})")
         r.layout = None
-    return r
+        used = quick
+    return r, used
 
 
 def _ms(t: float) -> float:
     return (time.perf_counter() - t) * 1000.0
 
 
-def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
+def _read(rgb: np.ndarray, r: PageReading, do_trace: bool, quick: bool = False) -> bool:
+    """Reads `rgb` into `r`; returns whether the quick flatness test stood in for the full
+    rectification fit (`quick`: it may)."""
     t0 = time.perf_counter()
     h, w = rgb.shape[:2]
-    m = geo.page_masks(rgb)
     M = np.eye(3)
     rgb_h, rgb_w = h, w
     med = np.median(rgb[:: max(1, h // 64), :: max(1, w // 64)].reshape(-1, 3), axis=0)
@@ -94,13 +111,20 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     if paper is not None:
         m = geo.page_masks(rgb, paper=paper)
         geo.apply_paper(m, paper)
-    # perspective (a photo, a keystoned scan): the grid's lines in tiles give a homography
-    rect = geo.estimate_rectification(m.grid)
-    if rect is None or not geo.rectification_fits(rect):
-        # a blurred grid (its 1 mm lines gone): again at half the size, tiles overlapping
-        r2 = geo.estimate_rectification(m.grid, coarse=True)
-        if r2 is not None and (rect is None or r2.residual_deg < rect.residual_deg):
-            rect = r2
+    else:
+        m = geo.page_masks(rgb)
+    # perspective (a photo, a keystoned scan): the grid's lines in tiles give a homography. A flat
+    # scan shows itself on a quick fit at a quarter of the size: the full fit (and its coarse retry)
+    # only runs where that one sees perspective, a poor fit or no grid.
+    rect = geo.quick_flat_fit(m.grid) if quick else None
+    gated = rect is not None and geo.looks_flat(rect)
+    if not gated:
+        rect = geo.estimate_rectification(m.grid)
+        if rect is None or not geo.rectification_fits(rect):
+            # a blurred grid (its 1 mm lines gone): again at half the size, tiles overlapping
+            r2 = geo.estimate_rectification(m.grid, coarse=True)
+            if r2 is not None and (rect is None or r2.residual_deg < rect.residual_deg):
+                rect = r2
     how = "the grid's lines"
     rectified = False
     if (rect is None or not geo.rectification_usable(rect)) and paper is not None:
@@ -217,14 +241,14 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
             f"{100 * density:.0f} % of the page is dark ink: not a page of ECG traces (a photo or a filled image?)"
         )
         _finish_scale(r, px, py, ppm_x, ppm_y)
-        return
+        return gated
     prof = region.sum(axis=1).astype(np.float64)
     sig = max(1.0, 0.6 * ppm_y)
     prof_s = cv2.GaussianBlur(prof.reshape(-1, 1), (1, 0), sigmaX=0, sigmaY=sig).ravel() if prof.size > 3 else prof
     if prof_s.max() <= 0:
         r.reasons.append("no ink found on the page: no traces to read")
         _finish_scale(r, px, py, ppm_x, ppm_y)
-        return
+        return gated
     peaks, _ = find_peaks(
         prof_s, distance=max(2, int(7.0 * ppm_y)), height=0.2 * prof_s.max(), prominence=0.1 * prof_s.max()
     )
@@ -242,7 +266,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     if n_rows == 0:
         r.reasons.append("no trace rows found")
         _finish_scale(r, px, py, ppm_x, ppm_y)
-        return
+        return gated
     # row extents and calibration pulses
     row_pitch = (baselines[-1] - baselines[0]) / max(1, n_rows - 1) if n_rows > 1 else (gb - gt) / 2
     # row bands: halfway to the neighbouring baselines; the first and last reach the grid's edge, but
@@ -298,7 +322,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     valid = [k for k in range(n_rows) if extents[k] is not None and starts[k] is not None]
     if not valid:
         r.reasons.append("rows found but no traces in them")
-        return
+        return gated
     # the first and last inked columns are the line's edges: its centre is half a line width in
     off = (_line_width(ink, bands[valid[0]], gl, gr, max_run) - 1.0) / 2.0
     x_start = float(np.median([s for s in starts if s is not None])) + off
@@ -312,7 +336,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
         pps = span / RECORD_S
     elif dur < 1.0:
         r.reasons.append(f"rows only {dur:.1f} s long: not a 12-lead record")
-        return
+        return gated
     # panel boundaries a row marks (a separator line or a tick across the baseline) at 1/4, 1/2, 3/4
     marks = [
         [
@@ -323,7 +347,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
     ]
     name = _layout_name(n_rows, marks, r)
     if name is None:
-        return
+        return gated
     main, rhythm = LAYOUT_LEADS[name]
     n_cols = len(main[0])
     r.layout, r.columns = name, n_cols
@@ -366,7 +390,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
             )
     r.leads = boxes
     if not do_trace:
-        return
+        return gated
 
     # --- signals
     t3 = time.perf_counter()
@@ -430,6 +454,7 @@ def _read(rgb: np.ndarray, r: PageReading, do_trace: bool) -> None:
                 filled_by_rhythm[li] = True
     r.signals = sig_out
     r.timings_ms["trace"] = _ms(t3)
+    return gated
 
 
 def _finish_scale(r: PageReading, px: float | None, py: float | None, ppm_x: float, ppm_y: float) -> None:
