@@ -81,7 +81,7 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None, paper: np.nd
     grid8 = cv2.bitwise_not(rmin)  # 255 - level
     # not ink, nor ink's anti-aliased edges (text would otherwise look like grid)
     near = cv2.dilate(ink8, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5)))
-    grid8[near.view(bool)] = 0
+    grid8 = cv2.bitwise_and(grid8, cv2.compare(near, 0, cv2.CMP_EQ))  # (a boolean-mask store: 3x slower)
     return Masks(ink=ink, grid=grid8, ink_threshold=float(ink_threshold))
 
 
