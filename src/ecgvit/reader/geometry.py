@@ -118,15 +118,17 @@ def estimate_rotation(weight: np.ndarray, max_deg: float = 15.0) -> tuple[float,
         ys1, xs1, wt1 = ys[pick], xs[pick], wt[pick]
     else:
         ys1, xs1, wt1 = ys, xs, wt
-    ys1 = ys1.astype(np.float64)
-    xs1 = xs1.astype(np.float64)
     cx, cy = small.shape[1] / 2.0, small.shape[0] / 2.0
+    # coordinates about the centre, once (not per angle)
+    ys1 = ys1.astype(np.float64) - cy
+    xs1 = xs1.astype(np.float64) - cx
 
     def score(deg: float, yy: np.ndarray, xx: np.ndarray, ww: np.ndarray, binw: float) -> float:
         th = math.radians(deg)
-        r = (yy - cy) * math.cos(th) - (xx - cx) * math.sin(th)
-        idx = np.floor((r - r.min()) / binw).astype(np.int64)
-        hist = np.bincount(idx, weights=ww)
+        r = yy * math.cos(th) - xx * math.sin(th)
+        r -= r.min()
+        r /= binw
+        hist = np.bincount(np.floor(r, out=r).astype(np.int64), weights=ww)
         return float(np.dot(hist, hist))
 
     n0 = min(ys1.size, 8000)
