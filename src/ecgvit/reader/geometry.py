@@ -81,7 +81,8 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None, paper: np.nd
     grid8 = cv2.bitwise_not(rmin)  # 255 - level
     # not ink, nor ink's anti-aliased edges (text would otherwise look like grid)
     near = cv2.dilate(ink8, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5)))
-    grid8 = cv2.bitwise_and(grid8, cv2.compare(near, 0, cv2.CMP_EQ))  # (a boolean-mask store: 3x slower)
+    # (255 where no ink is near: one AND, where a boolean-mask store took 3x as long)
+    grid8 = cv2.bitwise_and(grid8, cv2.threshold(near, 0, 255, cv2.THRESH_BINARY_INV)[1])
     return Masks(ink=ink, grid=grid8, ink_threshold=float(ink_threshold))
 
 
