@@ -564,9 +564,10 @@ def rectification_usable(rect: Rectification) -> bool:
     return min(rect.tiles) >= 10 and rect.residual_deg <= 1.2 and rect.perspective >= 0.004
 
 
-# The quick flatness fit: the grid measure shrunk by a whole factor to about this longest side
-# (700-1050 px), used where the page is at least twice as large.
-QUICK_SIDE = 700
+# The quick flatness fit: the grid measure shrunk by a whole factor to a longest side of 550-825 px
+# (~10 ms on a 2213 x 1572 page, a fifth of the full fit), used where the page is at least twice as
+# large.
+QUICK_SIDE = 550
 
 
 def quick_flat_fit(grid: np.ndarray) -> Rectification | None:
@@ -581,8 +582,9 @@ def quick_flat_fit(grid: np.ndarray) -> Rectification | None:
 def looks_flat(rect: Rectification) -> bool:
     """A quick fit's verdict that the page is flat (a scan or an export: at most a rotation, which is
     left to `estimate_rotation`): enough tiles on both axes fit one homography closely, and its
-    perspective is far below `rectification_usable`'s (the quick fit's tiles span less of the page:
-    it reads about 0.6 of the full fit's perspective, so < 0.001 here is < ~0.002 there)."""
+    perspective is far below `rectification_usable`'s 0.004 (the quick fit's tiles span less of the
+    page: it reads about 0.6 of the full fit's perspective, so < 0.001 here is < ~0.002 there; on
+    generated pages of every distortion level no page it passed had a usable full fit)."""
     return min(rect.tiles) >= 10 and rect.residual_deg <= 0.5 and rect.perspective < 0.001
 
 
