@@ -227,3 +227,25 @@ def test_photographed_page_rectified_back_to_its_layout_and_boxes():
     assert np.mean(ious) > 0.9 and min(ious) > 0.8, ious
     # the page's 1 mm pitch on the rectified page is square (both axes within 3 %)
     assert r.px_per_mm is not None and abs(r.px_per_mm[0] / r.px_per_mm[1] - 1) < 0.03
+
+
+def test_quick_flatness_gate_reads_a_flat_page_as_the_full_fit_does():
+    """A clean page passes the quick flatness test, and reading it through the gate gives what the
+    full rectification fit gives (same layout, boxes, signals); a keystoned copy does not pass it."""
+    from ecgvit.reader import geometry as geo
+    from ecgvit.reader.read import _attempt
+
+    img, _sig, _truth = _page("3x4+1")
+    q = geo.quick_flat_fit(geo.page_masks(img).grid)
+    assert q is not None and geo.looks_flat(q)
+    fast, gated = _attempt(img, True, quick=True)
+    full, _ = _attempt(img, True, quick=False)
+    assert gated and fast.layout == full.layout == "3x4+1"
+    assert [(b.name, b.box) for b in fast.leads] == [(b.name, b.box) for b in full.leads]
+    np.testing.assert_array_equal(fast.signals, full.signals)
+    h, w = img.shape[:2]
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = np.float32([[60, 40], [w - 60, 0], [w, h], [0, h - 20]])
+    keyed = cv2.warpPerspective(img, cv2.getPerspectiveTransform(src, dst), (w, h), borderValue=(255, 255, 255))
+    q2 = geo.quick_flat_fit(geo.page_masks(keyed).grid)
+    assert q2 is None or not geo.looks_flat(q2)
