@@ -169,6 +169,9 @@ def load_page_array(path: str | Path, cfg: PreprocessConfig = PreprocessConfig()
 # Part of the cache key beside the config: bump it when decoding changes what reaches the model
 # (-d2: EXIF orientation applied; non-JPEG pages block-averaged to the JPEG draft scale).
 DECODER_VERSION = "-d2"
+# Also part of the key of the forms that read the leads: bump it when the page reader reads pages
+# differently (-r2: the quick flatness gate, row ends inset by the trace's cap, text rows refused).
+READER_VERSION = "-r2"
 
 
 def model_input(arrays: np.ndarray) -> np.ndarray:
@@ -199,7 +202,8 @@ class PageCache:
 
     def __init__(self, cfg: PreprocessConfig = PreprocessConfig(), root: str | Path | None = None):
         self.cfg = cfg
-        self.dir = Path(root or default_cache_dir()) / "preprocess" / f"{cfg.key()}{DECODER_VERSION}"
+        version = DECODER_VERSION + (READER_VERSION if cfg.reads_leads else "")
+        self.dir = Path(root or default_cache_dir()) / "preprocess" / f"{cfg.key()}{version}"
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg_file = self.dir / "config.json"
         if not cfg_file.exists():
