@@ -57,7 +57,7 @@ def main() -> int:
     t_start = time.perf_counter()
     for k in folds:
         run = cv / f"r0_fold{k}"
-        pred = Predictor(str(run), backend="torch")
+        pred = Predictor(str(run), backend="torch", threads=1)
         classes = pred.classes
         with open(run / "pages.csv", newline="") as f:
             pages = [r for r in csv.DictReader(f) if r["part"] == "val"]

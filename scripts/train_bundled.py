@@ -35,6 +35,7 @@ from ecgvit.run import BUNDLED_NAME, bundled_dir
 # model shipped before (192x320, distilled from mobilenetv4_conv_small for 60 epochs). So no
 # teacher by default.
 BUNDLED_EPOCHS = 90  # what the shipped model was trained with (its config.json records it)
+BUNDLED_MODEL = "ecgvit-tiny"
 # A teacher's own epochs when one is named: the CV that measured distillation (at 192x320)
 # distilled from CNN folds trained for 40 (runs/khan_cv/mobilenetv4_conv_small).
 TEACHER_EPOCHS = 40
@@ -53,6 +54,7 @@ def main() -> None:
         default=BUNDLED_EPOCHS,
         help=f"default {BUNDLED_EPOCHS}: the shipped model's, as in the CV of the recipe (MODEL_CARD.md)",
     )
+    ap.add_argument("--model", default=BUNDLED_MODEL, help=f"model to train (default {BUNDLED_MODEL}: the shipped one)")
     ap.add_argument("--out", default="runs/bundled")
     ap.add_argument(
         "--teacher",
@@ -82,6 +84,7 @@ def main() -> None:
     a.oof = a.oof or (f"runs/khan_cv/ecgvit-tiny@{teacher}/oof.csv" if teacher else BUNDLED_OOF)
     # No weight averaging: the CV that measured this recipe had none.
     cfg = TrainConfig(
+        model=a.model,
         epochs=a.epochs,
         seed=a.seed,
         val_fraction=0.0,
@@ -98,7 +101,7 @@ def main() -> None:
         cfg = replace(
             cfg, teacher=train_teacher(teacher, a.data, keep, cfg, get_spec(cfg.model).preprocess(), True, None, None)
         )
-    train(a.data, out, cfg)
+    train(a.data, out, cfg, preprocess=get_spec(a.model).preprocess())
     print(f"trained in {time.time() - t:.0f} s")
     if a.no_install:
         return

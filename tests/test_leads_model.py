@@ -171,3 +171,25 @@ def test_leads_model_trains_and_reads_other_layouts(tmp_path):
     assert set(info["leads"]) == {*LEADS, "II rhythm"}
     assert all(v >= 0 for v in info["leads"].values())
     assert (tmp_path / "leads.png").stat().st_size > 0 and img.size[0] > 0
+
+
+def test_restyled_arrays_redraw_a_page_in_other_styles(tmp_path):
+    from ecgvit.data.preprocess import load_arrays
+    from ecgvit.engine.restyle import restyled_arrays
+
+    generate(tmp_path / "pages", per_class=1, seed=31, progress=False)
+    paths = sorted(str(p) for p in (tmp_path / "pages").glob("*/*.jpg"))[:2]
+    md5s = ["%032x" % (i + 1) for i in range(len(paths))]
+    cfg = PreprocessConfig(height=H, width=W, form="signals")
+    r = restyled_arrays(paths, md5s, cfg, copies=2, seed=0, cache_root=tmp_path / "c", workers=1)
+    assert r.shape == (2, 2, H, W) and r.dtype == np.uint8
+    own = load_arrays(paths, md5s, cfg=cfg, cache_root=tmp_path / "c", workers=1)
+    for i in range(2):
+        for k in range(2):
+            # the same ECG in another cart's drawing: close to the page's own input, not equal
+            c = np.corrcoef(255.0 - r[i, k].ravel(), 255.0 - own[i].ravel())[0, 1]
+            assert 0.3 < c < 0.999, c
+    again = restyled_arrays(paths, md5s, cfg, copies=2, seed=0, cache_root=tmp_path / "c", workers=1)
+    assert np.array_equal(r, again)  # cached
+    with pytest.raises(ValueError, match="reader's leads"):
+        restyled_arrays(paths, md5s, PreprocessConfig(height=H, width=W), copies=1, cache_root=tmp_path / "c")

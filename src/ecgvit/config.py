@@ -193,6 +193,13 @@ class TrainConfig:
         "online: the teacher scores every augmented batch; cached: each clean page once, before training",
         choices=("online", "cached"),
     )
+    # A model on the reader's leads sees each real page redrawn by other carts (ecgvit.engine.restyle):
+    # its own signals, its label, another style and layout.
+    restyle: float = _opt(
+        0.0,
+        "share of training pages shown redrawn in another generator style and layout (models on the reader's leads; 0: off)",
+    )
+    restyle_copies: int = _opt(3, "restyled drawings of each training page (made once, cached)")
     # Stochastic weight averaging (Izmailov et al. 2018).
     average_last: float = _opt(
         0.0, "keep the plain average of the weights over this last fraction of training steps (0: the last weights)"
@@ -217,6 +224,10 @@ class TrainConfig:
             raise ValueError(f"distill_targets={self.distill_targets!r}: expected 'online' or 'cached'")
         if not 0.0 <= self.average_last < 1.0:
             raise ValueError(f"average_last={self.average_last}: expected 0 <= fraction < 1 (0: no weight averaging)")
+        if not 0.0 <= self.restyle <= 1.0 or self.restyle_copies < 1:
+            raise ValueError(
+                f"restyle={self.restyle}, restyle_copies={self.restyle_copies}: need 0 <= share <= 1 and copies >= 1"
+            )
         if self.teacher_epochs is not None and self.teacher_epochs < 1:
             raise ValueError(f"teacher_epochs={self.teacher_epochs}: must be >= 1 (or None: two thirds of epochs)")
         if (self.split is None) != (self.fold is None):

@@ -52,6 +52,7 @@ from ecgvit.config import (
 from ecgvit.data.pageset import holdout_split, load_pageset, split_from_file
 from ecgvit.data.preprocess import default_cache_dir, load_arrays
 from ecgvit.engine.calibrate import calibrate, format_calibration
+from ecgvit.engine.restyle import restyled_arrays
 from ecgvit.engine.teachers import check_teacher, load_teacher, resolve_teacher, teacher_epochs
 from ecgvit.models import count_params, create_model, get_spec, prepare_batch
 from ecgvit.models.inference import predict_proba
@@ -289,6 +290,18 @@ def _train(
     x_val = load_arrays(val_set.paths, val_set.md5s, cfg=preprocess, cache_root=cache_root, workers=1)
     y_train = torch.as_tensor(train_set.labels)
     y_val = val_set.labels
+    r_train = None
+    if cfg.restyle > 0:
+        if not preprocess.reads_leads:
+            raise ValueError(f"--restyle needs a model on the reader's leads (this one reads {preprocess.form!r})")
+        if d.main:
+            restyled_arrays(
+                train_set.paths, train_set.md5s, preprocess, cfg.restyle_copies, cfg.seed, cache_root, progress=progress
+            )
+        _barrier(d)
+        r_train = restyled_arrays(
+            train_set.paths, train_set.md5s, preprocess, cfg.restyle_copies, cfg.seed, cache_root, workers=1
+        )
 
     # 4. model, optimiser, schedule, loss
     torch.manual_seed(cfg.seed)
@@ -429,7 +442,14 @@ def _train(
         )
         for i in bar:
             idx = order[i : i + cfg.batch_size]
-            xb = prepare_batch(x_train[idx.numpy()])
+            arr = x_train[idx.numpy()]
+            if r_train is not None:
+                # this share of the batch drawn by another cart (the same page's signals and label)
+                sel = (torch.rand(len(idx), generator=gen) < cfg.restyle).numpy()
+                k = torch.randint(0, r_train.shape[1], (len(idx),), generator=gen).numpy()
+                arr = arr.copy()
+                arr[sel] = r_train[idx.numpy()[sel], k[sel]]
+            xb = prepare_batch(arr)
             if cfg.augment == "ecg":
                 xb = augment_batch(xb, gen)
             yb = y_train[idx]
@@ -642,12 +662,16 @@ _NOT_PRETRAINING = (
     "distill_targets",
     "gate",
     "average_last",
+    "restyle",
+    "restyle_copies",
 )
 
 
 def pretrain_key(cfg: TrainConfig, preprocess: PreprocessConfig) -> str:
     """The cache key of `cfg`'s synthetic pretraining: a digest of the settings that shape it."""
     shaping = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_PRETRAINING}
+    if shaping.get("pretrain_records") is None:  # a setting added later: runs without it keep their key
+        shaping.pop("pretrain_records", None)
     return (
         hashlib.sha1(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:8] + preprocess.key()[:8]
     )
@@ -743,6 +767,7 @@ def synth_pretrained_weights(
             teacher=None,
             gate=False,
             average_last=0.0,
+            restyle=0.0,  # the pretraining pages are drawn in every style already
         )
         train(
             pages,
