@@ -287,7 +287,9 @@ def read_rows(out: str | Path) -> list[dict[str, Any]]:
                 "probabilities": probs or None,
                 "reason": d["reason"],
             }
-            r.update({k: d[k] for k in ("crop_box", "feature_distance", "trace_rows") if d[k] is not None})
+            r.update(
+                {k: d[k] for k in ("crop_box", "feature_distance", "trace_rows", "layout") if d.get(k) is not None}
+            )
             r["md5"] = d["md5"]
             rows.append(r)
     return rows

@@ -42,7 +42,7 @@ def input_md5(path: str) -> str:
 
 
 def table_columns(classes: list[str]) -> list[str]:
-    """The CSV columns of a predictions table (Parquet adds crop_box, feature_distance, trace_rows)."""
+    """The CSV columns of a predictions table (Parquet adds crop_box, feature_distance, trace_rows, layout)."""
     return ["path", "status", "label", "probability", *[f"p_{c}" for c in classes], "reason", "md5", "model_sha256"]
 
 
@@ -67,7 +67,7 @@ def flat_row(r: dict[str, Any], classes: list[str], digest: str) -> dict[str, An
     d = {k: r.get(k) for k in ("path", "status", "label", "probability")}
     d.update({f"p_{c}": probs.get(c) for c in classes})
     d.update({"reason": r.get("reason", ""), "md5": r.get("md5", ""), "model_sha256": digest})
-    d.update({k: r.get(k) for k in ("crop_box", "feature_distance", "trace_rows")})
+    d.update({k: r.get(k) for k in ("crop_box", "feature_distance", "trace_rows", "layout")})
     return d
 
 
@@ -78,7 +78,7 @@ def table_schema(classes: list[str]) -> Any:
     text, number, count = pa.string(), pa.float64(), pa.int64()
     cols = [("path", text), ("status", text), ("label", text), ("probability", number)]
     cols += [(f"p_{c}", number) for c in classes] + [("reason", text), ("md5", text), ("model_sha256", text)]
-    cols += [("crop_box", pa.list_(count)), ("feature_distance", number), ("trace_rows", count)]
+    cols += [("crop_box", pa.list_(count)), ("feature_distance", number), ("trace_rows", count), ("layout", text)]
     return pa.schema(cols)
 
 
