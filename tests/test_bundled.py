@@ -83,3 +83,21 @@ def test_predict_with_the_shipped_onnx_never_imports_torch_or_the_engine(tmp_pat
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "1 inputs: 1" in r.stdout
+
+
+def test_every_bundled_model_answers_by_name(tmp_path):
+    # `ecgvit predict NAME page.jpg` / Predictor(NAME): each bundled model by its folder's name
+    from ecgvit.run import BUNDLED_NAME, bundled_names
+    from ecgvit.runtime.files import split_model_and_paths
+    from ecgvit.runtime.predictor import Predictor
+    from ecgvit.synth import generate
+
+    names = bundled_names()
+    assert names[0] == BUNDLED_NAME
+    generate(tmp_path / "pages", per_class=1, seed=12, progress=False)
+    page = str(sorted((tmp_path / "pages").rglob("*.jpg"))[0])
+    for name in names:
+        model, paths = split_model_and_paths([name, page])
+        assert model == str(bundled_run(name)) and paths == [page]
+        (row,) = Predictor(name).predict([page])
+        assert row.status in ("ok", "low_confidence", "out_of_scope"), row

@@ -237,11 +237,14 @@ def _cmd_models(a: argparse.Namespace) -> int:
         star = " (default)" if name == DEFAULT_MODEL else ""
         taught = f"; --teacher auto: {spec.default_teacher}" if spec.default_teacher else ""
         print(f"{name:<{nw}}{count_params(m) / 1e6:>9.2f}M{g:>9.2f}{size:>16}  {spec.description}{taught}{star}")
-    from ecgvit.run import bundled_run, bundled_version
+    from ecgvit.run import bundled_names, bundled_run, bundled_version
 
     b, version = bundled_run(), bundled_version()
     shown = f"{version} at {b}" if b else "none in this install (scripts/train_bundled.py makes it)"
     print(f"\nbundled model: {shown}")
+    others = bundled_names()[1:]
+    if others:
+        print(f"also bundled (name it first: `ecgvit predict NAME page.jpg`): {', '.join(others)}")
     return 0
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "Run",
     "RunError",
     "bundled_dir",
+    "bundled_names",
     "bundled_run",
     "bundled_version",
     "exclusive",
@@ -281,14 +282,23 @@ def load_run(run: str | Path) -> LoadedRun:
 # `ecgvit predict page.jpg` answers without training.
 
 
-def bundled_dir() -> Path:
-    return Path(__file__).resolve().parent / "weights" / BUNDLED_NAME
+def bundled_dir(name: str | None = None) -> Path:
+    """Where the bundled model `name` (default: the default one, BUNDLED_NAME) lives."""
+    return Path(__file__).resolve().parent / "weights" / (name or BUNDLED_NAME)
 
 
-def bundled_run() -> Path | None:
-    """The bundled run folder (config.json + model.safetensors), or None if not installed."""
-    d = bundled_dir()
+def bundled_run(name: str | None = None) -> Path | None:
+    """The bundled run folder (config.json + model.safetensors) of `name` (default: the default
+    model), or None if this install has no such model."""
+    d = bundled_dir(name)
     return d if (d / CONFIG_JSON).exists() and (d / WEIGHTS_FILE).exists() else None
+
+
+def bundled_names() -> list[str]:
+    """The names of the models bundled in this install, the default first."""
+    root = bundled_dir().parent
+    found = sorted(p.name for p in root.iterdir() if bundled_run(p.name)) if root.is_dir() else []
+    return sorted(found, key=lambda n: n != BUNDLED_NAME)
 
 
 def bundled_version() -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ecgvit.data.io import INPUT_SUFFIXES, BadImageError, split_page
-from ecgvit.run import RunError, bundled_run, is_run_dir
+from ecgvit.run import RunError, bundled_names, bundled_run, is_run_dir
 from ecgvit.runtime.inputs import expand_inputs
 from ecgvit.runtime.prediction import Prediction
 from ecgvit.runtime.predictor import NO_MODEL, Predictor
@@ -26,12 +26,14 @@ log = logging.getLogger("ecgvit")
 
 
 def split_model_and_paths(inputs: Sequence[str], onnx: str | None = None) -> tuple[str | None, list[str]]:
-    """`ecgvit predict [RUN|MODEL.onnx] PATH...`: the first argument is the model when it is a run
-    folder (has config.json) or an .onnx file; otherwise every argument is an input and the
+    """`ecgvit predict [RUN|MODEL.onnx|BUNDLED_NAME] PATH...`: the first argument is the model when it
+    is a run folder (has config.json), an .onnx file or the name of a bundled model; otherwise every argument is an input and the
     model is the bundled one. A first argument that exists nowhere and is not named like a page
     (an image or PDF suffix, a glob, `file#page=N`) is taken for a mistyped run folder: an error,
     never a silent fall-back to the bundled model."""
     inputs = list(inputs)
+    if inputs and not Path(inputs[0]).exists() and inputs[0] in bundled_names():
+        return str(bundled_run(inputs[0])), inputs[1:]  # a bundled model by name
     if inputs and (is_run_dir(inputs[0]) or (inputs[0].lower().endswith(".onnx") and Path(inputs[0]).is_file())):
         return inputs[0], inputs[1:]
     if inputs:

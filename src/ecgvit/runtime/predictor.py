@@ -30,7 +30,7 @@ from ecgvit.config import PreprocessConfig, from_dict
 from ecgvit.data.io import MIN_SIDE, open_page
 from ecgvit.data.preprocess import draft_size
 from ecgvit.metrics import softmax
-from ecgvit.run import LoadedRun, Run, bundled_run, is_run_dir, weights_digest
+from ecgvit.run import LoadedRun, Run, bundled_names, bundled_run, is_run_dir, weights_digest
 from ecgvit.runtime.backends import Backend, OnnxBackend, auto_backend
 from ecgvit.runtime.gate import Gate, PageStructure, ReadingStructure, Verdict, load_gate, ungated
 from ecgvit.runtime.inputs import (
@@ -107,6 +107,8 @@ class Predictor:
             if onnx is not None:
                 raise ValueError("give the ONNX model once: as the model or as onnx=")
             model, onnx = None, model
+        elif isinstance(model, str) and not is_run_dir(model) and model in bundled_names():
+            model = bundled_run(model)  # a bundled model by name
         elif isinstance(model, (str, Path)) and not is_run_dir(model):
             if not Path(model).exists():
                 raise FileNotFoundError(f"{model}: no such run folder")
