@@ -67,7 +67,8 @@ RESUME_FILE = "resume.pt"
 LOCK_FILE = ".ecgvit.lock"  # held while a run trains into the folder
 # The metadata key under which an exported ONNX model carries its run's config.
 ONNX_META_KEY = "ecgvit_config"
-BUNDLED_NAME = "ecgvit-tiny-khan"
+# The default bundled model; every folder under weights/ is a bundled model too (by its name).
+BUNDLED_NAME = "ecgvit-tiny-leads-khan"
 
 
 class RunError(ValueError):

@@ -115,6 +115,8 @@ def predict_files(
                         try:
                             _, info = pred.explain(r.path, out=Path(explain_dir) / f"{name}.png")
                             r.heatmap = info["heatmap"]
+                            if "leads" in info:  # a model on the reader's leads: the per-lead bars
+                                r.extra["lead_importance"] = info["leads"]
                         except Exception as exc:  # an explanation failing must not lose the prediction
                             r.reason = (
                                 r.reason + "; " if r.reason else ""

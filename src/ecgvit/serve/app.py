@@ -447,6 +447,8 @@ def create_app(
             "X-Pages": str(pages),
             "X-Latency-Ms": f"{(time.perf_counter() - t0) * 1000:.1f}",
         }
+        if "leads" in info:  # a model on the reader's leads: probability lost without each lead
+            headers["X-Lead-Importance"] = json.dumps(info["leads"], separators=(",", ":"))
         note = _pages_note(pages)
         if note:
             headers["X-Note"] = note
