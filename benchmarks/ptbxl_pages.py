@@ -76,7 +76,7 @@ def main() -> int:
     records = load_test(unpack(a.data))
     if a.limit:
         records = records[: a.limit]
-    pred = Predictor(a.run)
+    pred = Predictor(a.run, threads=1)
     classes = pred.classes
     print(f"{len(records)} PTB-XL test records; model {pred.model_name} ({pred.backend}); layout {a.layout}")
     print(f"{'style':<14}{'answered':>9}{'AUROC ans.':>11}{'AUROC all':>10}  labels (normal / MI / other records)")
