@@ -92,6 +92,7 @@ class ReadingStructure:
     grid the reader reads is in scope; what it cannot read is not)."""
 
     layout: str | None  # the layout the reader found (None: none)
+    rows: int  # rows of trace the reader found
     leads: int  # distinct leads with a panel (12 on a 12-lead page)
     pitch_source: str  # "grid", "calibration pulse" or "page size" (no scale found)
     reader_reason: str  # the reader's last reason when it found no layout ("" otherwise)
@@ -105,6 +106,7 @@ def reading_structure(reading: Any) -> ReadingStructure:
     reason = "" if reading.layout is not None or not reading.reasons else str(reading.reasons[-1])
     return ReadingStructure(
         layout=reading.layout,
+        rows=int(reading.rows),
         leads=len({b.name for b in reading.leads}),
         pitch_source=str(reading.grid.pitch_source),
         reader_reason=reason,
@@ -204,6 +206,8 @@ def page_structure(img: Image.Image | np.ndarray, crop: CropResult) -> PageStruc
 def _reading_reason(s: ReadingStructure) -> str | None:
     """Why the page reader's findings put a page out of scope, or None (rules, nothing fitted: a
     model on the reader's leads reads any page the reader reads)."""
+    if s.layout is None and s.rows == 1 and "not single traces" not in s.reader_reason:
+        return "single lead, not a 12-lead report (one row of trace found)"
     if s.layout is None:
         why = s.reader_reason.rstrip(".")
         return f"no 12-lead layout found ({why})" if why else "no 12-lead layout found"
