@@ -300,7 +300,7 @@ def calibrate(
         cal_y,
         fitted_on={
             "training_pages": source,
-            "synthetic_pages": synth_n * len(classes),
+            "synthetic_pages": sum(d > 0 for d in train_dom),
             "calibration": cal_source or "none (temperature 1)",
         },
         domains=np.array(train_dom)[keep],

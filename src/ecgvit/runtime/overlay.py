@@ -117,13 +117,8 @@ def render_overlay(
 ) -> Image.Image:
     """Blend `heat` (over the crop) into `box` (original page pixels) of `page`, shown at most
     `max_side` pixels on its longer side (0: the original size), with `title` in a banner."""
-    fw, fh = full_size
-    s = min(1.0, max_side / max(fw, fh)) if max_side else 1.0
-    size = (max(1, round(fw * s)), max(1, round(fh * s)))
-    canvas = page.convert("RGB")
-    if canvas.size != size:
-        canvas = canvas.resize(size, Image.Resampling.LANCZOS if canvas.width > size[0] else Image.Resampling.BICUBIC)
-    base = np.asarray(canvas).astype(np.float32)
+    base, s = _page_canvas(page, full_size, max_side)
+    size = (base.shape[1], base.shape[0])
     l, t, r, b = (round(v * s) for v in box)
     l, t = max(0, l), max(0, t)
     r, b = min(size[0], max(r, l + 1)), min(size[1], max(b, t + 1))
@@ -182,13 +177,8 @@ def explain_leads(
     probs = probs_of(ld.array[None])[0]
     k = int(np.argmax(probs)) if target is None else int(target)
     imp = lead_importance(probs_of, ld.array, k)
-    fw, fh = ld.full_size
-    s = min(1.0, max_side / max(fw, fh)) if max_side else 1.0
-    size = (max(1, round(fw * s)), max(1, round(fh * s)))
-    canvas = ld.image.convert("RGB")
-    if canvas.size != size:
-        canvas = canvas.resize(size, Image.Resampling.LANCZOS if canvas.width > size[0] else Image.Resampling.BICUBIC)
-    base = np.asarray(canvas).astype(np.float32)
+    base, _ = _page_canvas(ld.image, ld.full_size, max_side)
+    size = (base.shape[1], base.shape[0])
     rw, rh = ld.reading.size
     sx, sy = size[0] / max(1, rw), size[1] / max(1, rh)
     top = max(imp.values()) or 1.0
@@ -224,6 +214,18 @@ def explain_leads(
         "size": list(out.size),
     }
     return out, info
+
+
+def _page_canvas(page: Image.Image, full_size: tuple[int, int], max_side: int) -> tuple[np.ndarray, float]:
+    """The page as float32 RGB at its original size scaled to at most `max_side` on its longer
+    side (0: unscaled), and that scale."""
+    fw, fh = full_size
+    s = min(1.0, max_side / max(fw, fh)) if max_side else 1.0
+    size = (max(1, round(fw * s)), max(1, round(fh * s)))
+    canvas = page.convert("RGB")
+    if canvas.size != size:
+        canvas = canvas.resize(size, Image.Resampling.LANCZOS if canvas.width > size[0] else Image.Resampling.BICUBIC)
+    return np.asarray(canvas).astype(np.float32), s
 
 
 def _banner(d: ImageDraw.ImageDraw, title: str, width: int) -> None:
