@@ -23,7 +23,6 @@ from ecgvit.reader.reading import FS, LEADS, N_SAMPLES, LeadBox, PageReading
 
 __all__ = [
     "CANONICAL_ROWS",
-    "FORMS",
     "PANEL_S",
     "RHYTHM_LEAD",
     "cells",
@@ -32,7 +31,6 @@ __all__ = [
     "render_traces",
 ]
 
-FORMS = ("signals", "traces")
 CANONICAL_ROWS: tuple[tuple[str, ...], ...] = (
     ("I", "aVR", "V1", "V4"),
     ("II", "aVL", "V2", "V5"),
