@@ -101,43 +101,52 @@ def truth_boxes(truth: dict[str, Any]) -> dict[tuple[str, int], tuple[float, flo
 
 def synth(args: argparse.Namespace) -> None:
     from ecgvit.synth import CLASSES, make_page
-    from ecgvit.synth.styles import FAMILY_NAMES, get_style
+    from ecgvit.synth.styles import FAMILY_NAMES, get_style, sample_style
 
     layouts = args.layouts.split(",")
     levels = args.levels.split(",")
     families = args.families.split(",") if args.families else list(FAMILY_NAMES)
     cells: list[tuple[str, str, str]] = []
-    for lev in levels:
-        for lay in layouts:
-            cells.append(("khan", lay, lev))
-    for fam in families:
-        if fam == "khan":
-            continue
-        for lev in levels[:2]:
-            cells.append((fam, "3x4+1", lev))
+    if args.random_styles:
+        cells = [("random", "random", lev) for lev in levels]
+    else:
+        for lev in levels:
+            for lay in layouts:
+                cells.append(("khan", lay, lev))
+        for fam in families:
+            if fam == "khan":
+                continue
+            for lev in levels[:2]:
+                cells.append((fam, "3x4+1", lev))
     rows = []
     t_all = time.perf_counter()
     for ci, (fam, lay, lev) in enumerate(cells):
-        st = get_style(fam)
+        st = get_style("khan" if fam == "random" else fam)
         res: dict[str, list[float]] = defaultdict(list)
         for k in range(args.n):
             rng = np.random.default_rng(np.random.SeedSequence([27_000, ci, k]))
+            page_layout = lay
+            if fam == "random":
+                st, page_layout = sample_style(rng)
             img, sig, params = make_page(
-                CLASSES[k % len(CLASSES)], rng, style=st, as_array=True, layout=lay, distort=lev
+                CLASSES[k % len(CLASSES)], rng, style=st, as_array=True, layout=page_layout, distort=lev
             )
             truth = params["truth"]
+            scale = 1.0
+            if args.draft:
+                img, scale = _draft_decoded(img, st.jpeg_quality)
             t0 = time.perf_counter()
             r = read_page(img)
             res["ms"].append((time.perf_counter() - t0) * 1000)
             # masks, paper outline, rectification (or rotation) and the warp: the reader's front
             res["geom_ms"].append(float(r.timings_ms.get("rotation", np.nan)))
             res["layout_ok"].append(float(r.layout == truth["layout"]))
-            tb = truth_boxes(truth)
+            tb = {key: tuple(v * scale for v in b) for key, b in truth_boxes(truth).items()}
             mine = {(b.name, b.row): b.box for b in r.leads}
             res["iou"].append(float(np.mean([iou(tb[key], mine[key]) if key in mine else 0.0 for key in tb])))
             ref = truth_reference(sig[:, :5000], truth)
             res["snr"].append(float(np.nanmean(snr_db(ref, r.signals))))
-            g = truth["px_per_mm"]["grid"]
+            g = truth["px_per_mm"]["grid"] * scale
             if r.px_per_mm is not None:
                 res["pitch_err"].append(abs(r.px_per_mm[0] / g - 1) * 100)
         row = {
@@ -161,6 +170,24 @@ def synth(args: argparse.Namespace) -> None:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+
+
+def _draft_decoded(img: np.ndarray, quality: int) -> tuple[np.ndarray, float]:
+    """`img` as the classifier's reader sees it: saved as a JPEG and decoded with the DCT draft for
+    the reader's working size (halved while both sides stay above it); and the scale."""
+    import tempfile
+
+    from PIL import Image
+
+    from ecgvit.data.io import open_page
+    from ecgvit.data.preprocess import draft_size
+    from ecgvit.models import get_spec
+
+    with tempfile.NamedTemporaryFile(suffix=".jpg") as f:
+        Image.fromarray(img).save(f.name, "JPEG", quality=quality)
+        page = open_page(f.name, draft_size=draft_size(get_spec("ecgvit-tiny-leads").preprocess()), as_array=True)
+    rgb = page.rgb if hasattr(page, "rgb") else np.asarray(page.convert("RGB"))
+    return np.ascontiguousarray(rgb), rgb.shape[1] / img.shape[1]
 
 
 def trace_with_truth(img: np.ndarray, truth: dict[str, Any], ink: np.ndarray) -> np.ndarray:
@@ -352,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--layouts", default="3x4+1,3x4,3x4+3,6x2,6x2+1,12x1")
     s.add_argument("--levels", default="none,light,heavy,photo")
     s.add_argument("--families", default="", help="style families for the 3x4+1 cells (default: all)")
+    s.add_argument(
+        "--random-styles", action="store_true", help="one cell a level, each page in a random style and layout"
+    )
+    s.add_argument("--draft", action="store_true", help="read each page JPEG-decoded at the classifier's draft scale")
     s.add_argument("--out", default="")
     k = sub.add_parser("khan")
     k.add_argument("--limit", type=int, default=0)

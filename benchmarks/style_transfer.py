@@ -5,8 +5,9 @@
 For every fold of an `ecgvit cv` folder, each page the fold's model never saw is read by the page
 reader (full resolution), its signals redrawn by the generator (a) in the Khan style and layout
 and (b) `--restyles` times in a random style of the generator (`sample_style`: family, paper,
-dpi, speed, gain, grid and trace colours, layout), and all of them predicted by that fold's run,
-as the original page was. Leads the Khan page does not print (each lead but II shows 2.5 s) are
+dpi, gain, grid and trace colours, layout; 25 mm/s: a Khan page prints most leads 2.5 s, and a
+50 mm/s page would show windows it never printed, flat; `--all-speeds` draws them anyway), and all
+of them predicted by that fold's run, as the original page was. Leads the Khan page does not print (each lead but II shows 2.5 s) are
 drawn flat where another layout prints longer: a model on the canonical leads reads each lead's
 standard 2.5 s window, which is the real one. Reports macro-F1 [95 % bootstrap CI] pooled over
 folds for the original pages, the Khan-style redraw and the restyled pages (all, and per family
@@ -38,7 +39,13 @@ def main() -> int:
     ap.add_argument("--restyles", type=int, default=2, help="random restyles of each page")
     ap.add_argument("--limit", type=int, default=0, help="at most this many pages a fold (0: all)")
     ap.add_argument("--out", default=None, help="write the per-page rows here (CSV)")
+    ap.add_argument(
+        "--all-speeds",
+        action="store_true",
+        help="restyle at 50 mm/s too (a Khan page has no signal for most of what such a page prints)",
+    )
     a = ap.parse_args()
+    speeds = None if a.all_speeds else (25.0,)
 
     from ecgvit import Predictor
     from ecgvit.metrics import compute_metrics
@@ -74,7 +81,7 @@ def main() -> int:
                 rng = np.random.default_rng([28, k, i])
                 meta = random_meta(rng, 70.0)
                 for j, (st, layout) in enumerate(
-                    [(KHAN_STYLE, "3x4+1")] + [sample_style(rng) for _ in range(a.restyles)]
+                    [(KHAN_STYLE, "3x4+1")] + [sample_style(rng, speeds=speeds) for _ in range(a.restyles)]
                 ):
                     page = render(sig, st, meta, layout=layout)
                     out = Path(tmp) / f"{k}_{i}_{j}.jpg"

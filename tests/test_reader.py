@@ -249,3 +249,22 @@ def test_quick_flatness_gate_reads_a_flat_page_as_the_full_fit_does():
     keyed = cv2.warpPerspective(img, cv2.getPerspectiveTransform(src, dst), (w, h), borderValue=(255, 255, 255))
     q2 = geo.quick_flat_fit(geo.page_masks(keyed).grid)
     assert q2 is None or not geo.looks_flat(q2)
+
+
+def test_thin_trace_on_a_half_scale_page_is_read():
+    # a 0.15 mm trace at 200 dpi is ~1.2 px; the classifier reads pages at half scale, where it is
+    # anti-aliased grey and breaks into dashes at the ink threshold: the faint-ink retry reads it
+    from ecgvit.reader import geometry as geo
+    from ecgvit.synth.styles import make_style
+
+    st = make_style("khan", trace_width_mm=0.15)
+    img, sig, params = make_page("normal", np.random.default_rng(5), style=st, as_array=True)
+    half = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    plain, grown = geo.page_masks(half), geo.page_masks(half, grow=True)
+    assert grown.ink.sum() > 1.2 * plain.ink.sum() and not (plain.ink & ~grown.ink).any()
+    r = read_page(half)
+    assert r.layout == "3x4+1" and len(r.leads) == 13
+    assert any("faint ink" in s for s in r.reasons)
+    # a page whose traces read whole never takes the retry
+    thick = read_page(cv2.resize(_page()[0], (1106, 786), interpolation=cv2.INTER_AREA))
+    assert thick.layout == "3x4+1" and not any("faint ink" in s for s in thick.reasons)

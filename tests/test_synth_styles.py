@@ -232,3 +232,11 @@ def test_mapping_reproduces_samples_on_other_styles(kw: dict, distort: str) -> N
             ref.append(g[yi - 1 : yi + 2, xi - 1 : xi + 2].min())
     assert len(ref) > 20
     assert np.median(ref) < np.median(g) - 60, (np.median(ref), np.median(g))
+
+
+def test_sample_style_speeds_restricts_the_paper_speed() -> None:
+    speeds = {sample_style(np.random.default_rng(s), speeds=(25.0,))[0].speed_mm_s for s in range(30)}
+    assert speeds == {25.0}
+    assert {sample_style(np.random.default_rng(s))[0].speed_mm_s for s in range(30)} == {25.0, 50.0}
+    with pytest.raises(ValueError, match="speeds: 30.0"):
+        sample_style(np.random.default_rng(0), speeds=(30.0,))

@@ -170,8 +170,9 @@ def load_page_array(path: str | Path, cfg: PreprocessConfig = PreprocessConfig()
 # (-d2: EXIF orientation applied; non-JPEG pages block-averaged to the JPEG draft scale).
 DECODER_VERSION = "-d2"
 # Also part of the key of the forms that read the leads: bump it when the page reader reads pages
-# differently (-r2: the quick flatness gate, row ends inset by the trace's cap, text rows refused).
-READER_VERSION = "-r2"
+# differently (-r2: the quick flatness gate, row ends inset by the trace's cap, text rows refused;
+# -r3: a page that gives no layout read again with faint ink grown: thin traces).
+READER_VERSION = "-r3"
 
 
 def model_input(arrays: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 A model on the reader's leads trained on one cart's pages still learns that cart's quirks (how
 its reader errors look, its line widths, its layout's timing). `restyled_arrays` reads each
 training page with the page reader (full resolution), redraws its signals with the generator in
-`copies` random styles and layouts (`sample_style`: family, paper, dpi, speed, gain, colours),
+`copies` random styles and layouts (`sample_style`: family, paper, dpi, gain, colours; 25 mm/s),
 some lightly distorted, and turns each drawing into the model's input exactly as a page at
 prediction time is (decoded at the reader's draft scale, read, redrawn canonically). The label is
 the real page's. Leads the page does not print are drawn flat where a layout prints longer (the
@@ -35,6 +35,8 @@ from ecgvit.synth.page import random_meta, render
 __all__ = ["restyled_arrays"]
 
 LIGHT_SHARE = 0.4  # of the copies, lightly distorted (a scan's blur, tilt, uneven light)
+# part of the cache key: bump it when the restyled drawings change (-s2: 25 mm/s only)
+RESTYLE_VERSION = "-s2"
 
 
 def _as_decoded(page: np.ndarray, target: tuple[int, int]) -> np.ndarray:
@@ -62,7 +64,9 @@ def _restyle_one(args: tuple[str, str, PreprocessConfig, int, int, str]) -> np.n
         if reading.layout is None:  # nothing read: the page itself stands in
             arrays.append(None)
             continue
-        st, layout = _styles.sample_style(rng)
+        # 25 mm/s only: the page prints most leads 2.5 s, and a faster page would show windows
+        # of them it never printed (drawn flat: a page of missing leads under a real label)
+        st, layout = _styles.sample_style(rng, speeds=(25.0,))
         meta = random_meta(rng, 70.0)
         if st.family != "khan":
             meta.update(_styles.extra_meta(rng, {}))
@@ -102,7 +106,11 @@ def restyled_arrays(
         raise ValueError(f"restyling needs a model on the reader's leads (preprocess form {cfg.form!r} reads the page)")
     if copies < 1:
         raise ValueError(f"copies={copies}: must be >= 1")
-    cache = Path(cache_root or default_cache_dir()) / "restyle" / f"{cfg.key()}{DECODER_VERSION}{READER_VERSION}"
+    cache = (
+        Path(cache_root or default_cache_dir())
+        / "restyle"
+        / f"{cfg.key()}{DECODER_VERSION}{READER_VERSION}{RESTYLE_VERSION}"
+    )
     jobs = [(str(p), m, cfg, int(copies), int(seed), str(cache)) for p, m in zip(paths, md5s, strict=True)]
     n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     bar = tqdm(total=len(jobs), desc="restyle", unit="page", disable=not progress, leave=False)

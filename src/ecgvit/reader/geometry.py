@@ -48,7 +48,14 @@ def paper_level(v: np.ndarray) -> np.ndarray:
     return cv2.max(bg, 40)
 
 
-def page_masks(rgb: np.ndarray, ink_threshold: float | None = None, paper: np.ndarray | None = None) -> Masks:
+WEAK_INK_MARGIN = 0.2  # hysteresis: how much lighter than the ink threshold a grown pixel may be
+WEAK_INK_MAX = 0.8  # ... and never lighter than this (a pastel grid's lines are ~0.85+)
+WEAK_INK_STEPS = 3  # px grown from the dark core
+
+
+def page_masks(
+    rgb: np.ndarray, ink_threshold: float | None = None, paper: np.ndarray | None = None, grow: bool = False
+) -> Masks:
     """Ink and grid measures of `rgb`; `ink_threshold` (a fraction of the paper level of the brightest
     channel) defaults to one between the grid's level and black (Otsu on the non-paper pixels).
 
@@ -73,6 +80,16 @@ def page_masks(rgb: np.ndarray, ink_threshold: float | None = None, paper: np.nd
         else:
             ink_threshold = _ink_threshold(rmax)
     _, ink8 = cv2.threshold(rmax, int(round(ink_threshold * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
+    if grow:
+        # a trace under ~1.5 px wide (a thin line, or a page decoded at half scale) is anti-aliased
+        # grey and breaks into dashes at the threshold: ink grows along pixels up to WEAK_INK_MARGIN
+        # lighter, a few px from the dark core (hysteresis: a grey grid touching a trace gains stubs
+        # only). Not by default: on traces that read whole it thickens the line the tracer follows
+        weak_t = min(WEAK_INK_MAX, ink_threshold + WEAK_INK_MARGIN)
+        _, weak8 = cv2.threshold(rmax, int(round(weak_t * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
+        k3 = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+        for _ in range(WEAK_INK_STEPS):
+            ink8 = cv2.bitwise_and(cv2.dilate(ink8, k3), weak8)
     # (a small page draws its traces 1 px wide: a 3 x 3 window there)
     k, need = ((5, 5), 5) if max(rgb.shape[:2]) >= 1400 else ((3, 3), 3)
     count = cv2.boxFilter(ink8, cv2.CV_8U, k, normalize=False)
