@@ -268,3 +268,15 @@ def test_thin_trace_on_a_half_scale_page_is_read():
     # a page whose traces read whole never takes the retry
     thick = read_page(cv2.resize(_page()[0], (1106, 786), interpolation=cv2.INTER_AREA))
     assert thick.layout == "3x4+1" and not any("faint ink" in s for s in thick.reasons)
+
+
+@pytest.mark.parametrize("family", ["ge_mac", "textbook"])
+def test_3x4_plus_3_told_from_6x2_without_separator_marks(monkeypatch, family):
+    # 6 rows are 3x4+3 or 6x2; with no separator or tick to see (monkeypatched away), the rhythm
+    # strips repeating the panels above them still tell a 3x4+3 page
+    import ecgvit.reader.read as rd
+
+    monkeypatch.setattr(rd, "_boundary_mark", lambda *a, **k: False)
+    for layout in ("3x4+3", "6x2"):
+        img, _, truth = _page(layout, family, seed=3)
+        assert read_page(img).layout == layout == truth["layout"]

@@ -377,7 +377,8 @@ def _read(
         ]
         for k in range(n_rows)
     ]
-    name = _layout_name(n_rows, marks, r)
+    echoes = _rhythm_echoes(ink, bands, baselines, x_start, span, ppm_x) if n_rows == 6 else 0
+    name = _layout_name(n_rows, marks, r, echoes)
     if name is None:
         return gated
     main, rhythm = LAYOUT_LEADS[name]
@@ -793,9 +794,63 @@ def _boundary_mark(
     return bool((ink[y0:y1, x0:x1].sum(axis=0) >= 0.6 * (y1 - y0)).any())
 
 
-def _layout_name(n_rows: int, marks: list[list[bool]], r: PageReading) -> str | None:
+# 3x4+3: each rhythm strip (V1, II, V5) repeats, in one quarter of its 10 s, the panel above that
+# prints the same lead at the same time; (rhythm row, panel row, quarter)
+_ECHO_PANELS = ((3, 0, 2), (4, 1, 0), (5, 1, 3))
+ECHO_MAX_DIFF = 0.35  # rms of the two traces' difference over their spread: the same ink drawn twice
+
+
+def _column_centroids(ink: np.ndarray, band: tuple[int, int], baseline: float, x0: int, x1: int) -> np.ndarray:
+    """Per column of [x0, x1): the mean height of the ink in the row band above `baseline` (NaN: none)."""
+    sub = ink[band[0] : band[1], x0:x1].astype(np.float32)
+    n = sub.sum(axis=0)
+    ys = np.arange(band[0], band[1], dtype=np.float32)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, baseline - (sub * ys).sum(axis=0) / n, np.nan)
+
+
+def _echo_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """rms of a - b (each less its median) over their larger spread; inf with too few columns."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.mean() < 0.5:
+        return float("inf")
+    a, b = a[ok] - np.median(a[ok]), b[ok] - np.median(b[ok])
+    d = a - b
+    return float(np.sqrt(np.mean((d - np.median(d)) ** 2))) / max(float(a.std()), float(b.std()), 1.0)
+
+
+def _rhythm_echoes(
+    ink: np.ndarray,
+    bands: list[tuple[int, int]],
+    baselines: list[float],
+    x_start: float,
+    span: float,
+    ppm_x: float,
+) -> int:
+    """How many of 6 rows' 3x4+3 echoes hold (`_ECHO_PANELS`): a 6x2 page has none (every row
+    prints other leads), a 3x4+3 page 3 — the test that needs no separator marks. The strip may
+    sit up to 1.5 mm off the panel (a scan's shear, what rectification leaves)."""
+    q = span / 4.0
+    sh = max(2, int(round(1.5 * ppm_x)))
+    found = 0
+    for k, j, c in _ECHO_PANELS:
+        x0, x1 = int(x_start + c * q + 0.1 * q), int(x_start + (c + 1) * q - 0.1 * q)
+        if x1 - x0 < 20:
+            continue
+        a = _column_centroids(ink, bands[j], baselines[j], x0, x1)
+        b = _column_centroids(ink, bands[k], baselines[k], max(0, x0 - sh), x1 + sh)
+        if b.size < a.size + 2 * sh:
+            continue
+        best = min(_echo_diff(a, b[o : o + a.size]) for o in range(0, 2 * sh + 1))
+        if best < ECHO_MAX_DIFF:
+            found += 1
+    return found
+
+
+def _layout_name(n_rows: int, marks: list[list[bool]], r: PageReading, echoes: int = 0) -> str | None:
     """Layout from the row count; 6 rows are 3x4+3 when the top rows mark quarter boundaries and the
-    bottom ones none, else 6x2."""
+    bottom ones none, or when two rhythm strips repeat the panels above them (`_rhythm_echoes`),
+    else 6x2."""
     if n_rows == 3:
         return "3x4"
     if n_rows == 4:
@@ -806,7 +861,7 @@ def _layout_name(n_rows: int, marks: list[list[bool]], r: PageReading) -> str | 
         # both quarter marks (a QRS that happens to cross the baseline there is one, rarely both)
         quarter_top = sum(m[0] and m[2] for m in marks[:3])
         quarter_low = sum(m[0] and m[2] for m in marks[3:])
-        if quarter_top >= 2 and quarter_low <= 1:
+        if (quarter_top >= 2 and quarter_low <= 1) or echoes >= 2:
             return "3x4+3"
         return "6x2"
     if n_rows == 7:
