@@ -35,8 +35,9 @@ from ecgvit.synth.page import random_meta, render
 __all__ = ["restyled_arrays"]
 
 LIGHT_SHARE = 0.4  # of the copies, lightly distorted (a scan's blur, tilt, uneven light)
-# part of the cache key: bump it when the restyled drawings change (-s2: 25 mm/s only)
-RESTYLE_VERSION = "-s2"
+# part of the cache key: bump it when the restyled drawings change (-s2: 25 mm/s only; -s3: an
+# unreadable drawing replaced by the page's own input)
+RESTYLE_VERSION = "-s3"
 
 
 def _as_decoded(page: np.ndarray, target: tuple[int, int]) -> np.ndarray:
@@ -73,7 +74,10 @@ def _restyle_one(args: tuple[str, str, PreprocessConfig, int, int, str]) -> np.n
         page = render(np.nan_to_num(reading.signals, nan=0.0), st, meta, 500, layout)
         if rng.random() < LIGHT_SHARE:
             page, _ = _distort.apply(page, rng, "light")
-        arrays.append(preprocess_array(_as_decoded(page, target), cfg).array)
+        pa = preprocess_array(_as_decoded(page, target), cfg)
+        # a drawing the reader cannot read (a grid as dark as the trace, say) would be a blank
+        # input under a real label: the page's own input stands in
+        arrays.append(None if pa.reading is None or pa.reading.layout is None else pa.array)
     if any(a is None for a in arrays):
         from ecgvit.data.preprocess import load_page_array
 
