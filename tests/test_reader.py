@@ -280,3 +280,17 @@ def test_3x4_plus_3_told_from_6x2_without_separator_marks(monkeypatch, family):
     for layout in ("3x4+3", "6x2"):
         img, _, truth = _page(layout, family, seed=3)
         assert read_page(img).layout == layout == truth["layout"]
+
+
+def test_grid_as_dark_as_the_trace_is_read_as_grid():
+    # a black-and-white print: the grid's major lines are as dark as the trace, so the first
+    # reading takes them for ink; the retry splits the darker trace from them and takes lines that
+    # cross the whole grid as grid
+    from ecgvit.synth.styles import make_style
+
+    st = make_style("ge_mac", grid_colour="black", grid_kind="lines")
+    img, sig, params = make_page("normal", np.random.default_rng(2), style=st, as_array=True)
+    r = read_page(img)
+    assert r.layout == "3x4+1" and len(r.leads) == 13
+    assert any("grid as dark as the trace" in s for s in r.reasons)
+    assert _snr(sig[:, :5000], r.signals, params["truth"]) > 4.0

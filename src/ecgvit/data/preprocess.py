@@ -172,8 +172,9 @@ DECODER_VERSION = "-d2"
 # Also part of the key of the forms that read the leads: bump it when the page reader reads pages
 # differently (-r2: the quick flatness gate, row ends inset by the trace's cap, text rows refused;
 # -r3: a page that gives no layout read again with faint ink grown: thin traces; -r4: 6 rows are
-# 3x4+3 too when the rhythm strips repeat the panels above them).
-READER_VERSION = "-r4"
+# 3x4+3 too when the rhythm strips repeat the panels above them; -r5: a second retry for a grid
+# as dark as the trace).
+READER_VERSION = "-r5"
 
 
 def model_input(arrays: np.ndarray) -> np.ndarray:

@@ -51,10 +51,15 @@ def paper_level(v: np.ndarray) -> np.ndarray:
 WEAK_INK_MARGIN = 0.2  # hysteresis: how much lighter than the ink threshold a grown pixel may be
 WEAK_INK_MAX = 0.8  # ... and never lighter than this (a pastel grid's lines are ~0.85+)
 WEAK_INK_STEPS = 3  # px grown from the dark core
+DARK_GRID_GAP = 0.15  # a second, darker ink threshold is used only this far below the first
 
 
 def page_masks(
-    rgb: np.ndarray, ink_threshold: float | None = None, paper: np.ndarray | None = None, grow: bool = False
+    rgb: np.ndarray,
+    ink_threshold: float | None = None,
+    paper: np.ndarray | None = None,
+    grow: bool = False,
+    lines_as_grid: bool = False,
 ) -> Masks:
     """Ink and grid measures of `rgb`; `ink_threshold` (a fraction of the paper level of the brightest
     channel) defaults to one between the grid's level and black (Otsu on the non-paper pixels).
@@ -79,6 +84,14 @@ def page_masks(
             ink_threshold = _ink_threshold(sub[on[: sub.shape[0], : sub.shape[1]] > 0], step=1)
         else:
             ink_threshold = _ink_threshold(rmax)
+    if lines_as_grid:
+        # a grid printed as dark as the trace (a black-and-white print or copy) falls under the
+        # threshold; a black trace is darker still: Otsu again among the dark pixels splits them
+        dark = rmax[::2, ::2][rmax[::2, ::2] < int(round(ink_threshold * 255))]
+        if dark.size >= 200:
+            t2, _ = cv2.threshold(dark.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+            if t2 / 255.0 < ink_threshold - DARK_GRID_GAP:
+                ink_threshold = float(t2 / 255.0)
     _, ink8 = cv2.threshold(rmax, int(round(ink_threshold * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
     if grow:
         # a trace under ~1.5 px wide (a thin line, or a page decoded at half scale) is anti-aliased
@@ -90,6 +103,14 @@ def page_masks(
         k3 = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
         for _ in range(WEAK_INK_STEPS):
             ink8 = cv2.bitwise_and(cv2.dilate(ink8, k3), weak8)
+    if lines_as_grid:
+        # a grid printed as dark as the trace (a black-and-white print or copy): its lines cross the
+        # whole grid straight, which no trace does (a flat stretch a quarter of the page wide, a
+        # spike a third of its height): they are grid, not ink
+        h, w = ink8.shape
+        horiz = cv2.morphologyEx(ink8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(9, w // 4), 1)))
+        vert = cv2.morphologyEx(ink8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(9, h // 3))))
+        ink8 = cv2.bitwise_and(ink8, cv2.bitwise_not(cv2.bitwise_or(horiz, vert)) & 1)
     # (a small page draws its traces 1 px wide: a 3 x 3 window there)
     k, need = ((5, 5), 5) if max(rgb.shape[:2]) >= 1400 else ((3, 3), 3)
     count = cv2.boxFilter(ink8, cv2.CV_8U, k, normalize=False)
