@@ -110,7 +110,7 @@ def page_masks(
         h, w = ink8.shape
         horiz = cv2.morphologyEx(ink8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(9, w // 4), 1)))
         vert = cv2.morphologyEx(ink8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(9, h // 3))))
-        ink8 = cv2.bitwise_and(ink8, cv2.bitwise_not(cv2.bitwise_or(horiz, vert)) & 1)
+        ink8 = cv2.subtract(ink8, cv2.bitwise_or(horiz, vert))  # 0/1 masks: ink and not a line
     # (a small page draws its traces 1 px wide: a 3 x 3 window there)
     k, need = ((5, 5), 5) if max(rgb.shape[:2]) >= 1400 else ((3, 3), 3)
     count = cv2.boxFilter(ink8, cv2.CV_8U, k, normalize=False)
