@@ -44,7 +44,9 @@ BUNDLED_RECORDS = "/tmp/ptbxl_z"
 # A teacher's own epochs when one is named: the CV that measured distillation (at 192x320)
 # distilled from CNN folds trained for 40 (runs/khan_cv/mobilenetv4_conv_small).
 TEACHER_EPOCHS = 40
-# The out-of-fold predictions of the CV of the shipped recipe, for the gate's temperature.
+# The out-of-fold predictions of the CV of the shipped recipe, for the gate's temperature. (The
+# shipped weights predate the restyling's 25 mm/s and unreadable-drawing fixes; the CV of the
+# recipe with them, runs/cv_leads_s3, scored the same within noise: MODEL_CARD.md.)
 BUNDLED_OOF = "runs/cv_leads_rs_ptb/oof.csv"
 BUNDLED_OOF_COMMAND = (
     "ecgvit cv --data ../shared/data/khan --folds 5 --epochs 60 --model ecgvit-tiny-leads --restyle 0.5 "
