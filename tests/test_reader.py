@@ -294,3 +294,16 @@ def test_grid_as_dark_as_the_trace_is_read_as_grid():
     assert r.layout == "3x4+1" and len(r.leads) == 13
     assert any("grid as dark as the trace" in s for s in r.reasons)
     assert _snr(sig[:, :5000], r.signals, params["truth"]) > 4.0
+
+
+def test_tall_pulse_past_its_row_band_gives_the_gain():
+    # at 20 mm/mV the pulse is 20 mm tall and a 6x2 page's rows are ~25 mm apart: the pulse rises
+    # past the row's band (halfway to the next baseline) and must still be found
+    from ecgvit.synth.styles import make_style
+
+    img, sig, params = make_page(
+        "normal", np.random.default_rng(4), style=make_style("ge_mac", gain_mm_mv=20.0), as_array=True, layout="6x2"
+    )
+    r = read_page(img)
+    assert r.layout == "6x2" and r.gain_mm_mv == 20.0
+    assert _snr(sig[:, :5000], r.signals, params["truth"]) > 3.0

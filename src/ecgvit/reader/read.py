@@ -317,7 +317,12 @@ def _read(
     edges = [top0] + [(baselines[k] + baselines[k + 1]) / 2 for k in range(n_rows - 1)] + [bot1]
     bands = [(int(edges[k]), int(edges[k + 1])) for k in range(n_rows)]
     max_run = 1.2 * row_pitch if n_rows > 1 else (gb - gt) * 0.8
-    pulses = [_find_pulse(ink, bands[k], baselines[k], gl, gr, ppm_x, ppm_y, max_run) for k in range(n_rows)]
+    # a pulse may rise past its row's band (20 mm at 20 mm/mV, rows 25 mm apart): searched up to
+    # just below the previous row's baseline
+    ceilings = [bands[0][0]] + [int(baselines[k - 1] + 1.5 * ppm_y) for k in range(1, n_rows)]
+    pulses = [
+        _find_pulse(ink, bands[k], baselines[k], gl, gr, ppm_x, ppm_y, max_run, ceilings[k]) for k in range(n_rows)
+    ]
     extents = [_row_extent(ink, bands[k], gl, gr, ppm_x, max_run) for k in range(n_rows)]
     starts: list[float | None] = []
     for k in range(n_rows):
@@ -621,15 +626,17 @@ def _find_pulse(
     ppm_x: float,
     ppm_y: float,
     max_run: float,
+    ceiling: int | None = None,
 ) -> dict[str, float] | None:
     """A calibration pulse at the row's start: two vertical edges >= 2.5 mm tall, 1-12 mm apart,
-    joined by ink along the top. Returns its base y, height, width (px) and right end x."""
+    joined by ink along the top, its top no higher than `ceiling` (default: the band's top).
+    Returns its base y, height, width (px) and right end x."""
     ext = _row_extent(ink, band, gl, gr, ppm_x, max_run)
     if ext is None:
         return None
     x0 = int(ext[0])
     t, b = band
-    y_top = max(t, int(baseline - 25 * ppm_y))
+    y_top = max(min(t, ceiling) if ceiling is not None else t, int(baseline - 25 * ppm_y))
     y_bot = min(b, int(baseline + 2 * ppm_y))
     x1 = min(ink.shape[1], x0 + int(16 * ppm_x))
     win = ink[y_top : y_bot + 1, x0:x1]
