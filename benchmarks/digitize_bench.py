@@ -179,13 +179,13 @@ def _draft_decoded(img: np.ndarray, quality: int) -> tuple[np.ndarray, float]:
 
     from PIL import Image
 
+    from ecgvit.config import PreprocessConfig
     from ecgvit.data.io import open_page
     from ecgvit.data.preprocess import draft_size
-    from ecgvit.models import get_spec
 
     with tempfile.NamedTemporaryFile(suffix=".jpg") as f:
         Image.fromarray(img).save(f.name, "JPEG", quality=quality)
-        page = open_page(f.name, draft_size=draft_size(get_spec("ecgvit-tiny-leads").preprocess()), as_array=True)
+        page = open_page(f.name, draft_size=draft_size(PreprocessConfig(form="signals")), as_array=True)
     rgb = page.rgb if hasattr(page, "rgb") else np.asarray(page.convert("RGB"))
     return np.ascontiguousarray(rgb), rgb.shape[1] / img.shape[1]
 

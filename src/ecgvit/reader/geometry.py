@@ -84,14 +84,16 @@ def page_masks(
             ink_threshold = _ink_threshold(sub[on[: sub.shape[0], : sub.shape[1]] > 0], step=1)
         else:
             ink_threshold = _ink_threshold(rmax)
-    if lines_as_grid:
-        # a grid printed as dark as the trace (a black-and-white print or copy) falls under the
-        # threshold; a black trace is darker still: Otsu again among the dark pixels splits them
-        dark = rmax[::2, ::2][rmax[::2, ::2] < int(round(ink_threshold * 255))]
-        if dark.size >= 200:
-            t2, _ = cv2.threshold(dark.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-            if t2 / 255.0 < ink_threshold - DARK_GRID_GAP:
-                ink_threshold = float(t2 / 255.0)
+        if lines_as_grid:
+            # a grid printed as dark as the trace (a black-and-white print or copy) falls under the
+            # threshold; a black trace is darker still: Otsu again among the dark pixels splits them
+            # (here only: a threshold passed in, as after rectification, was split already)
+            sub2 = rmax[::2, ::2]
+            dark = sub2[sub2 < int(round(ink_threshold * 255))]
+            if dark.size >= 200:
+                t2, _ = cv2.threshold(dark.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+                if t2 / 255.0 < ink_threshold - DARK_GRID_GAP:
+                    ink_threshold = float(t2 / 255.0)
     _, ink8 = cv2.threshold(rmax, int(round(ink_threshold * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
     if grow:
         # a trace under ~1.5 px wide (a thin line, or a page decoded at half scale) is anti-aliased
