@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,48 @@ def test_records_load_and_draw(tmp_path):
     ]
     with pytest.raises(ValueError, match="labels.csv"):
         load_records(tmp_path)
+
+
+def test_cotraining_mixes_record_pages_into_batches(tmp_path):
+    """--cotrain-records draws the train-split records as pages once (cached), reads them, and the
+    run records how many of each class it mixed in; a label the run has no class for is refused."""
+    from ecgvit.config import TrainConfig
+    from ecgvit.engine.train import cotrain_arrays, train
+
+    _fake_ptbxl(tmp_path / "ptbxl_z")
+    data = tmp_path / "pages"
+    generate(data, per_class=2, seed=23, progress=False)
+    pre = PreprocessConfig(height=H, width=W, form="signals")
+    classes = ["normal", "myocardial_infarction", "abnormal_heartbeat", "history_of_mi"]
+    cfg = TrainConfig(model="ecgvit-tiny-leads", cotrain_records=str(tmp_path / "ptbxl_z"), cotrain_share=0.5)
+    x, y = cotrain_arrays(cfg, pre, classes, tmp_path / "cache", False)
+    assert x.shape == (2, H, W) and y.tolist() == [0, 3]  # normal -> normal, MI -> history_of_mi
+    assert (x < 128).any(axis=(1, 2)).all()  # drawn and read: ink in every input
+    drawn = sorted((tmp_path / "cache" / "cotrain").glob("*/*/*.jpg"))
+    stamp = [p.stat().st_mtime_ns for p in drawn]
+    x2, _ = cotrain_arrays(cfg, pre, classes, tmp_path / "cache", False)
+    assert np.array_equal(x, x2) and [p.stat().st_mtime_ns for p in drawn] == stamp  # cached, not redrawn
+    with pytest.raises(ValueError, match="not classes of this run"):
+        cotrain_arrays(cfg, pre, ["normal", "abnormal_heartbeat"], tmp_path / "cache", False)
+    run = tmp_path / "run"
+    cfg = TrainConfig(
+        model="ecgvit-tiny-leads",
+        cotrain_records=str(tmp_path / "ptbxl_z"),
+        cotrain_share=0.5,
+        epochs=1,
+        pretrain_per_class=0,
+        val_fraction=0.0,
+        gate=False,
+    )
+    train(data, run, cfg, preprocess=pre, progress=False, cache_root=tmp_path / "cache")
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["data"]["cotrain_pages"] == {
+        "normal": 1,
+        "myocardial_infarction": 0,
+        "abnormal_heartbeat": 0,
+        "history_of_mi": 1,
+    }
+    assert meta["train"]["cotrain_share"] == 0.5
 
 
 def test_leads_model_trains_and_reads_other_layouts(tmp_path):

@@ -200,6 +200,14 @@ class TrainConfig:
         "share of training pages shown redrawn in another generator style and layout (models on the reader's leads; 0: off)",
     )
     restyle_copies: int = _opt(3, "restyled drawings of each training page (made once, cached)")
+    # Real morphology kept through fine-tuning: pretraining alone on recorded ECGs is forgotten over
+    # 60 epochs of one cart's pages. The records (train split) are drawn once in random styles and
+    # layouts, read as at prediction time, and stand in for this share of every batch.
+    cotrain_records: str | None = _opt(
+        None,
+        "folder of real 12-lead records (ptbxl_z layout) drawn as pages and mixed into every training batch",
+    )
+    cotrain_share: float = _opt(0.25, "share of each training batch taken from --cotrain-records' pages")
     # Stochastic weight averaging (Izmailov et al. 2018).
     average_last: float = _opt(
         0.0, "keep the plain average of the weights over this last fraction of training steps (0: the last weights)"
@@ -224,6 +232,8 @@ class TrainConfig:
             raise ValueError(f"distill_targets={self.distill_targets!r}: expected 'online' or 'cached'")
         if not 0.0 <= self.average_last < 1.0:
             raise ValueError(f"average_last={self.average_last}: expected 0 <= fraction < 1 (0: no weight averaging)")
+        if not 0.0 <= self.cotrain_share < 1.0:
+            raise ValueError(f"cotrain_share={self.cotrain_share}: expected 0 <= share < 1")
         if not 0.0 <= self.restyle <= 1.0 or self.restyle_copies < 1:
             raise ValueError(
                 f"restyle={self.restyle}, restyle_copies={self.restyle_copies}: need 0 <= share <= 1 and copies >= 1"

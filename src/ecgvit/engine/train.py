@@ -303,6 +303,15 @@ def _train(
             train_set.paths, train_set.md5s, preprocess, cfg.restyle_copies, cfg.seed, cache_root, workers=1
         )
 
+    x_co: np.ndarray | None = None
+    y_co: torch.Tensor | None = None
+    if cfg.cotrain_records and cfg.cotrain_share > 0:
+        if d.main:
+            cotrain_arrays(cfg, preprocess, pages.classes, cache_root, progress)
+        _barrier(d)
+        x_co, y_np = cotrain_arrays(cfg, preprocess, pages.classes, cache_root, False)
+        y_co = torch.as_tensor(y_np)
+
     # 4. model, optimiser, schedule, loss
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -396,6 +405,11 @@ def _train(
             "train_pages": int(len(y_train)),
             "val_pages": int(len(y_val)),
             "per_class_train": {c: int(n) for c, n in zip(pages.classes, counts, strict=False)},
+            **(
+                {"cotrain_pages": {c: int((y_co == i).sum()) for i, c in enumerate(pages.classes)}}
+                if y_co is not None
+                else {}
+            ),
         },
         "world_size": d.world,
         "initial_weights": str(init) if init else None,
@@ -449,10 +463,17 @@ def _train(
                 k = torch.randint(0, r_train.shape[1], (len(idx),), generator=gen).numpy()
                 arr = arr.copy()
                 arr[sel] = r_train[idx.numpy()[sel], k[sel]]
+            yb = y_train[idx]
+            if x_co is not None and y_co is not None:
+                # this share of the batch: recorded ECGs of other carts' pages (their own labels)
+                co = (torch.rand(len(idx), generator=gen) < cfg.cotrain_share).numpy()
+                j = torch.randint(0, len(y_co), (len(idx),), generator=gen)
+                arr[co] = x_co[j.numpy()[co]]
+                yb = yb.clone()
+                yb[torch.as_tensor(co)] = y_co[j[torch.as_tensor(co)]]
             xb = prepare_batch(arr)
             if cfg.augment == "ecg":
                 xb = augment_batch(xb, gen)
-            yb = y_train[idx]
             xb, yb = xb.to(d.device), yb.to(d.device)
             logits = ddp_model(xb)
             loss = loss_fn(logits, yb)
@@ -664,6 +685,8 @@ _NOT_PRETRAINING = (
     "average_last",
     "restyle",
     "restyle_copies",
+    "cotrain_records",
+    "cotrain_share",
 )
 
 
@@ -704,6 +727,46 @@ def _pretraining_parts(cfg: TrainConfig, preprocess: PreprocessConfig) -> list[t
             )
         )
     return parts
+
+
+def cotrain_arrays(
+    cfg: TrainConfig,
+    preprocess: PreprocessConfig,
+    classes: list[str],
+    cache_root: str | Path | None,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model inputs and class indices of `cfg.cotrain_records`' train-split records, each drawn
+    once as a page in a random style and layout and read as at prediction time.
+
+    Drawn once per (records folder, seed) under CACHE/cotrain/ and shared by every fold of a CV;
+    the inputs go through the preprocessing cache. The drawing seed is not the pretraining's, so
+    a record pretrained on is seen here in another style."""
+    if not cfg.cotrain_records:
+        raise ValueError("cotrain_arrays needs cfg.cotrain_records")
+    folder = Path(cfg.cotrain_records)
+    recs = load_records(folder, split="train")
+    if not recs:
+        raise ValueError(f"{folder}: no train-split records with a label this model has")
+    missing = sorted({r.label for r in recs} - set(classes))
+    if missing:
+        raise ValueError(f"--cotrain-records {folder}: labels {missing} are not classes of this run ({classes})")
+    seed = cfg.pretrain_seed + 1
+    key = hashlib.sha1(f"{folder.resolve()}|{len(recs)}|{seed}".encode()).hexdigest()[:12]
+    pages = Path(cache_root or default_cache_dir()) / "cotrain" / key
+    if not (pages / "complete").exists():
+        with exclusive(pages.with_name(f"{key}.lock"), f"co-training pages {pages}"):
+            if not (pages / "complete").exists():
+                if pages.exists():
+                    shutil.rmtree(pages)
+                summary = write_record_pages(pages, recs, seed=seed, workers=os.cpu_count() or 1, progress=progress)
+                if progress:
+                    log.info(f"co-training: {summary}")
+                (pages / "complete").write_text("ok\n")
+    paths = [pages / r.label / f"{r.name}.jpg" for r in recs]
+    x = load_arrays(paths, cfg=preprocess, cache_root=cache_root, progress=progress)
+    y = np.array([classes.index(r.label) for r in recs], np.int64)
+    return x, y
 
 
 def synth_pretrained_weights(
@@ -768,6 +831,7 @@ def synth_pretrained_weights(
             gate=False,
             average_last=0.0,
             restyle=0.0,  # the pretraining pages are drawn in every style already
+            cotrain_records=None,  # the records are in the pretraining's own pages
         )
         train(
             pages,
