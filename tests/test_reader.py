@@ -296,6 +296,20 @@ def test_grid_as_dark_as_the_trace_is_read_as_grid():
     assert _snr(sig[:, :5000], r.signals, params["truth"]) > 4.0
 
 
+@pytest.mark.parametrize(("grid", "trace"), [("black", "dark_blue"), ("grey", "dark_red")])
+def test_coloured_trace_on_a_grid_as_dark_as_it(grid, trace):
+    # a blue or red trace over a grey grid whose major lines are as dark as it: neither the first
+    # reading nor a darker threshold (it keeps the grid, the darker part) tells them apart; the
+    # trace is the part with colour
+    from ecgvit.synth.styles import make_style
+
+    st = make_style("ge_mac", grid_colour=grid, grid_kind="lines", trace_colour=trace, dpi=150)
+    img, sig, params = make_page("normal", np.random.default_rng(5), style=st, as_array=True, layout="6x2")
+    r = read_page(img)
+    assert r.layout == "6x2" and len(r.leads) == 12, r.reasons
+    assert _snr(sig[:, :5000], r.signals, params["truth"]) > 4.0
+
+
 def test_tall_pulse_past_its_row_band_gives_the_gain():
     # at 20 mm/mV the pulse is 20 mm tall and a 6x2 page's rows are ~25 mm apart: the pulse rises
     # past the row's band (halfway to the next baseline) and must still be found

@@ -173,8 +173,9 @@ DECODER_VERSION = "-d2"
 # differently (-r2: the quick flatness gate, row ends inset by the trace's cap, text rows refused;
 # -r3: a page that gives no layout read again with faint ink grown: thin traces; -r4: 6 rows are
 # 3x4+3 too when the rhythm strips repeat the panels above them; -r5: a second retry for a grid
-# as dark as the trace; -r6: a pulse searched past its row's band, up to the previous baseline).
-READER_VERSION = "-r6"
+# as dark as the trace; -r6: a pulse searched past its row's band, up to the previous baseline;
+# -r7: that retry keeps a trace lighter than the grid, and a third retry reads coloured ink only).
+READER_VERSION = "-r7"
 
 
 def model_input(arrays: np.ndarray) -> np.ndarray:

@@ -31,6 +31,8 @@ class Masks:
     ink: np.ndarray
     grid: np.ndarray
     ink_threshold: float
+    # pixels darker than this are not ink either (0: none): a grid printed darker than a coloured trace
+    ink_floor: float = 0.0
 
 
 def paper_level(v: np.ndarray) -> np.ndarray:
@@ -51,7 +53,9 @@ def paper_level(v: np.ndarray) -> np.ndarray:
 WEAK_INK_MARGIN = 0.2  # hysteresis: how much lighter than the ink threshold a grown pixel may be
 WEAK_INK_MAX = 0.8  # ... and never lighter than this (a pastel grid's lines are ~0.85+)
 WEAK_INK_STEPS = 3  # px grown from the dark core
-DARK_GRID_GAP = 0.15  # a second, darker ink threshold is used only this far below the first
+DARK_GRID_GAP = 0.15
+COLOUR_INK_MIN = 0.12  # colour ink: brightest minus least channel (paper-relative) at least this
+COLOUR_INK_MAX_LEVEL = 0.85  # ... and its brightest channel under this (a pastel grid's lines are lighter)  # a second, darker ink threshold is used only this far below the first
 
 
 def page_masks(
@@ -60,6 +64,8 @@ def page_masks(
     paper: np.ndarray | None = None,
     grow: bool = False,
     lines_as_grid: bool = False,
+    ink_floor: float = 0.0,
+    colour_ink: bool = False,
 ) -> Masks:
     """Ink and grid measures of `rgb`; `ink_threshold` (a fraction of the paper level of the brightest
     channel) defaults to one between the grid's level and black (Otsu on the non-paper pixels).
@@ -68,7 +74,9 @@ def page_masks(
     sensor noise) are not ink: an ink pixel needs 5 inked pixels in its 5 x 5 neighbourhood (3 in
     3 x 3 on a page under 1400 px).
     Computed in uint8 with OpenCV (a 2213 x 1572 page in a few ms). `paper` (a mask of any size, see
-    `paper_mask`): the threshold is found on the sheet only (a dark table would pull it down)."""
+    `paper_mask`): the threshold is found on the sheet only (a dark table would pull it down).
+    Retries of a page that gave no layout: `grow` (thin traces), `lines_as_grid` (a grid as dark
+    as the trace; `ink_floor` carries its split to a second call), `colour_ink` (only coloured ink)."""
     r, g, b = cv2.split(rgb)
     vmax = cv2.max(cv2.max(r, g), b)
     vmin = cv2.min(cv2.min(r, g), b)
@@ -93,8 +101,26 @@ def page_masks(
             if dark.size >= 200:
                 t2, _ = cv2.threshold(dark.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
                 if t2 / 255.0 < ink_threshold - DARK_GRID_GAP:
-                    ink_threshold = float(t2 / 255.0)
-    _, ink8 = cv2.threshold(rmax, int(round(ink_threshold * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
+                    # the grid is the part that lies on long straight lines: usually the lighter
+                    # (a grey grid under a black trace), but a dark grey grid under a blue or red
+                    # trace is the darker part, and the trace is the band between the two
+                    _, darker = cv2.threshold(rmax, int(t2) - 1, 1, cv2.THRESH_BINARY_INV)
+                    _, below = cv2.threshold(rmax, int(round(ink_threshold * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
+                    if _line_share(darker) > _line_share(cv2.subtract(below, darker)):
+                        ink_floor = float(t2 / 255.0)
+                    else:
+                        ink_threshold = float(t2 / 255.0)
+    # colour ink may be lighter: a thin coloured line loses darkness to JPEG's chroma subsampling
+    level = max(ink_threshold, COLOUR_INK_MAX_LEVEL) if colour_ink else ink_threshold
+    _, ink8 = cv2.threshold(rmax, int(round(level * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
+    if ink_floor > 0:
+        _, floor8 = cv2.threshold(rmax, int(round(ink_floor * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
+        ink8 = cv2.subtract(ink8, floor8)
+    if colour_ink:
+        # a blue, red or green trace over a grey or black grid as dark as it: ink is what has colour
+        # (the brightest and least channels apart, each against the paper's own)
+        _, tinted = cv2.threshold(cv2.subtract(rmax, rmin), int(round(COLOUR_INK_MIN * 255)) - 1, 1, cv2.THRESH_BINARY)
+        ink8 = cv2.bitwise_and(ink8, tinted)
     if grow:
         # a trace under ~1.5 px wide (a thin line, or a page decoded at half scale) is anti-aliased
         # grey and breaks into dashes at the threshold: ink grows along pixels up to WEAK_INK_MARGIN
@@ -109,10 +135,7 @@ def page_masks(
         # a grid printed as dark as the trace (a black-and-white print or copy): its lines cross the
         # whole grid straight, which no trace does (a flat stretch a quarter of the page wide, a
         # spike a third of its height): they are grid, not ink
-        h, w = ink8.shape
-        horiz = cv2.morphologyEx(ink8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(9, w // 4), 1)))
-        vert = cv2.morphologyEx(ink8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(9, h // 3))))
-        ink8 = cv2.subtract(ink8, cv2.bitwise_or(horiz, vert))  # 0/1 masks: ink and not a line
+        ink8 = cv2.subtract(ink8, _long_lines(ink8))  # 0/1 masks: ink and not a line
     # (a small page draws its traces 1 px wide: a 3 x 3 window there)
     k, need = ((5, 5), 5) if max(rgb.shape[:2]) >= 1400 else ((3, 3), 3)
     count = cv2.boxFilter(ink8, cv2.CV_8U, k, normalize=False)
@@ -123,7 +146,21 @@ def page_masks(
     near = cv2.dilate(ink8, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5)))
     # (255 where no ink is near: one AND, where a boolean-mask store took 3x as long)
     grid8 = cv2.bitwise_and(grid8, cv2.threshold(near, 0, 255, cv2.THRESH_BINARY_INV)[1])
-    return Masks(ink=ink, grid=grid8, ink_threshold=float(ink_threshold))
+    return Masks(ink=ink, grid=grid8, ink_threshold=float(ink_threshold), ink_floor=float(ink_floor))
+
+
+def _long_lines(m8: np.ndarray) -> np.ndarray:
+    """The pixels of 0/1 mask `m8` on straight lines a quarter of its width or a third of its height long."""
+    h, w = m8.shape
+    horiz = cv2.morphologyEx(m8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(9, w // 4), 1)))
+    vert = cv2.morphologyEx(m8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(9, h // 3))))
+    return cv2.bitwise_or(horiz, vert)
+
+
+def _line_share(m8: np.ndarray) -> float:
+    """The share of `m8`'s pixels on long straight lines (`_long_lines`)."""
+    n = cv2.countNonZero(m8)
+    return cv2.countNonZero(_long_lines(m8)) / n if n else 0.0
 
 
 def _ink_threshold(rmax: np.ndarray, step: int = 4) -> float:

@@ -84,14 +84,18 @@ def read_page(image: Any, *, trace: bool = True, keep_ink: bool = False) -> Page
     #   the dark;
     # - a grid printed as dark as the trace (a black-and-white print or copy) is taken for ink:
     #   a darker threshold among the dark pixels, and lines crossing the whole grid taken as grid
-    for dark_grid, why in (
-        (False, "faint ink joined to the dark (thin or anti-aliased traces)"),
-        (True, "the grid as dark as the trace told from it (a darker threshold, long straight lines as grid)"),
+    for kw, why in (
+        ({}, "faint ink joined to the dark (thin or anti-aliased traces)"),
+        (
+            {"lines_as_grid": True},
+            "the grid as dark as the trace told from it (a darker threshold, long straight lines as grid)",
+        ),
+        ({"colour_ink": True}, "a coloured trace told from a grey grid by its colour"),
     ):
         if r.layout is not None:
             break
         t = time.perf_counter()
-        r3, _ = _attempt(rgb, trace, quick=False, keep_ink=keep_ink, grow=True, dark_grid=dark_grid)
+        r3, _ = _attempt(rgb, trace, quick=False, keep_ink=keep_ink, mask_kw={"grow": True, **kw})
         if r3.layout is not None:
             r3.reasons.append(f"read with {why}")
             r3.timings_ms["retry"] = _ms(t)
@@ -100,13 +104,13 @@ def read_page(image: Any, *, trace: bool = True, keep_ink: bool = False) -> Page
 
 
 def _attempt(
-    rgb: np.ndarray, trace: bool, quick: bool, keep_ink: bool = False, grow: bool = False, dark_grid: bool = False
+    rgb: np.ndarray, trace: bool, quick: bool, keep_ink: bool = False, mask_kw: dict[str, bool] | None = None
 ) -> tuple[PageReading, bool]:
     """One reading of `rgb`; whether the quick flatness test stood in for the full rectification fit."""
     r = PageReading(size=(int(rgb.shape[1]), int(rgb.shape[0])))
     used = False
     try:
-        used = _read(rgb, r, trace, quick, keep_ink, grow, dark_grid)
+        used = _read(rgb, r, trace, quick, keep_ink, mask_kw or {})
     except Exception as exc:  # a page the stages cannot handle is a reason, never a traceback
         log.debug("read_page failed", exc_info=True)
         r.reasons.append(f"the page could not be read ({type(exc).__name__}: {exc})")
@@ -125,11 +129,11 @@ def _read(
     do_trace: bool,
     quick: bool = False,
     keep_ink: bool = False,
-    grow: bool = False,
-    dark_grid: bool = False,
+    mask_kw: dict[str, bool] | None = None,
 ) -> bool:
     """Reads `rgb` into `r`; returns whether the quick flatness test stood in for the full
-    rectification fit (`quick`: it may)."""
+    rectification fit (`quick`: it may). `mask_kw`: `geo.page_masks` options of a retry."""
+    mk = mask_kw or {}
     t0 = time.perf_counter()
     h, w = rgb.shape[:2]
     M = np.eye(3)
@@ -139,10 +143,10 @@ def _read(
     # the sheet against a background (a photo): what lies off the paper is neither grid nor ink
     paper = geo.paper_mask(rgb)
     if paper is not None:
-        m = geo.page_masks(rgb, paper=paper, grow=grow, lines_as_grid=dark_grid)
+        m = geo.page_masks(rgb, paper=paper, **mk)
         geo.apply_paper(m, paper)
     else:
-        m = geo.page_masks(rgb, grow=grow, lines_as_grid=dark_grid)
+        m = geo.page_masks(rgb, **mk)
     # perspective (a photo, a keystoned scan): the grid's lines in tiles give a homography. A flat
     # scan shows itself on a quick fit at a quarter of the size: the full fit (and its coarse retry)
     # only runs where that one sees perspective, a poor fit or no grid.
@@ -167,7 +171,7 @@ def _read(
         M = rect.H
         rectified = True
         h, w = rgb.shape[:2]
-        m = geo.page_masks(rgb, m.ink_threshold, grow=grow, lines_as_grid=dark_grid)
+        m = geo.page_masks(rgb, m.ink_threshold, ink_floor=m.ink_floor, **mk)
         if paper is not None:
             S = np.diag([paper.shape[1] / rgb_w, paper.shape[0] / rgb_h, 1.0])
             paper = cv2.warpPerspective(paper, rect.H @ np.linalg.inv(S), (w, h), flags=cv2.INTER_NEAREST)
@@ -185,7 +189,7 @@ def _read(
         ang, conf = geo.estimate_rotation(weight)
         if abs(ang) >= 0.05 and conf > 1.05:
             rgb, M = geo.rotate(rgb, ang, fill)
-            m = geo.page_masks(rgb, m.ink_threshold, grow=grow, lines_as_grid=dark_grid)
+            m = geo.page_masks(rgb, m.ink_threshold, ink_floor=m.ink_floor, **mk)
             if paper is not None:
                 S = np.diag([paper.shape[1] / rgb_w, paper.shape[0] / rgb_h, 1.0])
                 paper = cv2.warpPerspective(paper, M @ np.linalg.inv(S), (w, h), flags=cv2.INTER_NEAREST)
