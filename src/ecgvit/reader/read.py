@@ -104,7 +104,7 @@ def read_page(image: Any, *, trace: bool = True, keep_ink: bool = False) -> Page
 
 
 def _attempt(
-    rgb: np.ndarray, trace: bool, quick: bool, keep_ink: bool = False, mask_kw: dict[str, bool] | None = None
+    rgb: np.ndarray, trace: bool, quick: bool, keep_ink: bool = False, mask_kw: dict[str, Any] | None = None
 ) -> tuple[PageReading, bool]:
     """One reading of `rgb`; whether the quick flatness test stood in for the full rectification fit."""
     r = PageReading(size=(int(rgb.shape[1]), int(rgb.shape[0])))
@@ -129,7 +129,7 @@ def _read(
     do_trace: bool,
     quick: bool = False,
     keep_ink: bool = False,
-    mask_kw: dict[str, bool] | None = None,
+    mask_kw: dict[str, Any] | None = None,
 ) -> bool:
     """Reads `rgb` into `r`; returns whether the quick flatness test stood in for the full
     rectification fit (`quick`: it may). `mask_kw`: `geo.page_masks` options of a retry."""
