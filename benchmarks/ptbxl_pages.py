@@ -1,12 +1,13 @@
 """Real ECG morphology on generated pages: PTB-XL's test split drawn by the page generator, scored.
 
-    python benchmarks/ptbxl_pages.py [--data DIR] [--styles khan,ge_mac,...] [--layout 3x4+1] [--run RUN]
+    python benchmarks/ptbxl_pages.py [--data DIR] [--styles khan,ge_mac,...] [--layout 3x4+1] [--run RUN[,RUN...]]
 
 The issue-28 measurement: the PTB-XL test split (83 normal, 34 MI, 77 other; never trained on)
 rendered in each generator style, then predicted. Reports per style the share answered (not
 out of scope), the AUROC of normal vs MI with p_MI + p_history_of_MI as the score (answered
 pages, and all pages with out-of-scope ones scored by their raw model probabilities), and the
-label counts. The signals are z-scored per lead (no millivolts: see ptbxl_z.md), so they are
+label counts. Several runs (comma-separated, the same preprocessing) score the same pages, each
+page read once. The signals are z-scored per lead (no millivolts: see ptbxl_z.md), so they are
 drawn at a fixed 0.3 mV per sd, a chosen gain, not the patient's; resampled 250 -> 500 Hz.
 
 Contains PTB-XL data (Wagner et al., 2020, Sci. Data 7:154; PhysioNet), CC BY 4.0, band-pass
@@ -65,7 +66,9 @@ def main() -> int:
     ap.add_argument("--data", default=None, help="unpacked ptbxl_z folder (default: unpack ../shared/data/ptbxl_z.sh)")
     ap.add_argument("--styles", default="khan,ge_mac,philips,schiller,nihon_kohden,bionet,textbook")
     ap.add_argument("--layout", default="3x4+1")
-    ap.add_argument("--run", default=None, help="run folder or .onnx (default: the bundled model)")
+    ap.add_argument(
+        "--run", default=None, help="run folder or .onnx, or several comma-separated (default: the bundled model)"
+    )
     ap.add_argument("--limit", type=int, default=0, help="at most this many test records (0: all 194)")
     a = ap.parse_args()
 
@@ -76,10 +79,20 @@ def main() -> int:
     records = load_test(unpack(a.data))
     if a.limit:
         records = records[: a.limit]
-    pred = Predictor(a.run, threads=1)
-    classes = pred.classes
-    print(f"{len(records)} PTB-XL test records; model {pred.model_name} ({pred.backend}); layout {a.layout}")
+    preds_by_run = [Predictor(r, threads=1) for r in (a.run.split(",") if a.run else [None])]
+    first = preds_by_run[0]
+    for p in preds_by_run[1:]:
+        if p.preprocess != first.preprocess:
+            sys.exit(
+                f"--run: {p.model_name} reads pages differently from the first run ({p.preprocess} vs {first.preprocess})"
+            )
+    names = a.run.split(",") if a.run else ["bundled"]
+    print(
+        f"{len(records)} PTB-XL test records; layout {a.layout}; "
+        + "; ".join(f"{n}: {p.model_name} ({p.backend})" for n, p in zip(names, preds_by_run, strict=True))
+    )
     print(f"{'style':<14}{'answered':>9}{'AUROC ans.':>11}{'AUROC all':>10}  labels (normal / MI / other records)")
+    hint = np.array([h for _, h, _ in records])
     for style_name in a.styles.split(","):
         st = get_style(style_name)
         t0 = time.perf_counter()
@@ -91,26 +104,31 @@ def main() -> int:
                 p = Path(tmp) / f"{ecg_id}.jpg"
                 Image.fromarray(page).save(p, quality=st.jpeg_quality)
                 paths.append(str(p))
-            preds = pred.predict(paths)
-            # The raw model's view of every page, out-of-scope ones included (for the "all" AUROC).
-            raw = np.stack([pred.infer(pred.load(p).array[None])[0] for p in paths])
-        mi_score = raw[:, classes.index("myocardial_infarction")] + raw[:, classes.index("history_of_mi")]
-        hint = np.array([h for _, h, _ in records])
-        answered = np.array([p.answered for p in preds])
-        a_all = auroc(mi_score[hint == "mi_any"], mi_score[hint == "normal"])
-        m = answered
-        a_ans = auroc(mi_score[m & (hint == "mi_any")], mi_score[m & (hint == "normal")])
-        counts = {h: {} for h in ("normal", "mi_any", "other")}
-        for p, h in zip(preds, hint, strict=True):
-            key = p.label if p.answered else "out_of_scope"
-            counts[h][key] = counts[h].get(key, 0) + 1
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        shown = " / ".join(", ".join(f"{k} {v}" for k, v in sorted(c.items())) for c in counts.values())
-        print(
-            f"{style_name:<14}{answered.mean():>9.1%}{fmt(a_ans):>11}{fmt(a_all):>10}  {shown}  "
-            f"({time.perf_counter() - t0:.0f} s)",
-            flush=True,
-        )
+            # each page read once; every run answers it and gives its raw probabilities (out-of-scope
+            # pages included, for the "all" AUROC)
+            loaded = [first.load(p) for p in paths]
+            arrays = np.stack([ld.array for ld in loaded])
+            results = []
+            for pred in preds_by_run:
+                preds = [pred.answer(ld, name) for ld, name in zip(loaded, paths, strict=True)]
+                results.append((preds, pred.infer(arrays), pred.classes))
+        dt = time.perf_counter() - t0
+        for name, (preds, raw, classes) in zip(names, results, strict=True):
+            mi_score = raw[:, classes.index("myocardial_infarction")] + raw[:, classes.index("history_of_mi")]
+            answered = np.array([p.answered for p in preds])
+            a_all = auroc(mi_score[hint == "mi_any"], mi_score[hint == "normal"])
+            m = answered
+            a_ans = auroc(mi_score[m & (hint == "mi_any")], mi_score[m & (hint == "normal")])
+            counts: dict[str, dict[str, int]] = {h: {} for h in ("normal", "mi_any", "other")}
+            for p, h in zip(preds, hint, strict=True):
+                key = p.label if p.answered else "out_of_scope"
+                counts[h][key] = counts[h].get(key, 0) + 1
+            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            shown = " / ".join(", ".join(f"{k} {v}" for k, v in sorted(c.items())) for c in counts.values())
+            tag = style_name if len(names) == 1 else f"{style_name} {name}"
+            print(
+                f"{tag:<14}{answered.mean():>9.1%}{fmt(a_ans):>11}{fmt(a_all):>10}  {shown}  ({dt:.0f} s)", flush=True
+            )
     return 0
 
 
