@@ -53,9 +53,9 @@ def paper_level(v: np.ndarray) -> np.ndarray:
 WEAK_INK_MARGIN = 0.2  # hysteresis: how much lighter than the ink threshold a grown pixel may be
 WEAK_INK_MAX = 0.8  # ... and never lighter than this (a pastel grid's lines are ~0.85+)
 WEAK_INK_STEPS = 3  # px grown from the dark core
-DARK_GRID_GAP = 0.15
+DARK_GRID_GAP = 0.15  # a second, darker ink threshold is used only this far below the first
 COLOUR_INK_MIN = 0.12  # colour ink: brightest minus least channel (paper-relative) at least this
-COLOUR_INK_MAX_LEVEL = 0.85  # ... and its brightest channel under this (a pastel grid's lines are lighter)  # a second, darker ink threshold is used only this far below the first
+COLOUR_INK_MAX_LEVEL = 0.85  # ... and its brightest channel under this (a pastel grid's lines are lighter)
 
 
 def page_masks(

@@ -79,11 +79,12 @@ def read_page(image: Any, *, trace: bool = True, keep_ink: bool = False) -> Page
         if r2.layout is not None:
             r2.timings_ms["retry"] = _ms(t)
             r = r2
-    # two retries for a page that gave no layout (one that reads whole never takes them):
+    # three retries for a page that gave no layout (one that reads whole never takes them):
     # - thin or anti-aliased traces break into dashes at the ink threshold: faint ink grown from
     #   the dark;
     # - a grid printed as dark as the trace (a black-and-white print or copy) is taken for ink:
-    #   a darker threshold among the dark pixels, and lines crossing the whole grid taken as grid
+    #   a second threshold among the dark pixels, the part on long straight lines taken as grid;
+    # - a blue, red or green trace on a grey grid as dark as it: only ink with colour
     for kw, why in (
         ({}, "faint ink joined to the dark (thin or anti-aliased traces)"),
         (
