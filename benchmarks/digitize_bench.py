@@ -119,6 +119,7 @@ def synth(args: argparse.Namespace) -> None:
             for lev in levels[:2]:
                 cells.append((fam, "3x4+1", lev))
     rows = []
+    pages: list[dict[str, Any]] = []
     t_all = time.perf_counter()
     for ci, (fam, lay, lev) in enumerate(cells):
         st = get_style("khan" if fam == "random" else fam)
@@ -149,6 +150,27 @@ def synth(args: argparse.Namespace) -> None:
             g = truth["px_per_mm"]["grid"] * scale
             if r.px_per_mm is not None:
                 res["pitch_err"].append(abs(r.px_per_mm[0] / g - 1) * 100)
+            if args.pages_out:
+                pages.append(
+                    {
+                        "cell": ci,
+                        "page": k,
+                        "distort": lev,
+                        "family": st.family,
+                        "dpi": st.dpi,
+                        "grid_kind": st.grid_kind,
+                        "grid_colour": ",".join(map(str, st.major_color)),
+                        "trace_colour": ",".join(map(str, st.trace_color)),
+                        "speed": st.speed_mm_s,
+                        "gain": st.gain_mm_mv,
+                        "layout": truth["layout"],
+                        "read_layout": r.layout,
+                        "px_per_mm_err_%": round(abs(r.px_per_mm[0] / g - 1) * 100, 2) if r.px_per_mm else None,
+                        "iou": round(res["iou"][-1], 3),
+                        "snr_db": round(res["snr"][-1], 2),
+                        "reasons": " | ".join(r.reasons),
+                    }
+                )
         row = {
             "family": fam,
             "layout": lay,
@@ -170,6 +192,11 @@ def synth(args: argparse.Namespace) -> None:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+    if args.pages_out and pages:
+        with open(args.pages_out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(pages[0]))
+            w.writeheader()
+            w.writerows(pages)
 
 
 def _draft_decoded(img: np.ndarray, quality: int) -> tuple[np.ndarray, float]:
@@ -383,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         "--random-styles", action="store_true", help="one cell a level, each page in a random style and layout"
     )
     s.add_argument("--draft", action="store_true", help="read each page JPEG-decoded at the classifier's draft scale")
-    s.add_argument("--out", default="")
+    s.add_argument("--out", default="", help="the cells' table (CSV)")
+    s.add_argument("--pages-out", default="", help="one row a page (CSV): style, true and read layout, SNR, reasons")
     k = sub.add_parser("khan")
     k.add_argument("--limit", type=int, default=0)
     sub.add_parser("other")

@@ -321,3 +321,57 @@ def test_tall_pulse_past_its_row_band_gives_the_gain():
     r = read_page(img)
     assert r.layout == "6x2" and r.gain_mm_mv == 20.0
     assert _snr(sig[:, :5000], r.signals, params["truth"]) > 3.0
+
+
+def _small_page(family: str, trace_grey: int | None, scale: float, deg: float = 0.0, grid: str = "red"):
+    """A 150 dpi page with a 0.15 mm trace on a `grid` grid, shrunk by `scale` (a web figure), its
+    trace `trace_grey` if given, turned `deg` degrees as a scanner would (cubic resampling)."""
+    import dataclasses
+
+    from ecgvit.synth.styles import make_style
+
+    st = make_style(family, dpi=150, trace_width_mm=0.15, grid_colour=grid)
+    if trace_grey is not None:
+        st = dataclasses.replace(st, trace_color=(trace_grey,) * 3)
+    img, sig, params = make_page("normal", np.random.default_rng(1), style=st, as_array=True)
+    img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if deg:
+        h, w = img.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+        img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC, borderValue=(255, 255, 255))
+    return img, params["truth"]
+
+
+@pytest.mark.parametrize(("family", "grid"), [("ge_mac", "red"), ("textbook", "green")])
+def test_light_grey_trace_on_a_coloured_grid_is_read(family, grid):
+    # a thin trace on a shrunk figure is anti-aliased to light grey, lighter than any ink threshold
+    # a grey grid would allow; a red grid keeps its brightest channel near paper, so the last retry
+    # takes everything darker than that as ink; a green grid's lines are darker, but tinted: there
+    # the retry takes what is dark and has no colour
+    img, truth = _small_page(family, trace_grey=165, scale=0.7, grid=grid)
+    r = read_page(img)
+    assert r.layout == truth["layout"] == "3x4+1" and len(r.leads) == 13, r.reasons
+    assert any("light grey ink" in s for s in r.reasons)
+
+
+def test_thin_trace_turned_slightly_is_read_whole():
+    # a 1 px trace turned 0.3 deg: rotating it back with linear interpolation spread it over two
+    # lighter pixels and it broke into dashes at the ink threshold; unturned it reads either way
+    for deg in (0.0, 0.3):
+        img, truth = _small_page("textbook", trace_grey=None, scale=0.5, deg=deg)
+        r = read_page(img)
+        assert r.layout == truth["layout"] == "3x4+1", (deg, r.reasons)
+        assert abs(r.rotation_deg + deg) < 0.1
+
+
+def test_rows_closer_than_half_the_row_pitch_are_one():
+    from ecgvit.reader.read import _merge_split_rows
+
+    prof = np.zeros(500)
+    for y, density in ((100, 5.0), (200, 3.0), (215, 6.0), (300, 5.0), (400, 5.0)):
+        prof[y] = density
+    # 200 and 215 are one row read twice: the denser (215) is kept
+    assert _merge_split_rows([100.0, 200.0, 215.0, 300.0, 400.0], prof, 0) == [100.0, 215.0, 300.0, 400.0]
+    # rows at a steady pitch are left alone, and so are two rows (no pitch to compare against)
+    assert _merge_split_rows([100.0, 200.0, 300.0, 400.0], prof, 0) == [100.0, 200.0, 300.0, 400.0]
+    assert _merge_split_rows([200.0, 215.0], prof, 0) == [200.0, 215.0]

@@ -174,8 +174,10 @@ DECODER_VERSION = "-d2"
 # -r3: a page that gives no layout read again with faint ink grown: thin traces; -r4: 6 rows are
 # 3x4+3 too when the rhythm strips repeat the panels above them; -r5: a second retry for a grid
 # as dark as the trace; -r6: a pulse searched past its row's band, up to the previous baseline;
-# -r7: that retry keeps a trace lighter than the grid, and a third retry reads coloured ink only).
-READER_VERSION = "-r7"
+# -r7: that retry keeps a trace lighter than the grid, and a third retry reads coloured ink only;
+# -r8: cubic resampling when rotating, a raised ink threshold on coloured grids, a fourth retry for
+# light grey ink, and rows closer than half the row pitch merged).
+READER_VERSION = "-r8"
 
 
 def model_input(arrays: np.ndarray) -> np.ndarray:

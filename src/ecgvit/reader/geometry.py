@@ -56,6 +56,12 @@ WEAK_INK_STEPS = 3  # px grown from the dark core
 DARK_GRID_GAP = 0.15  # a second, darker ink threshold is used only this far below the first
 COLOUR_INK_MIN = 0.12  # colour ink: brightest minus least channel (paper-relative) at least this
 COLOUR_INK_MAX_LEVEL = 0.85  # ... and its brightest channel under this (a pastel grid's lines are lighter)
+# rotation and rectification resample with cubic interpolation: linear spreads a 1 px trace over
+# two lighter pixels wherever it falls between samples, and a thin trace turned by even 0.1 deg
+# broke into dashes under the ink threshold (its rows then failed the trace-row test)
+RESAMPLING = cv2.INTER_CUBIC
+INK_THRESHOLD_MIN, INK_THRESHOLD_MAX = 0.5, 0.7  # Otsu's ink threshold kept within these
+LIGHT_INK_LEVEL = 0.85  # light ink on a coloured grid: the ink threshold raised to this
 
 
 def page_masks(
@@ -66,6 +72,7 @@ def page_masks(
     lines_as_grid: bool = False,
     ink_floor: float = 0.0,
     colour_ink: bool = False,
+    light_ink: bool = False,
 ) -> Masks:
     """Ink and grid measures of `rgb`; `ink_threshold` (a fraction of the paper level of the brightest
     channel) defaults to one between the grid's level and black (Otsu on the non-paper pixels).
@@ -76,7 +83,8 @@ def page_masks(
     Computed in uint8 with OpenCV (a 2213 x 1572 page in a few ms). `paper` (a mask of any size, see
     `paper_mask`): the threshold is found on the sheet only (a dark table would pull it down).
     Retries of a page that gave no layout: `grow` (thin traces), `lines_as_grid` (a grid as dark
-    as the trace; `ink_floor` carries its split to a second call), `colour_ink` (only coloured ink)."""
+    as the trace; `ink_floor` carries its split to a second call), `colour_ink` (only coloured ink),
+    `light_ink` (a grey trace lighter than the threshold on a coloured grid)."""
     r, g, b = cv2.split(rgb)
     vmax = cv2.max(cv2.max(r, g), b)
     vmin = cv2.min(cv2.min(r, g), b)
@@ -85,6 +93,7 @@ def page_masks(
     # tints paper, not grid)
     rmax = cv2.divide(vmax, paper_level(vmax), scale=255)
     rmin = cv2.divide(vmin, paper_level(vmin), scale=255)
+    grid_level: float | None = None  # the ink left out of the grid measure, where not all ink
     if ink_threshold is None:
         if paper is not None:
             on = cv2.resize(paper, (rmax.shape[1] // 4 + 1, rmax.shape[0] // 4 + 1), interpolation=cv2.INTER_NEAREST)
@@ -92,6 +101,14 @@ def page_masks(
             ink_threshold = _ink_threshold(sub[on[: sub.shape[0], : sub.shape[1]] > 0], step=1)
         else:
             ink_threshold = _ink_threshold(rmax)
+        if _grid_is_coloured(rmax, rmin) and ink_threshold < INK_THRESHOLD_MAX:
+            # a coloured grid keeps its brightest channel near paper, so no grid is under the top of
+            # the threshold's range: a thin grey trace (anti-aliased lighter than Otsu's split of
+            # black text from it) is ink up to there. The grid measure still leaves out only the ink
+            # at Otsu's split: the lighter rims next to the trace are grid-coloured pixels, and taking
+            # them out too shifts the quick flatness fit (its tiles are few) by more than it allows
+            grid_level = ink_threshold
+            ink_threshold = INK_THRESHOLD_MAX
         if lines_as_grid:
             # a grid printed as dark as the trace (a black-and-white print or copy) falls under the
             # threshold; a black trace is darker still: Otsu again among the dark pixels splits them
@@ -112,6 +129,16 @@ def page_masks(
                         ink_threshold = float(t2 / 255.0)
     # colour ink may be lighter: a thin coloured line loses darkness to JPEG's chroma subsampling
     level = max(ink_threshold, COLOUR_INK_MAX_LEVEL) if colour_ink else ink_threshold
+    untinted_only = False
+    if light_ink:
+        # a 1 px trace on a small page (a web figure, a thumbnail) is anti-aliased to mid grey,
+        # lighter than any threshold a grey grid allows. A red or pink grid's lines keep their
+        # brightest channel near paper, so everything darker than LIGHT_INK_LEVEL there is ink; a
+        # green or blue grid's are darker, but tinted: there ink is also what has no colour
+        if _grid_is_coloured(rmax, rmin):
+            level = max(ink_threshold, LIGHT_INK_LEVEL)
+        elif _grid_is_tinted(rmax, rmin):
+            level, untinted_only = max(ink_threshold, LIGHT_INK_LEVEL), True
     _, ink8 = cv2.threshold(rmax, int(round(level * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
     if ink_floor > 0:
         _, floor8 = cv2.threshold(rmax, int(round(ink_floor * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
@@ -121,12 +148,19 @@ def page_masks(
         # (the brightest and least channels apart, each against the paper's own)
         _, tinted = cv2.threshold(cv2.subtract(rmax, rmin), int(round(COLOUR_INK_MIN * 255)) - 1, 1, cv2.THRESH_BINARY)
         ink8 = cv2.bitwise_and(ink8, tinted)
+    if untinted_only:
+        _, grey8 = cv2.threshold(
+            cv2.subtract(rmax, rmin), int(round(COLOUR_INK_MIN * 255)) - 1, 1, cv2.THRESH_BINARY_INV
+        )
+        ink8 = cv2.bitwise_and(ink8, grey8)
     if grow:
         # a trace under ~1.5 px wide (a thin line, or a page decoded at half scale) is anti-aliased
         # grey and breaks into dashes at the threshold: ink grows along pixels up to WEAK_INK_MARGIN
         # lighter, a few px from the dark core (hysteresis: a grey grid touching a trace gains stubs
         # only). Not by default: on traces that read whole it thickens the line the tracer follows
         weak_t = min(WEAK_INK_MAX, ink_threshold + WEAK_INK_MARGIN)
+        if light_ink:
+            weak_t = max(weak_t, level)  # growing must not take back the lighter ink just let in
         _, weak8 = cv2.threshold(rmax, int(round(weak_t * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
         k3 = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
         for _ in range(WEAK_INK_STEPS):
@@ -138,15 +172,48 @@ def page_masks(
         ink8 = cv2.subtract(ink8, _long_lines(ink8))  # 0/1 masks: ink and not a line
     # (a small page draws its traces 1 px wide: a 3 x 3 window there)
     k, need = ((5, 5), 5) if max(rgb.shape[:2]) >= 1400 else ((3, 3), 3)
-    count = cv2.boxFilter(ink8, cv2.CV_8U, k, normalize=False)
-    ink8 = cv2.bitwise_and(ink8, (count >= need).view(np.uint8))
+    ink8 = _keep_dense(ink8, k, need)
     ink = ink8.view(bool)
     grid8 = cv2.bitwise_not(rmin)  # 255 - level
     # not ink, nor ink's anti-aliased edges (text would otherwise look like grid)
-    near = cv2.dilate(ink8, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5)))
+    near = cv2.dilate(
+        ink8 if grid_level is None else _denoised(rmax, grid_level, k, need),
+        cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5)),
+    )
     # (255 where no ink is near: one AND, where a boolean-mask store took 3x as long)
     grid8 = cv2.bitwise_and(grid8, cv2.threshold(near, 0, 255, cv2.THRESH_BINARY_INV)[1])
     return Masks(ink=ink, grid=grid8, ink_threshold=float(ink_threshold), ink_floor=float(ink_floor))
+
+
+def _keep_dense(m8: np.ndarray, k: tuple[int, int], need: int) -> np.ndarray:
+    """0/1 mask `m8` where at least `need` of a `k` window around each pixel are set (specks dropped)."""
+    count = cv2.boxFilter(m8, cv2.CV_8U, k, normalize=False)
+    return cv2.bitwise_and(m8, (count >= need).view(np.uint8))
+
+
+def _denoised(rmax: np.ndarray, level: float, k: tuple[int, int], need: int) -> np.ndarray:
+    """The 0/1 ink mask of `rmax` under `level` (a fraction of paper), specks dropped."""
+    _, m8 = cv2.threshold(rmax, int(round(level * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
+    return _keep_dense(m8, k, need)
+
+
+def _grid_is_coloured(rmax: np.ndarray, rmin: np.ndarray) -> bool:
+    """Whether the page's grid is coloured (red, pink, green, blue...) enough for LIGHT_INK_LEVEL: of
+    the pixels its least channel marks as grid or ink (under 0.8 of paper), the median's brightest
+    channel is lighter than that level (a grey grid's is not: the raised threshold would take it)."""
+    sub_max, sub_min = rmax[::2, ::2], rmin[::2, ::2]
+    marked = sub_max[sub_min < 204]
+    return bool(marked.size >= 200 and float(np.median(marked)) > LIGHT_INK_LEVEL * 255)
+
+
+def _grid_is_tinted(rmax: np.ndarray, rmin: np.ndarray) -> bool:
+    """Whether the page's grid has colour (its channels COLOUR_INK_MIN apart at the median of the
+    pixels its least channel marks, as in `_grid_is_coloured`), however dark its lines."""
+    sub_max, sub_min = rmax[::2, ::2], rmin[::2, ::2]
+    sel = sub_min < 204
+    if int(sel.sum()) < 200:
+        return False
+    return float(np.median(sub_max[sel].astype(np.int16) - sub_min[sel])) > COLOUR_INK_MIN * 255
 
 
 def _long_lines(m8: np.ndarray) -> np.ndarray:
@@ -170,9 +237,9 @@ def _ink_threshold(rmax: np.ndarray, step: int = 4) -> float:
     sub = rmax[::step, ::step] if step > 1 else rmax
     v = sub[sub < 237]
     if v.size < 200:
-        return 0.5
+        return INK_THRESHOLD_MIN
     t, _ = cv2.threshold(v.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return float(np.clip(t / 255.0, 0.5, 0.7))
+    return float(np.clip(t / 255.0, INK_THRESHOLD_MIN, INK_THRESHOLD_MAX))
 
 
 def estimate_rotation(weight: np.ndarray, max_deg: float = 15.0) -> tuple[float, float]:
@@ -226,7 +293,7 @@ def rotate(rgb: np.ndarray, deg: float, fill: tuple[int, int, int]) -> tuple[np.
     matrix mapping input px -> output px)."""
     h, w = rgb.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), deg, 1.0)
-    out = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    out = cv2.warpAffine(rgb, m, (w, h), flags=RESAMPLING, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
     return out, np.vstack([m, [0.0, 0.0, 1.0]])
 
 
@@ -627,7 +694,7 @@ def _apply(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 def warp(rgb: np.ndarray, H: np.ndarray, size: tuple[int, int], fill: tuple[int, int, int]) -> np.ndarray:
     """`rgb` resampled by the homography H (input px -> output px) onto a `size` (w, h) canvas."""
-    return cv2.warpPerspective(rgb, H, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    return cv2.warpPerspective(rgb, H, size, flags=RESAMPLING, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
 
 
 def rectification_fits(rect: Rectification) -> bool:

@@ -33,6 +33,8 @@ log = logging.getLogger("ecgvit")
 MAX_INK_DENSITY = 0.15
 # a page whose rows of ink cross fewer of their columns once than this holds no traces (see _read)
 MIN_SINGLE_RUN_SHARE = 0.7
+# two rows closer than this share of the median gap between rows are one (see _merge_split_rows)
+ROW_SPLIT_GAP = 0.5
 STANDARD_GAINS = (2.5, 5.0, 10.0, 20.0)
 RECORD_S = (N_SAMPLES - 1) / FS  # a 10 s row is drawn from the first sample to the last
 
@@ -79,12 +81,13 @@ def read_page(image: Any, *, trace: bool = True, keep_ink: bool = False) -> Page
         if r2.layout is not None:
             r2.timings_ms["retry"] = _ms(t)
             r = r2
-    # three retries for a page that gave no layout (one that reads whole never takes them):
+    # four retries for a page that gave no layout (one that reads whole never takes them):
     # - thin or anti-aliased traces break into dashes at the ink threshold: faint ink grown from
     #   the dark;
     # - a grid printed as dark as the trace (a black-and-white print or copy) is taken for ink:
     #   a second threshold among the dark pixels, the part on long straight lines taken as grid;
-    # - a blue, red or green trace on a grey grid as dark as it: only ink with colour
+    # - a blue, red or green trace on a grey grid as dark as it: only ink with colour;
+    # - a 1 px trace on a small page, anti-aliased to mid grey: on a coloured grid, light ink
     for kw, why in (
         ({}, "faint ink joined to the dark (thin or anti-aliased traces)"),
         (
@@ -92,6 +95,7 @@ def read_page(image: Any, *, trace: bool = True, keep_ink: bool = False) -> Page
             "the grid as dark as the trace told from it (a darker threshold, long straight lines as grid)",
         ),
         ({"colour_ink": True}, "a coloured trace told from a grey grid by its colour"),
+        ({"light_ink": True}, "light grey ink on a coloured grid (a thin trace on a small page)"),
     ):
         if r.layout is not None:
             break
@@ -295,7 +299,7 @@ def _read(
     kept = [b for b in baselines if _is_trace_row(ink, b, gl, gr, ppm_x, ppm_y)]
     if len(kept) < len(baselines):
         log.debug("dropped %d ink rows that are no traces", len(baselines) - len(kept))
-    baselines = kept
+    baselines = _merge_split_rows(kept, prof_s, gt)
     n_rows = len(baselines)
     r.rows = n_rows
     if n_rows == 0:
@@ -516,6 +520,23 @@ def _read(
     r.signals = sig_out
     r.timings_ms["trace"] = _ms(t3)
     return gated
+
+
+def _merge_split_rows(baselines: list[float], prof: np.ndarray, top: int) -> list[float]:
+    """Rows closer than ROW_SPLIT_GAP of the median gap are one row read twice (panels of one row
+    printed at baselines several mm apart, a wandering baseline): the denser of the two is kept.
+    Every layout prints its rows at a near-constant pitch, so no true row sits that close."""
+    rows = list(baselines)
+    while len(rows) >= 3:
+        gaps = np.diff(rows)
+        i = int(np.argmin(gaps))
+        if gaps[i] >= ROW_SPLIT_GAP * float(np.median(gaps)):
+            break
+        a, b = rows[i], rows[i + 1]
+        drop = i if prof[int(a - top)] < prof[int(b - top)] else i + 1
+        log.debug("rows at %.0f and %.0f px are one: %.0f dropped", a, b, rows[drop])
+        del rows[drop]
+    return rows
 
 
 def _finish_scale(r: PageReading, px: float | None, py: float | None, ppm_x: float, ppm_y: float) -> None:
