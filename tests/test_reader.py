@@ -375,3 +375,21 @@ def test_rows_closer_than_half_the_row_pitch_are_one():
     # rows at a steady pitch are left alone, and so are two rows (no pitch to compare against)
     assert _merge_split_rows([100.0, 200.0, 300.0, 400.0], prof, 0) == [100.0, 200.0, 300.0, 400.0]
     assert _merge_split_rows([200.0, 215.0], prof, 0) == [200.0, 215.0]
+
+
+def test_quiet_rows_of_a_low_gain_page_are_traces():
+    # a 12x1 page at 5 mm/mV (printed at half that, as carts do to fit 12 rows): most leads have no
+    # stroke as tall as a QRS elsewhere; rows running as the others do, one stroke a column, are
+    # traces all the same, while text and ruled lines still are not
+    from ecgvit.synth.styles import make_style
+
+    for seed in (0, 1):
+        img, sig, params = make_page(
+            "normal",
+            np.random.default_rng(seed),
+            style=make_style("ge_mac", dpi=150, gain_mm_mv=5.0),
+            as_array=True,
+            layout="12x1",
+        )
+        r = read_page(img)
+        assert r.layout == "12x1" and r.rows == 12 and len(r.leads) == 12, r.reasons

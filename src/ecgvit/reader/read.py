@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -35,6 +35,10 @@ MAX_INK_DENSITY = 0.15
 MIN_SINGLE_RUN_SHARE = 0.7
 # two rows closer than this share of the median gap between rows are one (see _merge_split_rows)
 ROW_SPLIT_GAP = 0.5
+# a quiet ink row (no QRS-tall stroke) is a trace where its ends are this near the trace rows' and
+# this share of its columns hold one stroke (see _trace_rows; generated text rows <= 0.6)
+QUIET_ROW_END_MM = 5.0
+QUIET_ROW_SINGLE_RUN = 0.9
 STANDARD_GAINS = (2.5, 5.0, 10.0, 20.0)
 RECORD_S = (N_SAMPLES - 1) / FS  # a 10 s row is drawn from the first sample to the last
 
@@ -296,7 +300,7 @@ def _read(
     baselines = [_refine_peak(prof, int(b - gt)) + gt for b in baselines]
     # a trace row runs across the page and has beats: strokes leaving its baseline (header rules
     # and text lines have neither)
-    kept = [b for b in baselines if _is_trace_row(ink, b, gl, gr, ppm_x, ppm_y)]
+    kept = _trace_rows(ink, baselines, gl, gr, ppm_x, ppm_y)
     if len(kept) < len(baselines):
         log.debug("dropped %d ink rows that are no traces", len(baselines) - len(kept))
     baselines = _merge_split_rows(kept, prof_s, gt)
@@ -599,9 +603,19 @@ def _single_run_share(ink: np.ndarray, y: float, gl: int, gr: int, ppm_y: float)
     return float((runs[inked] == 1).mean()) if inked.any() else 1.0
 
 
-def _is_trace_row(ink: np.ndarray, y: float, gl: int, gr: int, ppm_x: float, ppm_y: float) -> bool:
-    """Ink within 8 mm of y spans >= 30 % of the region (gaps of 3 mm bridged), and >= 3 columns have a
-    stroke over 2.2 mm long within 3 mm of y (a QRS; small text is shorter)."""
+class RowEvidence(NamedTuple):
+    """What `_row_evidence` sees of an ink row: its longest stretch (x0, x1, region px; gaps of 3 mm
+    bridged) and the columns whose stroke leaves it by over 2.2 mm (a QRS) and over 1.2 mm."""
+
+    x0: int
+    x1: int
+    tall_strokes: int
+    short_strokes: int
+
+
+def _row_evidence(ink: np.ndarray, y: float, gl: int, gr: int, ppm_x: float, ppm_y: float) -> RowEvidence | None:
+    """The ink within 8 mm of y (strokes counted within 3 mm of it), None where it spans under 30 % of
+    the region."""
     from ecgvit.reader.trace import column_runs
 
     h = ink.shape[0]
@@ -611,15 +625,48 @@ def _is_trace_row(ink: np.ndarray, y: float, gl: int, gr: int, ppm_x: float, ppm
     near = win[max(0, int(yc - 8 * ppm_y)) : int(yc + 8 * ppm_y) + 1].any(axis=0)
     xs = np.nonzero(near)[0]
     if xs.size < 10:
-        return False
+        return None
     cut = np.nonzero(np.diff(xs) > 3 * ppm_x)[0]
     st, en = np.r_[0, cut + 1], np.r_[cut, xs.size - 1]
-    if float((xs[en] - xs[st]).max()) < 0.3 * win.shape[1]:
-        return False
+    i = int(np.argmax(xs[en] - xs[st]))
+    if float(xs[en[i]] - xs[st[i]]) < 0.3 * win.shape[1]:
+        return None
     _, a, b = column_runs(win)
     touches = (a <= yc + 3.0 * ppm_y) & (b >= yc - 3.0 * ppm_y)
-    leaves = (b - a) > 2.2 * ppm_y
-    return int((touches & leaves).sum()) >= 3
+    tall = int((touches & ((b - a) > 2.2 * ppm_y)).sum())
+    short = int((touches & ((b - a) > 1.2 * ppm_y)).sum())
+    return RowEvidence(int(xs[st[i]]), int(xs[en[i]]), tall, short)
+
+
+def _trace_rows(ink: np.ndarray, baselines: list[float], gl: int, gr: int, ppm_x: float, ppm_y: float) -> list[float]:
+    """The ink rows that are traces: those with >= 3 columns whose stroke leaves the baseline by over
+    2.2 mm (a QRS; small text is shorter), and quiet rows of the same page. A lead with small beats (5 mm/mV, or a 12x1 page's halved gain) has no stroke as tall as a QRS
+    elsewhere; it is still a trace where it runs as the taken rows do (both ends within
+    QUIET_ROW_END_MM of theirs: a ruled line spans the grid, text stops short) as single strokes
+    a column (text is not) and leaves its baseline somewhere (the pulse, a beat: a rule never does)."""
+    ev = [_row_evidence(ink, b, gl, gr, ppm_x, ppm_y) for b in baselines]
+    strict = [i for i, e in enumerate(ev) if e is not None and e.tall_strokes >= 3]
+    if len(strict) < 2:
+        return [baselines[i] for i in strict]
+    x0 = float(np.median([ev[i].x0 for i in strict]))  # type: ignore[union-attr]
+    x1 = float(np.median([ev[i].x1 for i in strict]))  # type: ignore[union-attr]
+    tol = QUIET_ROW_END_MM * ppm_x
+    out = []
+    for b, e in zip(baselines, ev):
+        if e is None:
+            continue
+        quiet = (
+            e.tall_strokes < 3
+            and e.short_strokes >= 2
+            and abs(e.x0 - x0) <= tol
+            and abs(e.x1 - x1) <= tol
+            and _single_run_share(ink, b, gl, gr, ppm_y) >= QUIET_ROW_SINGLE_RUN
+        )
+        if e.tall_strokes >= 3 or quiet:
+            out.append(b)
+            if quiet:
+                log.debug("quiet row at %.0f px taken as a trace (%d short strokes)", b, e.short_strokes)
+    return out
 
 
 def _row_extent(
