@@ -652,7 +652,7 @@ def _trace_rows(ink: np.ndarray, baselines: list[float], gl: int, gr: int, ppm_x
     x1 = float(np.median([ev[i].x1 for i in strict]))  # type: ignore[union-attr]
     tol = QUIET_ROW_END_MM * ppm_x
     out = []
-    for b, e in zip(baselines, ev):
+    for b, e in zip(baselines, ev, strict=True):
         if e is None:
             continue
         quiet = (
