@@ -393,3 +393,19 @@ def test_quiet_rows_of_a_low_gain_page_are_traces():
         )
         r = read_page(img)
         assert r.layout == "12x1" and r.rows == 12 and len(r.leads) == 12, r.reasons
+
+
+def test_grid_as_dark_as_the_trace_whose_cores_fall_with_the_trace():
+    # a black-and-white 600 dpi page saved as JPEG and shown at a quarter: the grid's major lines
+    # blur to cores as dark as the trace's edges, the darker side of the second threshold holds
+    # trace and grid cores and its long lines make it look like the grid; taking that side as the
+    # trace regardless (its long lines still grid) reads the page
+    from ecgvit.synth.styles import make_style
+
+    st = make_style("textbook", dpi=600, grid_colour="black", grid_kind="lines")
+    img, sig, params = make_page("normal", np.random.default_rng(0), style=st, as_array=True, layout="3x4")
+    _, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    small = cv2.resize(cv2.imdecode(buf, cv2.IMREAD_COLOR), None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    r = read_page(np.ascontiguousarray(small[:, :, ::-1]))
+    assert r.layout == "3x4" and len(r.leads) == 12, r.reasons
+    assert any("darker ink taken as the trace" in s for s in r.reasons)

@@ -73,6 +73,7 @@ def page_masks(
     ink_floor: float = 0.0,
     colour_ink: bool = False,
     light_ink: bool = False,
+    trace_darker: bool = False,
 ) -> Masks:
     """Ink and grid measures of `rgb`; `ink_threshold` (a fraction of the paper level of the brightest
     channel) defaults to one between the grid's level and black (Otsu on the non-paper pixels).
@@ -83,7 +84,8 @@ def page_masks(
     Computed in uint8 with OpenCV (a 2213 x 1572 page in a few ms). `paper` (a mask of any size, see
     `paper_mask`): the threshold is found on the sheet only (a dark table would pull it down).
     Retries of a page that gave no layout: `grow` (thin traces), `lines_as_grid` (a grid as dark
-    as the trace; `ink_floor` carries its split to a second call), `colour_ink` (only coloured ink),
+    as the trace; `ink_floor` carries its split to a second call; `trace_darker`: the darker side of
+    that split is the trace, whatever its lines show), `colour_ink` (only coloured ink),
     `light_ink` (a grey trace lighter than the threshold on a coloured grid)."""
     r, g, b = cv2.split(rgb)
     vmax = cv2.max(cv2.max(r, g), b)
@@ -123,7 +125,7 @@ def page_masks(
                     # trace is the darker part, and the trace is the band between the two
                     _, darker = cv2.threshold(rmax, int(t2) - 1, 1, cv2.THRESH_BINARY_INV)
                     _, below = cv2.threshold(rmax, int(round(ink_threshold * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
-                    if _line_share(darker) > _line_share(cv2.subtract(below, darker)):
+                    if not trace_darker and _line_share(darker) > _line_share(cv2.subtract(below, darker)):
                         ink_floor = float(t2 / 255.0)
                     else:
                         ink_threshold = float(t2 / 255.0)

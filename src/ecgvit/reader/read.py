@@ -85,11 +85,13 @@ def read_page(image: Any, *, trace: bool = True, keep_ink: bool = False) -> Page
         if r2.layout is not None:
             r2.timings_ms["retry"] = _ms(t)
             r = r2
-    # four retries for a page that gave no layout (one that reads whole never takes them):
+    # five retries for a page that gave no layout (one that reads whole never takes them):
     # - thin or anti-aliased traces break into dashes at the ink threshold: faint ink grown from
     #   the dark;
     # - a grid printed as dark as the trace (a black-and-white print or copy) is taken for ink:
     #   a second threshold among the dark pixels, the part on long straight lines taken as grid;
+    #   where the grid's cores fall on the trace's side of that threshold, its lines mislead the
+    #   choice of side: the darker side taken as the trace regardless (its long lines still grid);
     # - a blue, red or green trace on a grey grid as dark as it: only ink with colour;
     # - a 1 px trace on a small page, anti-aliased to mid grey: on a coloured grid, light ink
     for kw, why in (
@@ -97,6 +99,10 @@ def read_page(image: Any, *, trace: bool = True, keep_ink: bool = False) -> Page
         (
             {"lines_as_grid": True},
             "the grid as dark as the trace told from it (a darker threshold, long straight lines as grid)",
+        ),
+        (
+            {"lines_as_grid": True, "trace_darker": True},
+            "the grid as dark as the trace told from it (the darker ink taken as the trace)",
         ),
         ({"colour_ink": True}, "a coloured trace told from a grey grid by its colour"),
         ({"light_ink": True}, "light grey ink on a coloured grid (a thin trace on a small page)"),
