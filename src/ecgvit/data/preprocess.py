@@ -175,8 +175,9 @@ DECODER_VERSION = "-d2"
 # 3x4+3 too when the rhythm strips repeat the panels above them; -r5: a second retry for a grid
 # as dark as the trace; -r6: a pulse searched past its row's band, up to the previous baseline;
 # -r7: that retry keeps a trace lighter than the grid, and a third retry reads coloured ink only;
-# -r8: cubic resampling when rotating, a raised ink threshold on coloured grids, a fourth retry for
-# light grey ink, and rows closer than half the row pitch merged).
+# -r8: cubic resampling when rotating, a raised ink threshold on coloured grids, retries for light
+# grey ink and for a dark grid whose cores fall with the trace, rows closer than half the row pitch
+# merged, quiet rows of low-gain leads taken as traces).
 READER_VERSION = "-r8"
 
 
