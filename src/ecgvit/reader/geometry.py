@@ -96,6 +96,7 @@ def page_masks(
     rmax = cv2.divide(vmax, paper_level(vmax), scale=255)
     rmin = cv2.divide(vmin, paper_level(vmin), scale=255)
     grid_level: float | None = None  # the ink left out of the grid measure, where not all ink
+    tint = _grid_tint(rmax, rmin) if ink_threshold is None or light_ink else None
     if ink_threshold is None:
         if paper is not None:
             on = cv2.resize(paper, (rmax.shape[1] // 4 + 1, rmax.shape[0] // 4 + 1), interpolation=cv2.INTER_NEAREST)
@@ -103,7 +104,7 @@ def page_masks(
             ink_threshold = _ink_threshold(sub[on[: sub.shape[0], : sub.shape[1]] > 0], step=1)
         else:
             ink_threshold = _ink_threshold(rmax)
-        if _grid_is_coloured(rmax, rmin) and ink_threshold < INK_THRESHOLD_MAX:
+        if _grid_is_coloured(tint) and ink_threshold < INK_THRESHOLD_MAX:
             # a coloured grid keeps its brightest channel near paper, so no grid is under the top of
             # the threshold's range: a thin grey trace (anti-aliased lighter than Otsu's split of
             # black text from it) is ink up to there. The grid measure still leaves out only the ink
@@ -137,9 +138,9 @@ def page_masks(
         # lighter than any threshold a grey grid allows. A red or pink grid's lines keep their
         # brightest channel near paper, so everything darker than LIGHT_INK_LEVEL there is ink; a
         # green or blue grid's are darker, but tinted: there ink is also what has no colour
-        if _grid_is_coloured(rmax, rmin):
+        if _grid_is_coloured(tint):
             level = max(ink_threshold, LIGHT_INK_LEVEL)
-        elif _grid_is_tinted(rmax, rmin):
+        elif _grid_is_tinted(tint):
             level, untinted_only = max(ink_threshold, LIGHT_INK_LEVEL), True
     _, ink8 = cv2.threshold(rmax, int(round(level * 255)) - 1, 1, cv2.THRESH_BINARY_INV)
     if ink_floor > 0:
@@ -199,23 +200,27 @@ def _denoised(rmax: np.ndarray, level: float, k: tuple[int, int], need: int) -> 
     return _keep_dense(m8, k, need)
 
 
-def _grid_is_coloured(rmax: np.ndarray, rmin: np.ndarray) -> bool:
-    """Whether the page's grid is coloured (red, pink, green, blue...) enough for LIGHT_INK_LEVEL: of
-    the pixels its least channel marks as grid or ink (under 0.8 of paper), the median's brightest
-    channel is lighter than that level (a grey grid's is not: the raised threshold would take it)."""
-    sub_max, sub_min = rmax[::2, ::2], rmin[::2, ::2]
-    marked = sub_max[sub_min < 204]
-    return bool(marked.size >= 200 and float(np.median(marked)) > LIGHT_INK_LEVEL * 255)
-
-
-def _grid_is_tinted(rmax: np.ndarray, rmin: np.ndarray) -> bool:
-    """Whether the page's grid has colour (its channels COLOUR_INK_MIN apart at the median of the
-    pixels its least channel marks, as in `_grid_is_coloured`), however dark its lines."""
+def _grid_tint(rmax: np.ndarray, rmin: np.ndarray) -> tuple[float, float] | None:
+    """The page's grid colour: of the pixels its least channel marks as grid or ink (under 0.8 of
+    paper, at half resolution), the median brightest channel and the median brightest-minus-least
+    (0..255, paper-relative); None where under 200 pixels are marked."""
     sub_max, sub_min = rmax[::2, ::2], rmin[::2, ::2]
     sel = sub_min < 204
     if int(sel.sum()) < 200:
-        return False
-    return float(np.median(sub_max[sel].astype(np.int16) - sub_min[sel])) > COLOUR_INK_MIN * 255
+        return None
+    marked = sub_max[sel]
+    return float(np.median(marked)), float(np.median(marked.astype(np.int16) - sub_min[sel]))
+
+
+def _grid_is_coloured(tint: tuple[float, float] | None) -> bool:
+    """A grid coloured (red, pink...) enough for LIGHT_INK_LEVEL: its marked pixels' brightest
+    channel is lighter than that level (a grey grid's is not: the raised threshold would take it)."""
+    return tint is not None and tint[0] > LIGHT_INK_LEVEL * 255
+
+
+def _grid_is_tinted(tint: tuple[float, float] | None) -> bool:
+    """A grid with colour (its channels COLOUR_INK_MIN apart), however dark its lines."""
+    return tint is not None and tint[1] > COLOUR_INK_MIN * 255
 
 
 def _long_lines(m8: np.ndarray) -> np.ndarray:

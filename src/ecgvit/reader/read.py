@@ -646,32 +646,34 @@ def _row_evidence(ink: np.ndarray, y: float, gl: int, gr: int, ppm_x: float, ppm
 
 def _trace_rows(ink: np.ndarray, baselines: list[float], gl: int, gr: int, ppm_x: float, ppm_y: float) -> list[float]:
     """The ink rows that are traces: those with >= 3 columns whose stroke leaves the baseline by over
-    2.2 mm (a QRS; small text is shorter), and quiet rows of the same page. A lead with small beats (5 mm/mV, or a 12x1 page's halved gain) has no stroke as tall as a QRS
-    elsewhere; it is still a trace where it runs as the taken rows do (both ends within
-    QUIET_ROW_END_MM of theirs: a ruled line spans the grid, text stops short) as single strokes
-    a column (text is not) and leaves its baseline somewhere (the pulse, a beat: a rule never does)."""
-    ev = [_row_evidence(ink, b, gl, gr, ppm_x, ppm_y) for b in baselines]
-    strict = [i for i, e in enumerate(ev) if e is not None and e.tall_strokes >= 3]
-    if len(strict) < 2:
-        return [baselines[i] for i in strict]
-    x0 = float(np.median([ev[i].x0 for i in strict]))  # type: ignore[union-attr]
-    x1 = float(np.median([ev[i].x1 for i in strict]))  # type: ignore[union-attr]
+    2.2 mm (a QRS; small text is shorter), and quiet rows of the same page. A lead with small beats
+    (5 mm/mV, or a 12x1 page's halved gain) has no stroke as tall as a QRS elsewhere; it is still a
+    trace where it runs as the taken rows do (both ends within QUIET_ROW_END_MM of theirs: a ruled
+    line spans the grid, text stops short) as single strokes a column (text is not) and leaves its
+    baseline somewhere (the pulse, a beat: a rule never does)."""
+    rows = []
+    for b in baselines:
+        e = _row_evidence(ink, b, gl, gr, ppm_x, ppm_y)
+        if e is not None:
+            rows.append((b, e))
+    beating = [e for _, e in rows if e.tall_strokes >= 3]
+    if len(beating) < 2:
+        return [b for b, e in rows if e.tall_strokes >= 3]
+    x0 = float(np.median([e.x0 for e in beating]))
+    x1 = float(np.median([e.x1 for e in beating]))
     tol = QUIET_ROW_END_MM * ppm_x
     out = []
-    for b, e in zip(baselines, ev, strict=True):
-        if e is None:
-            continue
-        quiet = (
-            e.tall_strokes < 3
-            and e.short_strokes >= 2
+    for b, e in rows:
+        if e.tall_strokes >= 3:
+            out.append(b)
+        elif (
+            e.short_strokes >= 2
             and abs(e.x0 - x0) <= tol
             and abs(e.x1 - x1) <= tol
             and _single_run_share(ink, b, gl, gr, ppm_y) >= QUIET_ROW_SINGLE_RUN
-        )
-        if e.tall_strokes >= 3 or quiet:
+        ):
+            log.debug("quiet row at %.0f px taken as a trace (%d short strokes)", b, e.short_strokes)
             out.append(b)
-            if quiet:
-                log.debug("quiet row at %.0f px taken as a trace (%d short strokes)", b, e.short_strokes)
     return out
 
 
